@@ -1,0 +1,223 @@
+//! Gated recurrent unit, PyTorch's formula by default, d2l's on request.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+
+use crate::config::{ConfigError, GruFormula, WeightInit, validate_core};
+use crate::recurrent::{
+    CoreShape, LayerState, Recurrent, RecurrentLayer, RecurrentState, SequenceInput, run_layers,
+};
+
+/// Configuration of a [`Gru`].
+#[derive(Config, Debug)]
+pub struct GruConfig {
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's hidden state.
+    pub hidden_size: usize,
+    /// Number of stacked layers.
+    #[config(default = 1)]
+    pub num_layers: usize,
+    /// Where the reset gate acts.
+    #[config(default = "GruFormula::PyTorch")]
+    pub formula: GruFormula,
+    /// Weight initialisation (PyTorch's U(-1/√hidden, 1/√hidden) by default).
+    #[config(default = "WeightInit::PyTorch")]
+    pub init: WeightInit,
+    /// Dropout on the outputs of every layer but the last, while training.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl GruConfig {
+    /// Checks the sizes, the dropout and the initialisation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_core(
+            "",
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.dropout,
+        )?;
+        self.init.validate("init")
+    }
+
+    /// Builds the module on `device`.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init(&self, device: &Device) -> Gru {
+        self.validate()
+            .unwrap_or_else(|err| panic!("GruConfig: {err}"));
+        let h = self.hidden_size;
+        let layers = (0..self.num_layers)
+            .map(|index| {
+                let input = if index == 0 { self.input_size } else { h };
+                GruLayer {
+                    input_weight: Param::from_tensor(self.init.weight([input, 3 * h], h, device)),
+                    input_bias: Param::from_tensor(self.init.bias(3 * h, h, device)),
+                    hidden_weight: Param::from_tensor(self.init.weight([h, 3 * h], h, device)),
+                    // d2l's GRU has one bias per gate; PyTorch's has a second one, and the
+                    // candidate's (b_hn) sits inside the reset gate, so it is not redundant.
+                    hidden_bias: (self.formula == GruFormula::PyTorch)
+                        .then(|| Param::from_tensor(self.init.bias(3 * h, h, device))),
+                    formula: self.formula,
+                }
+            })
+            .collect();
+        Gru {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            input_size: self.input_size,
+            hidden_size: h,
+        }
+    }
+}
+
+/// One layer of [`Gru`]: the three gates' weights packed side by side in PyTorch's order
+/// (reset `r`, update `z`, candidate `n`), so each step costs one hidden matmul.
+#[derive(Module, Debug)]
+pub struct GruLayer {
+    /// `[W_ir | W_iz | W_in]`: `[input, 3·hidden]` (PyTorch's `weight_ih_l{k}` transposed).
+    pub input_weight: Param<Tensor<2>>,
+    /// `[b_ir | b_iz | b_in]`: `[3·hidden]`.
+    pub input_bias: Param<Tensor<1>>,
+    /// `[W_hr | W_hz | W_hn]`: `[hidden, 3·hidden]` (PyTorch's `weight_hh_l{k}` transposed).
+    pub hidden_weight: Param<Tensor<2>>,
+    /// `[b_hr | b_hz | b_hn]`: `[3·hidden]`; present with [`GruFormula::PyTorch`] only.
+    pub hidden_bias: Option<Param<Tensor<1>>>,
+    /// Where the reset gate acts.
+    #[module(skip)]
+    pub formula: GruFormula,
+}
+
+/// Gated recurrent unit with any number of stacked layers. Per layer, with `σ` the sigmoid:
+///
+/// ```text
+/// r = σ(x W_ir + b_ir + h W_hr + b_hr)
+/// z = σ(x W_iz + b_iz + h W_hz + b_hz)
+/// n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))   PyTorch (default)
+/// n = tanh(x W_in + b_in + (r ⊙ h) W_hn)          d2l
+/// h' = (1 - z) ⊙ n + z ⊙ h
+/// ```
+///
+/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
+/// state `[num_layers, batch, hidden]`.
+#[derive(Module, Debug)]
+pub struct Gru {
+    /// The stacked layers, input side first.
+    pub layers: Vec<GruLayer>,
+    /// Dropout between layers.
+    pub dropout: Dropout,
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's hidden state.
+    pub hidden_size: usize,
+}
+
+/// The hidden weights as the step needs them.
+pub(crate) enum GruStepWeights {
+    /// `W_h` `[hidden, 3·hidden]` and `b_h` `[1, 3·hidden]`.
+    PyTorch {
+        weight: Tensor<2>,
+        bias: Option<Tensor<2>>,
+    },
+    /// `[W_hr | W_hz]` `[hidden, 2·hidden]` and `W_hn` `[hidden, hidden]`, split once per
+    /// sequence because the candidate's matmul has to wait for the reset gate.
+    D2l {
+        gates: Tensor<2>,
+        candidate: Tensor<2>,
+    },
+}
+
+impl RecurrentLayer for GruLayer {
+    type StepWeights = GruStepWeights;
+
+    fn input_weight(&self) -> Tensor<2> {
+        self.input_weight.val()
+    }
+
+    fn input_bias(&self) -> Option<Tensor<1>> {
+        Some(self.input_bias.val())
+    }
+
+    fn step_weights(&self) -> GruStepWeights {
+        let weight = self.hidden_weight.val();
+        let h = weight.dims()[0];
+        match self.formula {
+            GruFormula::PyTorch => GruStepWeights::PyTorch {
+                weight,
+                bias: self.hidden_bias.as_ref().map(|b| b.val().unsqueeze_dim(0)),
+            },
+            GruFormula::D2l => GruStepWeights::D2l {
+                gates: weight.clone().narrow(1, 0, 2 * h),
+                candidate: weight.narrow(1, 2 * h, h),
+            },
+        }
+    }
+
+    fn step(weights: &GruStepWeights, projected: Tensor<2>, state: LayerState) -> LayerState {
+        let h_prev = state.h;
+        let h = h_prev.dims()[1];
+        let input_rz = projected.clone().narrow(1, 0, 2 * h);
+        let input_n = projected.narrow(1, 2 * h, h);
+        let (update, candidate) = match weights {
+            GruStepWeights::PyTorch { weight, bias } => {
+                let mut hw = h_prev.clone().matmul(weight.clone());
+                if let Some(bias) = bias {
+                    hw = hw + bias.clone();
+                }
+                let rz = sigmoid(input_rz + hw.clone().narrow(1, 0, 2 * h));
+                let reset = rz.clone().narrow(1, 0, h);
+                let candidate = (input_n + reset * hw.narrow(1, 2 * h, h)).tanh();
+                (rz.narrow(1, h, h), candidate)
+            }
+            GruStepWeights::D2l { gates, candidate } => {
+                let rz = sigmoid(input_rz + h_prev.clone().matmul(gates.clone()));
+                let reset = rz.clone().narrow(1, 0, h);
+                let candidate =
+                    (input_n + (reset * h_prev.clone()).matmul(candidate.clone())).tanh();
+                (rz.narrow(1, h, h), candidate)
+            }
+        };
+        // (1 - z) ⊙ n + z ⊙ h, with one multiplication fewer.
+        LayerState {
+            h: candidate.clone() + update * (h_prev - candidate),
+            c: None,
+        }
+    }
+}
+
+impl Recurrent for Gru {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn has_cell(&self) -> bool {
+        false
+    }
+
+    fn forward_time_major(
+        &self,
+        input: SequenceInput,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        let shape = CoreShape {
+            name: "Gru",
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            has_cell: false,
+        };
+        run_layers(shape, &self.layers, &self.dropout, input, state)
+    }
+}

@@ -1,0 +1,161 @@
+//! The language model around a recurrent core.
+
+use burn::module::Param;
+use burn::nn::Embedding;
+use burn::prelude::*;
+
+use crate::config::{CellKind, WeightInit};
+use crate::recurrent::{Recurrent, RecurrentState, SequenceInput, check_ids};
+use crate::{DeepLstm, Gru, RnnScratch};
+
+/// Any of the three cores, chosen at run time (e.g. from a checkpoint's config).
+#[derive(Module, Debug)]
+pub enum RecurrentCore {
+    /// d2l's vanilla RNN.
+    RnnScratch(RnnScratch),
+    /// Gated recurrent unit.
+    Gru(Gru),
+    /// Multi-layer LSTM.
+    Lstm(DeepLstm),
+}
+
+impl RecurrentCore {
+    /// Which kind of core this is.
+    pub fn kind(&self) -> CellKind {
+        match self {
+            RecurrentCore::RnnScratch(_) => CellKind::RnnScratch,
+            RecurrentCore::Gru(_) => CellKind::Gru,
+            RecurrentCore::Lstm(_) => CellKind::Lstm,
+        }
+    }
+
+    fn as_dyn(&self) -> &dyn Recurrent {
+        match self {
+            RecurrentCore::RnnScratch(core) => core,
+            RecurrentCore::Gru(core) => core,
+            RecurrentCore::Lstm(core) => core,
+        }
+    }
+}
+
+impl Recurrent for RecurrentCore {
+    fn input_size(&self) -> usize {
+        self.as_dyn().input_size()
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.as_dyn().hidden_size()
+    }
+
+    fn num_layers(&self) -> usize {
+        self.as_dyn().num_layers()
+    }
+
+    fn has_cell(&self) -> bool {
+        self.as_dyn().has_cell()
+    }
+
+    fn forward_time_major(
+        &self,
+        input: SequenceInput,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        self.as_dyn().forward_time_major(input, state)
+    }
+}
+
+/// The affine map from hidden states to vocabulary logits, d2l's `W_hq`, `b_q`.
+#[derive(Module, Debug)]
+pub struct OutputLayer {
+    /// `W_hq`: `[hidden, vocab]`.
+    pub w_hq: Param<Tensor<2>>,
+    /// `b_q`: `[vocab]`.
+    pub b_q: Param<Tensor<1>>,
+}
+
+impl OutputLayer {
+    pub(crate) fn new(hidden: usize, vocab: usize, init: WeightInit, device: &Device) -> Self {
+        // nn.Linear's U(-1/√fan_in, 1/√fan_in) is PyTorch's rule with fan_in = hidden.
+        Self {
+            w_hq: Param::from_tensor(init.weight([hidden, vocab], hidden, device)),
+            b_q: Param::from_tensor(init.bias(vocab, hidden, device)),
+        }
+    }
+
+    /// `[rows, hidden]` -> `[rows, vocab]`.
+    pub fn forward(&self, hidden: Tensor<2>) -> Tensor<2> {
+        hidden.matmul(self.w_hq.val()) + self.b_q.val().unsqueeze_dim(0)
+    }
+}
+
+/// A character (or word) language model: token ids in, next-token logits out.
+///
+/// `tokens [batch, steps]` → encoding (one-hot as d2l, gathered rather than multiplied, or a
+/// learnable embedding) → recurrent core → [`OutputLayer`] → `logits [batch, steps, vocab]`.
+/// Build it with [`RnnLmConfig`](crate::RnnLmConfig).
+#[derive(Module, Debug)]
+pub struct RnnLm {
+    /// Embedding table `[vocab, embedding_dim]`, or `None` for one-hot input.
+    pub embedding: Option<Embedding>,
+    /// The recurrent core.
+    pub core: RecurrentCore,
+    /// Hidden state to logits.
+    pub output: OutputLayer,
+    /// Number of tokens in the vocabulary.
+    pub vocab_size: usize,
+}
+
+impl RnnLm {
+    /// The zero state for `batch_size` sequences: `[num_layers, batch, hidden]` per tensor.
+    pub fn begin_state(&self, batch_size: usize, device: &Device) -> RecurrentState {
+        self.core.begin_state(batch_size, device)
+    }
+
+    /// Next-token logits for every position.
+    ///
+    /// - `tokens`: `[batch, steps]`, ids in `0..vocab_size`
+    /// - `state`: from [`begin_state`](Self::begin_state) or a previous call,
+    ///   `[num_layers, batch, hidden]` per tensor
+    /// - returns `logits` `[batch, steps, vocab]` (position `t` predicts token `t + 1`) and the
+    ///   state after the last step.
+    ///
+    /// # Panics
+    /// On an id outside the vocabulary or a state of the wrong shape, naming the tensor, what it
+    /// holds and what was expected.
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        let [batch, steps] = tokens.dims();
+        let (hidden, state) = self.forward_hidden(tokens, state);
+        let logits = self
+            .output
+            .forward(hidden.reshape([steps * batch, self.core.hidden_size()]));
+        (
+            logits
+                .reshape([steps, batch, self.vocab_size])
+                .swap_dims(0, 1),
+            state,
+        )
+    }
+
+    /// The last layer's hidden states, time-major: `[steps, batch, hidden]`, for `tokens`
+    /// `[batch, steps]`.
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        // Time-major from here on: the core reads one contiguous [batch, ..] block per step.
+        let tokens = tokens.swap_dims(0, 1);
+        let input = match &self.embedding {
+            Some(embedding) => {
+                check_ids(&tokens, self.vocab_size, "RnnLm::forward: tokens");
+                SequenceInput::Dense(embedding.forward(tokens))
+            }
+            None => SequenceInput::OneHot(tokens),
+        };
+        self.core.forward_time_major(input, state)
+    }
+}

@@ -1,0 +1,177 @@
+//! Multi-layer LSTM with PyTorch's gate order and formulas.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+
+use crate::config::{ConfigError, WeightInit, validate_core};
+use crate::recurrent::{
+    CoreShape, LayerState, Recurrent, RecurrentLayer, RecurrentState, SequenceInput, run_layers,
+};
+
+/// Configuration of a [`DeepLstm`].
+#[derive(Config, Debug)]
+pub struct DeepLstmConfig {
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's hidden state and memory cell.
+    pub hidden_size: usize,
+    /// Number of stacked layers.
+    #[config(default = 1)]
+    pub num_layers: usize,
+    /// Weight initialisation (PyTorch's U(-1/√hidden, 1/√hidden) by default).
+    #[config(default = "WeightInit::PyTorch")]
+    pub init: WeightInit,
+    /// Dropout on the outputs of every layer but the last, while training (PyTorch's
+    /// `nn.LSTM(dropout=..)`).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl DeepLstmConfig {
+    /// Checks the sizes, the dropout and the initialisation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_core(
+            "",
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.dropout,
+        )?;
+        self.init.validate("init")
+    }
+
+    /// Builds the module on `device`.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init(&self, device: &Device) -> DeepLstm {
+        self.validate()
+            .unwrap_or_else(|err| panic!("DeepLstmConfig: {err}"));
+        let h = self.hidden_size;
+        let layers = (0..self.num_layers)
+            .map(|index| {
+                let input = if index == 0 { self.input_size } else { h };
+                LstmLayer {
+                    input_weight: Param::from_tensor(self.init.weight([input, 4 * h], h, device)),
+                    hidden_weight: Param::from_tensor(self.init.weight([h, 4 * h], h, device)),
+                    // PyTorch keeps b_ih and b_hh, which only ever appear as their sum: one
+                    // vector here (an import adds the two). Under PyTorch's rule the sum of two
+                    // U(-k, k) draws is what a fresh nn.LSTM starts from, so draw both.
+                    bias: Param::from_tensor(
+                        self.init.bias(4 * h, h, device) + self.init.bias(4 * h, h, device),
+                    ),
+                }
+            })
+            .collect();
+        DeepLstm {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            input_size: self.input_size,
+            hidden_size: h,
+        }
+    }
+}
+
+/// One layer of [`DeepLstm`]: the four gates packed side by side in PyTorch's order
+/// (input `i`, forget `f`, cell candidate `g`, output `o`), so a step costs one hidden matmul
+/// of width `4·hidden`, as in char-rnn.
+#[derive(Module, Debug)]
+pub struct LstmLayer {
+    /// `[W_ii | W_if | W_ig | W_io]`: `[input, 4·hidden]` (PyTorch's `weight_ih_l{k}` transposed).
+    pub input_weight: Param<Tensor<2>>,
+    /// `[W_hi | W_hf | W_hg | W_ho]`: `[hidden, 4·hidden]` (PyTorch's `weight_hh_l{k}` transposed).
+    pub hidden_weight: Param<Tensor<2>>,
+    /// `b_ih + b_hh`: `[4·hidden]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+/// LSTM with any number of stacked layers and dropout between them. Per layer, with `σ` the
+/// sigmoid and `[i f g o] = x W_x + h W_h + b` split in four:
+///
+/// ```text
+/// c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)
+/// h' = σ(o) ⊙ tanh(c')
+/// ```
+///
+/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`
+/// (the last layer's `h`), state `hidden` and `cell` `[num_layers, batch, hidden]`.
+#[derive(Module, Debug)]
+pub struct DeepLstm {
+    /// The stacked layers, input side first.
+    pub layers: Vec<LstmLayer>,
+    /// Dropout between layers; never after the last one, inactive without autodiff.
+    pub dropout: Dropout,
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's state.
+    pub hidden_size: usize,
+}
+
+impl RecurrentLayer for LstmLayer {
+    type StepWeights = Tensor<2>;
+
+    fn input_weight(&self) -> Tensor<2> {
+        self.input_weight.val()
+    }
+
+    fn input_bias(&self) -> Option<Tensor<1>> {
+        Some(self.bias.val())
+    }
+
+    fn step_weights(&self) -> Tensor<2> {
+        self.hidden_weight.val()
+    }
+
+    fn step(hidden_weight: &Tensor<2>, projected: Tensor<2>, state: LayerState) -> LayerState {
+        let h = state.h.dims()[1];
+        let c_prev = state
+            .c
+            .expect("the engine checked that an LSTM state has a cell");
+        let gates = projected + state.h.matmul(hidden_weight.clone());
+        // i and f are adjacent: one sigmoid call for both.
+        let input_forget = sigmoid(gates.clone().narrow(1, 0, 2 * h));
+        let input_gate = input_forget.clone().narrow(1, 0, h);
+        let forget_gate = input_forget.narrow(1, h, h);
+        let candidate = gates.clone().narrow(1, 2 * h, h).tanh();
+        let output_gate = sigmoid(gates.narrow(1, 3 * h, h));
+        let c = forget_gate * c_prev + input_gate * candidate;
+        LayerState {
+            h: output_gate * c.clone().tanh(),
+            c: Some(c),
+        }
+    }
+}
+
+impl Recurrent for DeepLstm {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn has_cell(&self) -> bool {
+        true
+    }
+
+    fn forward_time_major(
+        &self,
+        input: SequenceInput,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        let shape = CoreShape {
+            name: "DeepLstm",
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            has_cell: true,
+        };
+        run_layers(shape, &self.layers, &self.dropout, input, state)
+    }
+}

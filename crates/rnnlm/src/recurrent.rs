@@ -1,0 +1,343 @@
+//! The interface shared by the three recurrent cores, and the layer-stacking engine behind it.
+//!
+//! Every core is a stack of layers. A layer's work splits into two parts:
+//! - the input projection `X W_x + b` for **all** time steps at once, one large matmul
+//!   (or, for one-hot input, a row gather: a one-hot row times `W_x` is a row of `W_x`);
+//! - the time loop, where each step costs one `[batch, hidden] x [hidden, gates·hidden]` matmul
+//!   plus element-wise gate arithmetic.
+//!
+//! The engine works time-major (`[steps, batch, ..]`) so that step `t` is a contiguous
+//! `[batch, ..]` block and the per-step outputs, stacked once at the end, are directly the next
+//! layer's input without a transpose.
+
+use burn::nn::Dropout;
+use burn::prelude::*;
+
+/// The state of every layer of a recurrent core, carried from one call to the next
+/// (truncated back-propagation through time).
+#[derive(Clone, Debug)]
+pub struct RecurrentState {
+    /// Hidden state `h` of every layer: `[num_layers, batch, hidden]`.
+    pub hidden: Tensor<3>,
+    /// Memory cell `c` of every layer, `[num_layers, batch, hidden]`; `Some` for LSTM only.
+    pub cell: Option<Tensor<3>>,
+}
+
+impl RecurrentState {
+    /// All-zero state: `hidden` `[num_layers, batch, hidden]`, and `cell` of the same shape
+    /// when `with_cell`.
+    pub fn zeros(
+        num_layers: usize,
+        batch_size: usize,
+        hidden_size: usize,
+        with_cell: bool,
+        device: &Device,
+    ) -> Self {
+        let shape = [num_layers, batch_size, hidden_size];
+        Self {
+            hidden: Tensor::zeros(shape, device),
+            cell: with_cell.then(|| Tensor::zeros(shape, device)),
+        }
+    }
+
+    /// Cuts the autodiff graph behind the state, keeping its values. Call it between
+    /// minibatches when the state is carried over, so the next backward pass stops here.
+    pub fn detach(self) -> Self {
+        Self {
+            hidden: self.hidden.detach(),
+            cell: self.cell.map(Tensor::detach),
+        }
+    }
+
+    /// Number of parallel sequences (the state's middle axis).
+    pub fn batch_size(&self) -> usize {
+        self.hidden.dims()[1]
+    }
+
+    /// The rows of the given sequences, in that order: every tensor becomes
+    /// `[num_layers, indices.len(), hidden]`.
+    pub fn select_batch(self, indices: Tensor<1, Int>) -> Self {
+        Self {
+            hidden: self.hidden.select(1, indices.clone()),
+            cell: self.cell.map(|c| c.select(1, indices)),
+        }
+    }
+
+    fn layer(&self, index: usize) -> LayerState {
+        let take = |t: &Tensor<3>| t.clone().narrow(0, index, 1).squeeze_dim::<2>(0);
+        LayerState {
+            h: take(&self.hidden),
+            c: self.cell.as_ref().map(take),
+        }
+    }
+
+    fn from_layers(layers: Vec<LayerState>) -> Self {
+        let (hidden, cell): (Vec<_>, Vec<_>) = layers.into_iter().map(|s| (s.h, s.c)).unzip();
+        let cell: Option<Vec<_>> = cell.into_iter().collect();
+        Self {
+            hidden: Tensor::stack(hidden, 0),
+            cell: cell.map(|c| Tensor::stack(c, 0)),
+        }
+    }
+}
+
+/// Input to [`Recurrent::forward_time_major`], time-major.
+#[derive(Clone, Debug)]
+pub enum SequenceInput {
+    /// Feature vectors `[steps, batch, input]`.
+    Dense(Tensor<3>),
+    /// Token ids `[steps, batch]`, each below `input_size`, standing for one-hot vectors of
+    /// width `input_size` without building them.
+    OneHot(Tensor<2, Int>),
+}
+
+impl SequenceInput {
+    fn steps_and_batch(&self) -> [usize; 2] {
+        match self {
+            SequenceInput::Dense(x) => {
+                let [steps, batch, _] = x.dims();
+                [steps, batch]
+            }
+            SequenceInput::OneHot(ids) => ids.dims(),
+        }
+    }
+}
+
+/// One interface for every recurrent core ([`RnnScratch`](crate::RnnScratch),
+/// [`Gru`](crate::Gru), [`DeepLstm`](crate::DeepLstm) and the [`RecurrentCore`](crate::RecurrentCore)
+/// enum over them): a zero state, a whole-sequence forward, and a single step.
+///
+/// Shape mistakes panic with a message naming the tensor, its shape and the expected one.
+pub trait Recurrent {
+    /// Width of each input vector (the one-hot width for token input).
+    fn input_size(&self) -> usize;
+    /// Width of every layer's state and of the outputs.
+    fn hidden_size(&self) -> usize;
+    /// Number of stacked layers.
+    fn num_layers(&self) -> usize;
+    /// Whether the state has a memory cell (LSTM).
+    fn has_cell(&self) -> bool;
+
+    /// Runs the whole sequence in the core's native time-major layout.
+    ///
+    /// - `input`: [`SequenceInput::Dense`] `[steps, batch, input]` or
+    ///   [`SequenceInput::OneHot`] `[steps, batch]`
+    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM)
+    /// - returns the last layer's outputs `[steps, batch, hidden]` and the final state.
+    fn forward_time_major(
+        &self,
+        input: SequenceInput,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState);
+
+    /// The zero state for `batch_size` sequences: `[num_layers, batch, hidden]` per tensor.
+    fn begin_state(&self, batch_size: usize, device: &Device) -> RecurrentState {
+        RecurrentState::zeros(
+            self.num_layers(),
+            batch_size,
+            self.hidden_size(),
+            self.has_cell(),
+            device,
+        )
+    }
+
+    /// Runs the whole sequence.
+    ///
+    /// - `inputs`: `[batch, steps, input]`
+    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM)
+    /// - returns the last layer's outputs `[batch, steps, hidden]` and the final state.
+    fn forward(&self, inputs: Tensor<3>, state: RecurrentState) -> (Tensor<3>, RecurrentState) {
+        let (outputs, state) =
+            self.forward_time_major(SequenceInput::Dense(inputs.swap_dims(0, 1)), state);
+        (outputs.swap_dims(0, 1), state)
+    }
+
+    /// Same as [`forward`](Self::forward) on the one-hot encoding of `tokens`, computed by
+    /// gathering weight rows.
+    ///
+    /// - `tokens`: `[batch, steps]`, ids below `input_size`
+    /// - returns `[batch, steps, hidden]` and the final state.
+    fn forward_one_hot(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        let (outputs, state) =
+            self.forward_time_major(SequenceInput::OneHot(tokens.swap_dims(0, 1)), state);
+        (outputs.swap_dims(0, 1), state)
+    }
+
+    /// One time step.
+    ///
+    /// - `input`: `[batch, input]`
+    /// - returns the last layer's output `[batch, hidden]` and the new state.
+    fn step(&self, input: Tensor<2>, state: RecurrentState) -> (Tensor<2>, RecurrentState) {
+        let (outputs, state) =
+            self.forward_time_major(SequenceInput::Dense(input.unsqueeze_dim(0)), state);
+        (outputs.squeeze_dim(0), state)
+    }
+}
+
+/// The state of one layer: `h` `[batch, hidden]`, `c` `[batch, hidden]` for LSTM.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerState {
+    pub h: Tensor<2>,
+    pub c: Option<Tensor<2>>,
+}
+
+/// What a cell type contributes to the engine: its input weights and its per-step update.
+pub(crate) trait RecurrentLayer {
+    /// Per-step weights, fetched (and for the d2l GRU, split) once per sequence, not per step.
+    type StepWeights;
+
+    /// `W_x`: `[input, gates·hidden]`.
+    fn input_weight(&self) -> Tensor<2>;
+    /// Bias added to the input projection: `[gates·hidden]`.
+    fn input_bias(&self) -> Option<Tensor<1>>;
+    fn step_weights(&self) -> Self::StepWeights;
+    /// One step from the projected input `[batch, gates·hidden]`.
+    fn step(weights: &Self::StepWeights, projected: Tensor<2>, state: LayerState) -> LayerState;
+}
+
+/// Describes a core to the engine, for shape checks and messages.
+pub(crate) struct CoreShape<'a> {
+    pub name: &'a str,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub has_cell: bool,
+}
+
+/// Runs a stack of layers over a sequence: project, scan, dropout between layers.
+pub(crate) fn run_layers<L: RecurrentLayer>(
+    shape: CoreShape<'_>,
+    layers: &[L],
+    dropout: &Dropout,
+    input: SequenceInput,
+    state: RecurrentState,
+) -> (Tensor<3>, RecurrentState) {
+    let [steps, batch] = input.steps_and_batch();
+    check_input(&shape, &input);
+    check_state(&shape, layers.len(), batch, &state);
+
+    let last = layers.len() - 1;
+    let mut layer_input = input;
+    let mut finals = Vec::with_capacity(layers.len());
+    for (index, layer) in layers.iter().enumerate() {
+        let projected = project_input(layer, layer_input, steps, batch);
+        let (outputs, final_state) = scan(layer, projected, state.layer(index));
+        finals.push(final_state);
+        if index == last {
+            return (outputs, RecurrentState::from_layers(finals));
+        }
+        // Dropout sits between layers only: the last layer's outputs go to the caller as they are.
+        layer_input = SequenceInput::Dense(dropout.forward(outputs));
+    }
+    unreachable!("{}: a core has at least one layer", shape.name)
+}
+
+/// `[steps, batch, gates·hidden]`: the input projection of every step, in one matmul or gather.
+fn project_input<L: RecurrentLayer>(
+    layer: &L,
+    input: SequenceInput,
+    steps: usize,
+    batch: usize,
+) -> Tensor<3> {
+    let weight = layer.input_weight();
+    let width = weight.dims()[1];
+    let flat = match input {
+        SequenceInput::Dense(x) => {
+            let features = x.dims()[2];
+            x.reshape([steps * batch, features]).matmul(weight)
+        }
+        SequenceInput::OneHot(ids) => weight.select(0, ids.reshape([steps * batch])),
+    };
+    let flat = match layer.input_bias() {
+        Some(bias) => flat + bias.unsqueeze_dim(0),
+        None => flat,
+    };
+    flat.reshape([steps, batch, width])
+}
+
+/// The time loop. Outputs are stacked once at the end: one copy, instead of a
+/// `slice_assign` into a preallocated tensor per step (each of which the autodiff graph
+/// records as a full-size operation).
+fn scan<L: RecurrentLayer>(
+    layer: &L,
+    projected: Tensor<3>,
+    mut state: LayerState,
+) -> (Tensor<3>, LayerState) {
+    let weights = layer.step_weights();
+    let outputs: Vec<Tensor<2>> = projected
+        .iter_dim(0)
+        .map(|step_input| {
+            state = L::step(&weights, step_input.squeeze_dim(0), state.clone());
+            state.h.clone()
+        })
+        .collect();
+    (Tensor::stack(outputs, 0), state)
+}
+
+fn check_input(shape: &CoreShape<'_>, input: &SequenceInput) {
+    let name = shape.name;
+    match input {
+        SequenceInput::Dense(x) => {
+            let dims = x.dims();
+            assert!(
+                dims[0] > 0 && dims[1] > 0 && dims[2] == shape.input_size,
+                "{name}: input has shape [steps, batch, input] = {dims:?}, expected [steps >= 1, batch >= 1, {}]",
+                shape.input_size
+            );
+        }
+        SequenceInput::OneHot(ids) => {
+            let dims = ids.dims();
+            assert!(
+                dims[0] > 0 && dims[1] > 0,
+                "{name}: token input has shape [steps, batch] = {dims:?}, expected [steps >= 1, batch >= 1]"
+            );
+            check_ids(ids, shape.input_size, &format!("{name}: token input"));
+        }
+    }
+}
+
+fn check_state(shape: &CoreShape<'_>, num_layers: usize, batch: usize, state: &RecurrentState) {
+    let name = shape.name;
+    let expected = [num_layers, batch, shape.hidden_size];
+    let hidden = state.hidden.dims();
+    assert!(
+        hidden == expected,
+        "{name}: state.hidden has shape {hidden:?}, expected [num_layers, batch, hidden] = {expected:?}"
+    );
+    match (&state.cell, shape.has_cell) {
+        (Some(cell), true) => {
+            let cell = cell.dims();
+            assert!(
+                cell == expected,
+                "{name}: state.cell has shape {cell:?}, expected [num_layers, batch, hidden] = {expected:?}"
+            );
+        }
+        (None, true) => panic!(
+            "{name}: state.cell is missing, expected a tensor of shape {expected:?} (use begin_state)"
+        ),
+        (Some(_), false) => {
+            panic!("{name}: state.cell is set, but this core has no memory cell (use begin_state)")
+        }
+        (None, false) => {}
+    }
+}
+
+/// Panics unless every id lies in `0..limit`, naming `what` and the offending id. Costs one
+/// small reduction and a device sync, which is what it takes to report the id instead of an
+/// out-of-bounds failure deep inside a backend.
+pub(crate) fn check_ids<const D: usize>(ids: &Tensor<D, Int>, limit: usize, what: &str) {
+    let bounds = Tensor::cat(vec![ids.clone().min(), ids.clone().max()], 0)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("token bounds are integers");
+    let (lowest, highest) = (bounds[0], bounds[1]);
+    assert!(
+        lowest >= 0 && highest < limit as i64,
+        "{what} holds token id {}, expected ids in 0..{limit} (the vocabulary size)",
+        if lowest < 0 { lowest } else { highest }
+    );
+}

@@ -1,0 +1,162 @@
+//! d2l's vanilla RNN from scratch (`RNNScratch` / `StackedRNNScratch`).
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+
+use crate::config::{Activation, ConfigError, WeightInit, validate_core};
+use crate::recurrent::{
+    CoreShape, LayerState, Recurrent, RecurrentLayer, RecurrentState, SequenceInput, run_layers,
+};
+
+/// Configuration of a [`RnnScratch`].
+#[derive(Config, Debug)]
+pub struct RnnScratchConfig {
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's hidden state.
+    pub hidden_size: usize,
+    /// Number of stacked layers; layer `l > 0` reads layer `l - 1`'s hidden states.
+    #[config(default = 1)]
+    pub num_layers: usize,
+    /// Weight initialisation; d2l draws N(0, 0.01²) and zero biases.
+    #[config(default = "WeightInit::Normal { sigma: 0.01 }")]
+    pub init: WeightInit,
+    /// Hidden non-linearity.
+    #[config(default = "Activation::Tanh")]
+    pub activation: Activation,
+    /// Dropout on the outputs of every layer but the last, while training.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl RnnScratchConfig {
+    /// Checks the sizes, the dropout and the initialisation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_core(
+            "",
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.dropout,
+        )?;
+        self.init.validate("init")
+    }
+
+    /// Builds the module on `device`.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init(&self, device: &Device) -> RnnScratch {
+        self.validate()
+            .unwrap_or_else(|err| panic!("RnnScratchConfig: {err}"));
+        let h = self.hidden_size;
+        let layers = (0..self.num_layers)
+            .map(|index| {
+                let input = if index == 0 { self.input_size } else { h };
+                RnnScratchLayer {
+                    w_xh: Param::from_tensor(self.init.weight([input, h], h, device)),
+                    w_hh: Param::from_tensor(self.init.weight([h, h], h, device)),
+                    b_h: Param::from_tensor(self.init.bias(h, h, device)),
+                    activation: self.activation,
+                }
+            })
+            .collect();
+        RnnScratch {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            input_size: self.input_size,
+            hidden_size: h,
+        }
+    }
+}
+
+/// One layer of [`RnnScratch`], with d2l's parameter names.
+#[derive(Module, Debug)]
+pub struct RnnScratchLayer {
+    /// Input weight `W_xh`: `[input, hidden]`.
+    pub w_xh: Param<Tensor<2>>,
+    /// Recurrent weight `W_hh`: `[hidden, hidden]`.
+    pub w_hh: Param<Tensor<2>>,
+    /// Bias `b_h`: `[hidden]`.
+    pub b_h: Param<Tensor<1>>,
+    /// Hidden non-linearity φ.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+/// The vanilla RNN: per layer `H_t = φ(X_t W_xh + H_{t-1} W_hh + b_h)` with φ = tanh (or ReLU),
+/// layers stacked as in d2l's deep RNN.
+///
+/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
+/// state `[num_layers, batch, hidden]`.
+#[derive(Module, Debug)]
+pub struct RnnScratch {
+    /// The stacked layers, input side first.
+    pub layers: Vec<RnnScratchLayer>,
+    /// Dropout between layers.
+    pub dropout: Dropout,
+    /// Width of each input vector.
+    pub input_size: usize,
+    /// Width of every layer's hidden state.
+    pub hidden_size: usize,
+}
+
+impl RecurrentLayer for RnnScratchLayer {
+    type StepWeights = (Tensor<2>, Activation);
+
+    fn input_weight(&self) -> Tensor<2> {
+        self.w_xh.val()
+    }
+
+    fn input_bias(&self) -> Option<Tensor<1>> {
+        Some(self.b_h.val())
+    }
+
+    fn step_weights(&self) -> Self::StepWeights {
+        (self.w_hh.val(), self.activation)
+    }
+
+    fn step(
+        (w_hh, activation): &Self::StepWeights,
+        projected: Tensor<2>,
+        state: LayerState,
+    ) -> LayerState {
+        LayerState {
+            h: activation.apply(projected + state.h.matmul(w_hh.clone())),
+            c: None,
+        }
+    }
+}
+
+impl Recurrent for RnnScratch {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn has_cell(&self) -> bool {
+        false
+    }
+
+    fn forward_time_major(
+        &self,
+        input: SequenceInput,
+        state: RecurrentState,
+    ) -> (Tensor<3>, RecurrentState) {
+        let shape = CoreShape {
+            name: "RnnScratch",
+            input_size: self.input_size,
+            hidden_size: self.hidden_size,
+            has_cell: false,
+        };
+        run_layers(shape, &self.layers, &self.dropout, input, state)
+    }
+}

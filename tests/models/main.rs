@@ -1,0 +1,9 @@
+//! Tests of the model crate on the default backend.
+
+mod cells;
+mod config;
+mod errors;
+mod gradcheck;
+mod reference;
+mod shapes;
+mod state;

@@ -1,0 +1,48 @@
+//! Helpers shared by the workspace tests: the device under test and tensor conversions.
+
+use burn::prelude::*;
+
+/// The device the tests run on: the first CPU backend compiled in (`flex` by default,
+/// `ndarray` with `--no-default-features --features ndarray`).
+#[allow(deprecated)]
+pub fn device() -> Device {
+    #[cfg(feature = "flex")]
+    {
+        Device::flex()
+    }
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    {
+        Device::ndarray()
+    }
+    #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+    compile_error!("rnnlm-tests needs a CPU backend feature: flex or ndarray");
+}
+
+/// Token ids `[rows, cols]` from a row-major slice.
+pub fn ids(values: &[i64], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+/// A float tensor from a row-major slice.
+pub fn floats<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+/// The values of a float tensor, row-major.
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor")
+}
+
+/// Largest absolute element-wise difference; panics if the shapes differ.
+pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
