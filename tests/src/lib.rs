@@ -46,3 +46,28 @@ pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A file from the shared data directory (`../shared/data` beside the workspace, or
+/// `$RNNLM_SHARED_DATA`), which tests and CI read instead of downloading.
+pub fn shared_data(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("RNNLM_SHARED_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "test data {} is missing (set RNNLM_SHARED_DATA)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and `name`.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnnlm-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}

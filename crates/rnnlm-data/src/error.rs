@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong between a file name (or the network) and a minibatch.
+/// Each message names the input and what would fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The named text file does not exist.
+    #[error("corpus file {path} does not exist; pass an existing UTF-8 text file")]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The named path is a directory.
+    #[error("corpus path {path} is a directory; pass a UTF-8 text file inside it")]
+    IsDirectory {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8.
+    #[error(
+        "{path} is not UTF-8 text (invalid byte at offset {offset}); convert it to UTF-8 first"
+    )]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The file, or what preprocessing left of it, holds no token.
+    #[error("{what} holds no tokens{hint}")]
+    Empty {
+        /// The file or corpus.
+        what: String,
+        /// How to get tokens (e.g. another preprocessing mode).
+        hint: String,
+    },
+    /// Too few tokens for a single minibatch.
+    #[error(
+        "{what} has {tokens} tokens, but one minibatch of batch_size {batch_size} x num_steps {num_steps} \
+         with {sampling} sampling needs at least {needed}; use a longer text or smaller batch_size / num_steps"
+    )]
+    TooShort {
+        /// Which part of the corpus (training or validation).
+        what: String,
+        /// Tokens available.
+        tokens: usize,
+        /// Tokens needed.
+        needed: usize,
+        /// Configured batch size.
+        batch_size: usize,
+        /// Configured sequence length.
+        num_steps: usize,
+        /// The sampling scheme's name.
+        sampling: &'static str,
+    },
+    /// An option is out of range.
+    #[error("invalid {field} = {value}: {expected}")]
+    Invalid {
+        /// The option's name.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// The download failed (no network, refused, HTTP error).
+    #[error(
+        "could not download {url}: {reason}. Without network, pass a local copy with --data FILE \
+         or place it at {cache_path}"
+    )]
+    Download {
+        /// Where from.
+        url: String,
+        /// What went wrong.
+        reason: String,
+        /// Where a manually placed copy would be found.
+        cache_path: PathBuf,
+    },
+    /// The downloaded bytes are not the expected file.
+    #[error(
+        "download from {url} has sha1 {actual}, expected {expected}; the partial file was removed{kept}"
+    )]
+    Checksum {
+        /// Where from.
+        url: String,
+        /// Expected sha1 (hex).
+        expected: String,
+        /// Sha1 of what arrived (hex).
+        actual: String,
+        /// Says whether a previous cached copy was kept.
+        kept: String,
+    },
+    /// No cache directory could be determined.
+    #[error("no cache directory: set RNNLM_CACHE_DIR or pass --cache-dir")]
+    NoCacheDir,
+}

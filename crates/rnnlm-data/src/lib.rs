@@ -1,0 +1,32 @@
+//! Text data for character-level language models, with d2l's semantics: The Time Machine
+//! (downloaded once, checked, cached) or any UTF-8 file; d2l's preprocessing; a vocabulary
+//! with `<unk>` at index 0 ordered by frequency; and d2l's random and sequential minibatch
+//! schemes, seeded, with adapters to Burn's `Dataset` / `Batcher`.
+//!
+//! ```
+//! use rnnlm_data::{BatchConfig, Corpus, CorpusOptions, Sampling, Tokenizer, epoch_rng};
+//! let corpus = Corpus::build("The Time Machine, by H. G. Wells", &Tokenizer::default(),
+//!                            &CorpusOptions::default(), "example").unwrap();
+//! assert_eq!(corpus.vocab.token(0), Some("<unk>"));
+//! let batches = BatchConfig { batch_size: 2, num_steps: 5, sampling: Sampling::Sequential }
+//!     .epoch(&corpus.tokens, &mut epoch_rng(0, 1)).unwrap();
+//! assert_eq!(batches[0].x.len(), 2 * 5);
+//! ```
+#![deny(missing_docs)]
+
+mod batches;
+mod corpus;
+mod error;
+mod text;
+mod vocab;
+
+pub use batches::{
+    BatchConfig, Minibatch, MinibatchDataset, Sampling, SequenceBatch, SequenceBatcher, epoch_rng,
+};
+pub use corpus::{
+    CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, RemoteFile, TIME_MACHINE_FILE,
+    TIME_MACHINE_SHA1, TIME_MACHINE_URL, default_cache_dir, encode, sha1_of_file,
+};
+pub use error::DataError;
+pub use text::{Preprocess, TokenLevel, Tokenizer, read_text};
+pub use vocab::{UNK, Vocab};

@@ -1,0 +1,165 @@
+//! Token <-> index mapping.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The unknown token, always index 0.
+pub const UNK: &str = "<unk>";
+
+/// A vocabulary: `<unk>` at index 0, then the reserved tokens, then every token seen at least
+/// `min_freq` times by descending frequency; ties keep the order of first appearance (what
+/// d2l's stable sort over a `Counter` gives), so the same text always yields the same indices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "VocabRecord", into = "VocabRecord")]
+pub struct Vocab {
+    tokens: Vec<String>,
+    frequencies: Vec<usize>,
+    index: HashMap<String, u32>,
+}
+
+/// What a vocabulary file holds: tokens in index order with their training-text frequencies.
+#[derive(Serialize, Deserialize)]
+struct VocabRecord {
+    tokens: Vec<String>,
+    frequencies: Vec<usize>,
+}
+
+impl TryFrom<VocabRecord> for Vocab {
+    type Error = String;
+
+    fn try_from(record: VocabRecord) -> Result<Self, String> {
+        let VocabRecord {
+            tokens,
+            frequencies,
+        } = record;
+        if tokens.first().map(String::as_str) != Some(UNK) {
+            return Err(format!(
+                "a vocabulary starts with {UNK:?}, this one with {:?}",
+                tokens.first()
+            ));
+        }
+        if frequencies.len() != tokens.len() {
+            return Err(format!(
+                "{} tokens but {} frequencies",
+                tokens.len(),
+                frequencies.len()
+            ));
+        }
+        let vocab = Self::from_parts(tokens, frequencies);
+        if vocab.index.len() != vocab.tokens.len() {
+            return Err("the vocabulary lists a token twice".to_owned());
+        }
+        Ok(vocab)
+    }
+}
+
+impl From<Vocab> for VocabRecord {
+    fn from(vocab: Vocab) -> Self {
+        Self {
+            tokens: vocab.tokens,
+            frequencies: vocab.frequencies,
+        }
+    }
+}
+
+impl Vocab {
+    /// Builds a vocabulary from a token stream.
+    pub fn build<'a>(
+        tokens: impl IntoIterator<Item = &'a str>,
+        min_freq: usize,
+        reserved: &[&str],
+    ) -> Self {
+        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new(); // token -> (count, first seen)
+        for (position, token) in tokens.into_iter().enumerate() {
+            counts.entry(token).or_insert((0, position)).0 += 1;
+        }
+        let mut by_frequency: Vec<(&str, usize, usize)> = counts
+            .into_iter()
+            .map(|(t, (n, first))| (t, n, first))
+            .collect();
+        by_frequency.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+
+        let mut vocab = Self::from_parts(vec![UNK.to_owned()], vec![0]);
+        for token in reserved {
+            if vocab.get(token).is_none() {
+                vocab.push(token, 0);
+            }
+        }
+        for (token, count, _) in by_frequency {
+            if count < min_freq {
+                break;
+            }
+            match vocab.get(token) {
+                // A reserved token that also occurs in the text keeps its reserved index.
+                Some(i) => vocab.frequencies[i as usize] = count,
+                None => vocab.push(token, count),
+            }
+        }
+        vocab
+    }
+
+    fn push(&mut self, token: &str, frequency: usize) {
+        self.index
+            .insert(token.to_owned(), self.tokens.len() as u32);
+        self.tokens.push(token.to_owned());
+        self.frequencies.push(frequency);
+    }
+
+    fn from_parts(tokens: Vec<String>, frequencies: Vec<usize>) -> Self {
+        let index = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Self {
+            tokens,
+            frequencies,
+            index,
+        }
+    }
+
+    /// Number of entries, `<unk>` included.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Never true: `<unk>` is always there.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The index of `token`, or `None` if it is not in the vocabulary.
+    pub fn get(&self, token: &str) -> Option<u32> {
+        self.index.get(token).copied()
+    }
+
+    /// The index of `token`, with unknown tokens mapped to `<unk>` (0).
+    pub fn index_of(&self, token: &str) -> u32 {
+        self.get(token).unwrap_or(0)
+    }
+
+    /// The token at `index`, if there is one.
+    pub fn token(&self, index: u32) -> Option<&str> {
+        self.tokens.get(index as usize).map(String::as_str)
+    }
+
+    /// Every token in index order.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// How often the token at `index` occurred in the text the vocabulary was built from.
+    pub fn frequency(&self, index: u32) -> usize {
+        self.frequencies.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Joins the tokens at `indices` with `separator`; out-of-range ids decode as `<unk>`.
+    pub fn decode(&self, indices: impl IntoIterator<Item = u32>, separator: &str) -> String {
+        let parts: Vec<&str> = indices
+            .into_iter()
+            .map(|i| self.token(i).unwrap_or(UNK))
+            .collect();
+        parts.join(separator)
+    }
+}
