@@ -71,3 +71,34 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
+
+/// A small training experiment on the first `tokens` characters of The Time Machine: writes
+/// the text and the config (the given TOML tables after the defaults below) into `dir`, and
+/// returns the options for [`rnnlm_train::train`] with artifacts in `dir/run`.
+pub fn tiny_experiment(
+    dir: &std::path::Path,
+    tokens: usize,
+    extra_toml: &str,
+) -> rnnlm_train::TrainOptions {
+    let text = std::fs::read_to_string(shared_data("timemachine.txt")).expect("read timemachine");
+    let text: String = text.chars().take(tokens).collect();
+    let data = dir.join("text.txt");
+    std::fs::write(&data, text).expect("write text");
+    let config = dir.join("tiny.toml");
+    let toml = format!(
+        "{extra_toml}\n{}",
+        "[data]\nbatch_size = 4\nnum_steps = 8\nvalid_fraction = 0.2\n"
+    );
+    std::fs::write(&config, toml).expect("write config");
+    rnnlm_train::TrainOptions {
+        config,
+        overrides: vec!["train.sample_every=0".to_owned()],
+        data: Some(data),
+        artifacts: dir.join("run"),
+        resume: false,
+        device: device(),
+        cache_dir: None,
+        progress: rnnlm_train::Progress::Lines,
+        interrupter: None,
+    }
+}

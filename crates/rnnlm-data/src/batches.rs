@@ -21,6 +21,10 @@ pub enum Sampling {
     /// Random offset in `0..=num_steps`, then `batch_size` parallel streams: row `b` of
     /// minibatch `i + 1` continues row `b` of minibatch `i`, so the trainer carries the state.
     Sequential,
+    /// The current d2l book's `TimeMachine` dataset: every position starts a window (windows
+    /// overlap), in random order; the last minibatch may be smaller. The state is reset every
+    /// minibatch.
+    Overlapping,
 }
 
 impl Sampling {
@@ -29,6 +33,7 @@ impl Sampling {
         match self {
             Sampling::Random => "random",
             Sampling::Sequential => "sequential",
+            Sampling::Overlapping => "overlapping",
         }
     }
 
@@ -44,6 +49,8 @@ impl Sampling {
             Sampling::Random => batch_size * num_steps + num_steps,
             // offset <= steps, then (len - offset - 1) / batch columns >= steps
             Sampling::Sequential => batch_size * num_steps + num_steps + 1,
+            // one window of num_steps + 1 tokens
+            Sampling::Overlapping => num_steps + 1,
         }
     }
 }
@@ -119,6 +126,16 @@ impl BatchConfig {
                             steps,
                             (0..batch).map(|b| &stream(b)[i * steps..=(i + 1) * steps]),
                         )
+                    })
+                    .collect()
+            }
+            Sampling::Overlapping => {
+                let mut starts: Vec<usize> = (0..tokens.len() - steps).collect();
+                starts.shuffle(rng);
+                starts
+                    .chunks(batch)
+                    .map(|chunk| {
+                        Minibatch::from_rows(steps, chunk.iter().map(|&s| &tokens[s..=s + steps]))
                     })
                     .collect()
             }

@@ -36,6 +36,7 @@ mod lm;
 mod lstm;
 mod recurrent;
 mod rnn_scratch;
+pub mod sample;
 
 pub use config::{
     Activation, CellKind, ConfigError, GruFormula, InputEncoding, RnnLmConfig, WeightInit,

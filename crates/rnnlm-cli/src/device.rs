@@ -1,0 +1,80 @@
+//! Backend selection by name among the backends compiled in.
+
+use burn::prelude::Device;
+
+/// Backend names `--device` accepts, with the cargo feature that compiles each in.
+pub const BACKENDS: [(&str, &str); 6] = [
+    ("flex", "flex"),
+    ("ndarray", "ndarray"),
+    ("wgpu", "wgpu"),
+    ("tch", "tch"),
+    ("cpu", "cpu"),
+    ("cuda", "cuda"),
+];
+
+/// The backends this binary was built with.
+pub fn compiled() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "tch") {
+        names.push("tch");
+    }
+    if cfg!(feature = "cpu") {
+        names.push("cpu");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// The device for `name`, or an error saying which feature to build with.
+#[allow(deprecated)] // Device::ndarray and Device::libtorch are deprecated in burn 0.22 but work.
+pub fn by_name(name: &str) -> anyhow::Result<Device> {
+    let device = match name {
+        #[cfg(feature = "flex")]
+        "flex" => Device::flex(),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => Device::ndarray(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "tch")]
+        "tch" => Device::libtorch(),
+        #[cfg(feature = "cpu")]
+        "cpu" => Device::cpu(),
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::cuda(0),
+        other => {
+            let compiled = compiled().join(", ");
+            return Err(match BACKENDS.iter().find(|(n, _)| *n == other) {
+                Some((_, feature)) => anyhow::anyhow!(
+                    "backend {other:?} is not compiled into this binary (it has: {compiled}); \
+                     rebuild with `cargo build --release -p rnnlm-cli --features {feature}`"
+                ),
+                None => anyhow::anyhow!(
+                    "unknown backend {other:?}; choose one of: {compiled} (compiled in), or build with \
+                     another of {}",
+                    BACKENDS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    };
+    Ok(device)
+}
+
+/// The default backend: the first one compiled in.
+pub fn default_name() -> &'static str {
+    compiled().first().copied().unwrap_or("flex")
+}

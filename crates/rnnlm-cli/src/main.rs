@@ -1,0 +1,165 @@
+//! `rnnlm`: train, evaluate and sample character-level RNN language models on Burn.
+
+mod device;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rnnlm_train::{Progress, TrainOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rnnlm",
+    version,
+    about = "Character-level RNN language models (d2l's RNN chapter) on Burn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model as an experiment file describes; writes checkpoints, metrics and a plot.
+    Train {
+        /// Experiment file (TOML), e.g. configs/quick.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Train on this UTF-8 text file instead of the experiment's corpus (default: The Time
+        /// Machine, downloaded once and checked by sha1).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Backend: flex, ndarray, wgpu, tch, cpu or cuda (those compiled in).
+        #[arg(long, default_value_t = device::default_name().to_owned())]
+        device: String,
+        /// Directory for the run's files; must be new or empty unless --resume.
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+        /// Continue the run in --artifacts from its last complete checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override a config value, e.g. --set optimizer.lr=0.5 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Perplexity and bits per character of a trained model on a text.
+    Eval {
+        /// A training run's artifacts directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// UTF-8 text to score.
+        #[arg(long)]
+        data: PathBuf,
+        /// Backend (see `train --help`).
+        #[arg(long, default_value_t = device::default_name().to_owned())]
+        device: String,
+        /// Parallel streams the text is cut into.
+        #[arg(long, default_value_t = 32)]
+        streams: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            data,
+            device,
+            artifacts,
+            resume,
+            overrides,
+            cache_dir,
+        } => {
+            let device = device::by_name(&device)?;
+            let dashboard = cfg!(feature = "tui")
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("CI").is_none();
+            let interrupter = burn::train::Interrupter::new();
+            let on_signal = interrupter.clone();
+            ctrlc::set_handler(move || on_signal.stop(Some("interrupted by Ctrl-C")))
+                .context("installing the Ctrl-C handler")?;
+            let options = TrainOptions {
+                config,
+                overrides,
+                data,
+                artifacts,
+                resume,
+                device,
+                cache_dir,
+                progress: if dashboard {
+                    Progress::Dashboard
+                } else {
+                    Progress::Lines
+                },
+                interrupter: Some(interrupter),
+            };
+            let report = rnnlm_train::train(&options)?;
+            let last = report.history.last().context("no epoch was run")?;
+            let first = &report.history[0];
+            println!(
+                "done: train perplexity {:.3} -> {:.3}{}; files in {}",
+                first.train_perplexity,
+                last.train_perplexity,
+                last.valid_perplexity
+                    .map(|p| format!(", validation {p:.3}"))
+                    .unwrap_or_default(),
+                report.artifacts.display()
+            );
+            Ok(())
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            device,
+            streams,
+        } => {
+            let device = device::by_name(&device)?;
+            let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
+            let text = rnnlm_data::read_text(&data)?;
+            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device)?;
+            if !result.unknown.is_empty() {
+                let total: usize = result.unknown.iter().map(|(_, n)| n).sum();
+                let listed: Vec<String> = result
+                    .unknown
+                    .iter()
+                    .take(20)
+                    .map(|(t, n)| format!("{t:?} x{n}"))
+                    .collect();
+                eprintln!(
+                    "warning: {total} tokens of {} are not in the model's vocabulary and were scored as <unk>: {}",
+                    data.display(),
+                    listed.join(", ")
+                );
+            }
+            let unit = match loaded.config.data.level {
+                rnnlm_data::TokenLevel::Char => "character",
+                rnnlm_data::TokenLevel::Word => "word",
+            };
+            println!(
+                "{}: perplexity {:.4}, {:.4} bits per {unit}, over {} tokens ({})",
+                data.display(),
+                result.perplexity,
+                result.bits_per_token,
+                result.tokens,
+                loaded.weights.display()
+            );
+            Ok(())
+        }
+    }
+}

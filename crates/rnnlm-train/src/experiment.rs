@@ -1,0 +1,332 @@
+//! Experiment files: TOML with `[model]`, `[data]`, `[optimizer]`, `[schedule]` and `[train]`
+//! tables, command-line overrides (`--set optimizer.lr=0.5`) and validation.
+
+use std::path::{Path, PathBuf};
+
+use rnnlm::RnnLmConfig;
+use rnnlm_data::{BatchConfig, Preprocess, Sampling, TokenLevel, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// A whole experiment, as written in `configs/*.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The model; `vocab_size` is filled from the vocabulary.
+    pub model: RnnLmConfig,
+    /// Corpus, preprocessing and minibatches.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Optimizer and learning rate.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Epochs, clipping, seed, sampling during training.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A UTF-8 text file (relative to the working directory); absent means The Time Machine,
+    /// downloaded once into the cache directory.
+    pub file: Option<PathBuf>,
+    /// `d2l-lines` (d2l's classic chapter), `d2l-whole` (current book) or `raw`.
+    pub preprocess: Preprocess,
+    /// `char` or `word`.
+    pub level: TokenLevel,
+    /// Keep only the first N tokens (d2l's old experiments: 10000); 0 keeps all.
+    pub max_tokens: usize,
+    /// Tokens seen fewer times become `<unk>`.
+    pub min_freq: usize,
+    /// Fraction of the corpus, taken from its end, held out for validation; 0 disables it.
+    pub valid_fraction: f64,
+    /// Sequences per minibatch.
+    pub batch_size: usize,
+    /// Time steps per minibatch (truncated BPTT length).
+    pub num_steps: usize,
+    /// `sequential` (state carried across minibatches) or `random` (state reset each one).
+    pub sampling: Sampling,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            preprocess: Preprocess::D2lLines,
+            level: TokenLevel::Char,
+            max_tokens: 0,
+            min_freq: 0,
+            valid_fraction: 0.1,
+            batch_size: 32,
+            num_steps: 35,
+            sampling: Sampling::Sequential,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The tokenizer these settings describe.
+    pub fn tokenizer(&self) -> Tokenizer {
+        Tokenizer {
+            preprocess: self.preprocess,
+            level: self.level,
+        }
+    }
+
+    /// The minibatch shape and scheme.
+    pub fn batches(&self) -> BatchConfig {
+        BatchConfig {
+            batch_size: self.batch_size,
+            num_steps: self.num_steps,
+            sampling: self.sampling,
+        }
+    }
+}
+
+/// Which optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Plain SGD, d2l's.
+    Sgd,
+    /// Adam.
+    Adam,
+}
+
+/// `[optimizer]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// `sgd` or `adam`.
+    pub kind: OptimizerKind,
+    /// Learning rate (before the schedule).
+    pub lr: f64,
+    /// Adam's β1.
+    pub beta1: f32,
+    /// Adam's β2.
+    pub beta2: f32,
+    /// Adam's ε.
+    pub epsilon: f32,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            lr: 1.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+}
+
+/// The shape of the learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Always `optimizer.lr`.
+    Constant,
+    /// Multiply by `gamma` every `step_epochs` epochs.
+    Step,
+    /// Cosine from `optimizer.lr` down to `min_lr` over the whole run.
+    Cosine,
+}
+
+/// `[schedule]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// `constant`, `step` or `cosine`.
+    pub kind: ScheduleKind,
+    /// Decay factor of `step`.
+    pub gamma: f64,
+    /// Epochs between decays of `step`.
+    pub step_epochs: usize,
+    /// Final learning rate of `cosine`.
+    pub min_lr: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Constant,
+            gamma: 0.5,
+            step_epochs: 10,
+            min_lr: 0.0,
+        }
+    }
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of passes over the training text.
+    pub epochs: usize,
+    /// Clip the gradients' global L2 norm to this value (d2l's theta).
+    pub theta: f64,
+    /// Seed of the weights, dropout and data order.
+    pub seed: u64,
+    /// Print a greedy continuation of `sample_prefix` every N epochs (and after the last); 0 never.
+    pub sample_every: usize,
+    /// Prefix of those samples.
+    pub sample_prefix: String,
+    /// Tokens generated per sample.
+    pub sample_len: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            theta: 1.0,
+            seed: 0,
+            sample_every: 10,
+            sample_prefix: "time traveller".to_owned(),
+            sample_len: 50,
+        }
+    }
+}
+
+fn invalid(field: &str, value: impl std::fmt::Display, expected: &str) -> TrainError {
+    TrainError::Config(format!("invalid {field} = {value}: {expected}"))
+}
+
+impl ExperimentConfig {
+    /// Reads a TOML experiment file and applies `overrides` (`table.field=value`, the value in
+    /// TOML syntax, or a bare string). Errors name the file, the line or the field.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            TrainError::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Like [`load`](Self::load), from text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, TrainError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| TrainError::Config(format!("{origin}: {e}")))?;
+        for assignment in overrides {
+            apply_override(&mut table, assignment)?;
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(format!("{origin}: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that the types alone do not (the model's vocabulary size is checked
+    /// once the vocabulary exists).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let d = &self.data;
+        if d.batch_size == 0 {
+            return Err(invalid("data.batch_size", 0, "must be at least 1"));
+        }
+        if d.num_steps == 0 {
+            return Err(invalid("data.num_steps", 0, "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&d.valid_fraction) {
+            return Err(invalid(
+                "data.valid_fraction",
+                d.valid_fraction,
+                "must lie in [0, 1)",
+            ));
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(invalid("optimizer.lr", o.lr, "must be a finite number > 0"));
+        }
+        for (field, value) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(invalid(field, value, "must lie in [0, 1)"));
+            }
+        }
+        if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
+            return Err(invalid(
+                "optimizer.epsilon",
+                o.epsilon,
+                "must be a finite number > 0",
+            ));
+        }
+        let s = &self.schedule;
+        if s.kind == ScheduleKind::Step && !(s.gamma > 0.0 && s.gamma <= 1.0) {
+            return Err(invalid("schedule.gamma", s.gamma, "must lie in (0, 1]"));
+        }
+        if s.kind == ScheduleKind::Step && s.step_epochs == 0 {
+            return Err(invalid("schedule.step_epochs", 0, "must be at least 1"));
+        }
+        if s.kind == ScheduleKind::Cosine && !(s.min_lr >= 0.0 && s.min_lr <= o.lr) {
+            return Err(invalid(
+                "schedule.min_lr",
+                s.min_lr,
+                "must lie in [0, optimizer.lr]",
+            ));
+        }
+        let t = &self.train;
+        if t.epochs == 0 {
+            return Err(invalid("train.epochs", 0, "must be at least 1"));
+        }
+        if !(t.theta.is_finite() && t.theta > 0.0) {
+            return Err(invalid(
+                "train.theta",
+                t.theta,
+                "must be a finite number > 0",
+            ));
+        }
+        if t.sample_every > 0 && t.sample_len == 0 {
+            return Err(invalid(
+                "train.sample_len",
+                0,
+                "must be at least 1 when train.sample_every > 0",
+            ));
+        }
+        let model = RnnLmConfig {
+            vocab_size: self.model.vocab_size.max(1),
+            ..self.model.clone()
+        };
+        model
+            .validate()
+            .map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// The configuration as TOML, as written into the artifacts directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("an experiment config serialises to TOML")
+    }
+}
+
+/// `a.b.c=value`: sets a nested key, creating tables on the way. The value is parsed as TOML
+/// (`0.5`, `true`, `"text"`, `[1, 2]`); anything that does not parse is taken as a string.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), TrainError> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        TrainError::Config(format!(
+            "--set {assignment:?}: expected KEY=VALUE, e.g. optimizer.lr=0.5"
+        ))
+    })?;
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let path: Vec<&str> = key.trim().split('.').collect();
+    let (last, parents) = path.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for part in parents {
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| TrainError::Config(format!("--set {key}: {part} is not a table")))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Training for `rnnlm` language models through burn-train: the experiment files, a learning
+//! strategy with truncated back-propagation through time and gradient clipping by the global
+//! norm, atomic checkpoints with bit-exact resume, metrics, and evaluation.
+#![deny(missing_docs)]
+
+mod checkpoint;
+mod clip;
+mod experiment;
+mod plot;
+mod render;
+mod run;
+mod schedule;
+mod strategy;
+
+use std::path::Path;
+
+pub use checkpoint::{
+    AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,
+};
+pub use clip::{clip_grad_global_norm, global_grad_norm};
+pub use experiment::{
+    DataConfig, ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,
+    TrainConfig,
+};
+pub use render::QuietRenderer;
+pub use run::{
+    Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, evaluate, files, load_model,
+    train,
+};
+pub use schedule::Schedule;
+pub use strategy::{DataPlan, TbpttStrategy, TrainableLm, format_epoch, sequence_loss};
+
+/// Why training or evaluation stopped. Every message names the file, field or step involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The experiment file or an override is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The corpus could not be read or cut.
+    #[error(transparent)]
+    Data(#[from] rnnlm_data::DataError),
+    /// The artifacts or checkpoint directory cannot be used.
+    #[error("{0}")]
+    Artifacts(String),
+    /// A weights file could not be written or read.
+    #[error("{0}")]
+    Record(String),
+    /// The plot could not be drawn.
+    #[error("cannot draw the perplexity plot: {0}")]
+    Plot(String),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// Loss or gradient norm became NaN or infinite.
+    #[error(
+        "the {what} became {value} at epoch {epoch}, step {step}; training stopped and the last \
+         complete checkpoint was kept (lower optimizer.lr or train.theta, then --resume)"
+    )]
+    NonFinite {
+        /// Which quantity.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+    },
+    /// Stopped before the end (Ctrl-C).
+    #[error("training stopped ({reason}); {}", match last_checkpoint {
+        Some(epoch) => format!("the last complete checkpoint is epoch {epoch}: continue with --resume"),
+        None => "no epoch was completed".to_owned(),
+    })]
+    Interrupted {
+        /// Why.
+        reason: String,
+        /// The last epoch with a checkpoint.
+        last_checkpoint: Option<usize>,
+    },
+    /// burn-train reported an error.
+    #[error("training failed: {0}")]
+    Training(String),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

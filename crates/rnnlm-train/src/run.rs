@@ -1,0 +1,499 @@
+//! `train` and `evaluate`: from files to a trained model and back.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, SgdConfig};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::metric::{LossMetric, PerplexityMetric};
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
+use rnnlm::RnnLm;
+use rnnlm_data::{Corpus, CorpusOptions, CorpusSource, Vocab, encode};
+
+use crate::TrainError;
+use crate::checkpoint::{
+    AtomicFileCheckpointer, EpochMetrics, checkpoint_dir, checkpoint_file,
+    latest_complete_checkpoint, write_atomic, write_metrics_csv,
+};
+use crate::experiment::{ExperimentConfig, OptimizerKind};
+use crate::plot::plot_perplexity;
+use crate::render::QuietRenderer;
+use crate::schedule::Schedule;
+use crate::strategy::{DataPlan, SampleSpec, TbpttStrategy, TrainableLm, nominal_batches};
+
+/// File names inside an artifacts directory.
+pub mod files {
+    /// The experiment as run.
+    pub const CONFIG: &str = "config.toml";
+    /// The vocabulary.
+    pub const VOCAB: &str = "vocab.json";
+    /// The final model.
+    pub const MODEL: &str = "model.bpk";
+    /// Metrics per epoch.
+    pub const METRICS: &str = "metrics.csv";
+    /// Perplexity plot.
+    pub const PLOT: &str = "perplexity.svg";
+}
+
+/// How a run reports progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// burn-train's dashboard (a terminal, with the `tui` feature).
+    Dashboard,
+    /// One line per epoch on stdout.
+    Lines,
+}
+
+/// Everything `rnnlm train` takes.
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// The experiment file.
+    pub config: PathBuf,
+    /// `table.field=value` overrides.
+    pub overrides: Vec<String>,
+    /// Train on this file instead of the config's corpus.
+    pub data: Option<PathBuf>,
+    /// Where the artifacts go.
+    pub artifacts: PathBuf,
+    /// Continue the run in `artifacts` from its last complete checkpoint.
+    pub resume: bool,
+    /// The device to train on (without autodiff; it is added here).
+    pub device: Device,
+    /// Cache directory for The Time Machine (default: [`rnnlm_data::default_cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+    /// Dashboard or plain lines.
+    pub progress: Progress,
+    /// Stops training at the next minibatch when triggered (e.g. from a Ctrl-C handler); the
+    /// unfinished epoch is not checkpointed.
+    pub interrupter: Option<burn::train::Interrupter>,
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct TrainReport {
+    /// Metrics of every epoch (those before a resume included).
+    pub history: Vec<EpochMetrics>,
+    /// The epoch training resumed after, if it did.
+    pub resumed_from: Option<usize>,
+    /// The trained model (no autodiff).
+    pub model: RnnLm,
+    /// The artifacts directory.
+    pub artifacts: PathBuf,
+}
+
+/// The experiment, its text and the derived data of a run.
+struct Prepared {
+    config: ExperimentConfig,
+    corpus: Corpus,
+    plan: DataPlan,
+}
+
+fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
+    let mut config = ExperimentConfig::load(&options.config, &options.overrides)?;
+    if let Some(data) = &options.data {
+        config.data.file = Some(data.clone());
+    }
+    let source = match &config.data.file {
+        Some(file) => CorpusSource::File(file.clone()),
+        None => CorpusSource::TimeMachine,
+    };
+    let text = source.read(options.cache_dir.as_deref())?;
+    let what = match &config.data.file {
+        Some(file) => file.display().to_string(),
+        None => "The Time Machine".to_owned(),
+    };
+    let corpus_options = CorpusOptions {
+        max_tokens: (config.data.max_tokens > 0).then_some(config.data.max_tokens),
+        min_freq: config.data.min_freq,
+        reserved: Vec::new(),
+    };
+    let corpus = Corpus::build(&text, &config.data.tokenizer(), &corpus_options, &what)?;
+    let (train, valid) = corpus.split(config.data.valid_fraction)?;
+    let batches = config.data.batches();
+    batches.check(train.len(), &format!("the training part of {what}"))?;
+    if !valid.is_empty() {
+        batches.check(
+            valid.len(),
+            &format!(
+                "the validation part of {what} (data.valid_fraction = {})",
+                config.data.valid_fraction
+            ),
+        )?;
+    }
+    config.model.vocab_size = corpus.vocab.len();
+    config.validate()?;
+    let plan = DataPlan {
+        train: train.to_vec(),
+        valid: valid.to_vec(),
+        batches,
+        seed: config.train.seed,
+    };
+    Ok(Prepared {
+        config,
+        corpus,
+        plan,
+    })
+}
+
+/// Checks that `dir` is free for this run (or holds this very run, when resuming) and writes
+/// the config and the vocabulary into it.
+fn claim_artifacts(
+    dir: &Path,
+    config: &ExperimentConfig,
+    vocab: &Vocab,
+    resume: bool,
+) -> Result<(), TrainError> {
+    let config_path = dir.join(files::CONFIG);
+    if config_path.exists() {
+        let existing = ExperimentConfig::load(&config_path, &[])?;
+        // A resumed run may be extended: everything but the number of epochs must match.
+        let mut comparable = existing.clone();
+        comparable.train.epochs = config.train.epochs;
+        if comparable != *config {
+            return Err(TrainError::Artifacts(format!(
+                "{} holds a different run (its {} differs from this experiment); choose another --artifacts directory",
+                dir.display(),
+                files::CONFIG
+            )));
+        }
+        if !resume {
+            return Err(TrainError::Artifacts(format!(
+                "{} already holds this run; pass --resume to continue it, or choose another --artifacts directory",
+                dir.display()
+            )));
+        }
+    } else if resume {
+        return Err(TrainError::Artifacts(format!(
+            "nothing to resume in {}: it has no {}",
+            dir.display(),
+            files::CONFIG
+        )));
+    } else if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| TrainError::io(dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(TrainError::Artifacts(format!(
+            "{} is not empty and holds no rnnlm run; choose another --artifacts directory",
+            dir.display()
+        )));
+    }
+    write_atomic(&config_path, config.to_toml().as_bytes())
+        .map_err(|e| TrainError::io(&config_path, e))?;
+    let vocab_path = dir.join(files::VOCAB);
+    let json = serde_json::to_vec(vocab).expect("a vocabulary serialises");
+    write_atomic(&vocab_path, &json).map_err(|e| TrainError::io(&vocab_path, e))
+}
+
+/// Trains as the experiment says, writing checkpoints, metrics, a plot and the final model.
+pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
+    let Prepared {
+        config,
+        corpus,
+        plan,
+    } = prepare(options)?;
+    let artifacts = options.artifacts.clone();
+    claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
+    let resume_state = if options.resume {
+        latest_complete_checkpoint(&artifacts)
+    } else {
+        None
+    };
+
+    let device = options.device.clone().autodiff();
+    device.seed(config.train.seed);
+    let model = TrainableLm {
+        lm: config.model.init(&device),
+    };
+    let optimizer = match config.optimizer.kind {
+        OptimizerKind::Sgd => SgdConfig::new().init(),
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_beta_1(config.optimizer.beta1)
+            .with_beta_2(config.optimizer.beta2)
+            .with_epsilon(config.optimizer.epsilon)
+            .init(),
+    };
+    let per_epoch = nominal_batches(&plan.batches, plan.train.len());
+    let schedule = Schedule::new(
+        config.optimizer.lr,
+        config.schedule.clone(),
+        per_epoch,
+        config.train.epochs,
+    );
+    let learner = Learner::new(model, optimizer, schedule);
+
+    let history = Arc::new(Mutex::new(
+        resume_state
+            .as_ref()
+            .map(|s| s.history.clone())
+            .unwrap_or_default(),
+    ));
+    let failure = Arc::new(Mutex::new(None));
+    let tokenizer = config.data.tokenizer();
+    let sample = (config.train.sample_every > 0)
+        .then(|| {
+            let (prefix, _) = encode(&config.train.sample_prefix, &tokenizer, &corpus.vocab);
+            SampleSpec {
+                every: config.train.sample_every,
+                prefix_text: tokenizer
+                    .tokenize(&config.train.sample_prefix)
+                    .join(tokenizer.separator()),
+                prefix,
+                len: config.train.sample_len,
+                vocab: corpus.vocab.clone(),
+                separator: tokenizer.separator(),
+            }
+        })
+        .filter(|s| !s.prefix.is_empty());
+    let strategy = TbpttStrategy {
+        device: device.clone(),
+        plan: plan.clone(),
+        theta: config.train.theta as f32,
+        artifacts: artifacts.clone(),
+        history: history.clone(),
+        sample,
+        print_epochs: options.progress == Progress::Lines,
+        failure: failure.clone(),
+    };
+
+    let checkpoints = checkpoint_dir(&artifacts);
+    let mut training = SupervisedTraining::new(
+        &artifacts,
+        plan.train_loader(1, &device),
+        plan.valid_loader(&device.clone().inner()),
+    )
+    .metrics((LossMetric::new(), PerplexityMetric::new()))
+    .num_epochs(config.train.epochs)
+    .with_custom_checkpointers(
+        AtomicFileCheckpointer::new(&checkpoints, "model"),
+        AtomicFileCheckpointer::new(&checkpoints, "optim"),
+        AtomicFileCheckpointer::new(&checkpoints, "scheduler"),
+    )
+    .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+    .with_application_logger(None)
+    .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)));
+    if options.progress == Progress::Lines {
+        training = training.renderer(Box::new(QuietRenderer));
+    }
+    if let Some(interrupter) = &options.interrupter {
+        training = training.with_interrupter(interrupter.clone());
+    }
+    let resumed_from = resume_state.as_ref().map(|s| s.epoch);
+    if let Some(epoch) = resumed_from {
+        if epoch >= config.train.epochs {
+            return Err(TrainError::Artifacts(format!(
+                "{} already finished all {} epochs; raise train.epochs to train further",
+                artifacts.display(),
+                config.train.epochs
+            )));
+        }
+        println!(
+            "resuming after epoch {epoch} from {}",
+            checkpoints.display()
+        );
+        training = training.checkpoint(epoch);
+    }
+    let result = training.launch(learner);
+
+    if let Some(error) = failure.lock().expect("failure lock").take() {
+        return Err(error);
+    }
+    if let Some(error) = result.error {
+        return Err(TrainError::Training(error.to_string()));
+    }
+    let history = history.lock().expect("history").clone();
+    if let Some(interruption) = result.interrupted {
+        let last = history.last().map(|m| m.epoch);
+        return Err(TrainError::Interrupted {
+            reason: interruption.reason.unwrap_or_else(|| "stopped".to_owned()),
+            last_checkpoint: last,
+        });
+    }
+
+    let model = result.model.lm;
+    save_model(&artifacts.join(files::MODEL), &model)?;
+    write_metrics_csv(&artifacts.join(files::METRICS), &history)?;
+    plot_perplexity(&artifacts.join(files::PLOT), &history)?;
+    Ok(TrainReport {
+        history,
+        resumed_from,
+        model,
+        artifacts,
+    })
+}
+
+fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| TrainError::Record(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
+}
+
+/// A trained model with what it needs to read text: its experiment and vocabulary.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The experiment it was trained with (model config with its vocabulary size).
+    pub config: ExperimentConfig,
+    /// Its vocabulary.
+    pub vocab: Vocab,
+    /// The model, on the requested device, without autodiff.
+    pub model: RnnLm,
+    /// The weights file it came from.
+    pub weights: PathBuf,
+}
+
+/// Loads the final model of an artifacts directory, or, if the run did not finish, the model
+/// of its last complete checkpoint.
+pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel, TrainError> {
+    let missing = |name: &str| {
+        TrainError::Artifacts(format!(
+            "{} is not a complete rnnlm checkpoint directory: {name} is missing",
+            dir.display()
+        ))
+    };
+    if !dir.is_dir() {
+        return Err(TrainError::Artifacts(format!(
+            "checkpoint directory {} does not exist",
+            dir.display()
+        )));
+    }
+    let config_path = dir.join(files::CONFIG);
+    if !config_path.is_file() {
+        return Err(missing(files::CONFIG));
+    }
+    let config = ExperimentConfig::load(&config_path, &[])?;
+    let vocab_path = dir.join(files::VOCAB);
+    let vocab_bytes = std::fs::read(&vocab_path).map_err(|_| missing(files::VOCAB))?;
+    let vocab: Vocab = serde_json::from_slice(&vocab_bytes)
+        .map_err(|e| TrainError::Artifacts(format!("{}: {e}", vocab_path.display())))?;
+    if vocab.len() != config.model.vocab_size {
+        return Err(TrainError::Artifacts(format!(
+            "{} has {} tokens but {} says model.vocab_size = {}: the files come from different runs",
+            vocab_path.display(),
+            vocab.len(),
+            config_path.display(),
+            config.model.vocab_size
+        )));
+    }
+    let weights = match dir.join(files::MODEL) {
+        path if path.is_file() => path,
+        _ => match latest_complete_checkpoint(dir) {
+            Some(state) => checkpoint_file(&checkpoint_dir(dir), "model", state.epoch),
+            None => return Err(missing("model.bpk (and no complete checkpoint)")),
+        },
+    };
+    let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        TrainError::Record(format!(
+            "{} is not a readable Burn record: {e}",
+            weights.display()
+        ))
+    })?;
+    // burn-train saves the TrainableLm wrapper (parameters under `lm.`); the final model file
+    // holds the bare RnnLm.
+    let record_for_bare = record.clone();
+    let model = config.model.init(device);
+    let model = match model.clone().try_load_record(record_for_bare) {
+        Ok(model) => model,
+        Err(_) => TrainableLm { lm: model }
+            .try_load_record(record)
+            .map(|wrapper| wrapper.lm)
+            .map_err(|e| {
+                TrainError::Record(format!(
+                    "{} does not fit the {} model of {}: {e}",
+                    weights.display(),
+                    config.model.kind,
+                    config_path.display()
+                ))
+            })?,
+    };
+    Ok(LoadedModel {
+        config,
+        vocab,
+        model,
+        weights,
+    })
+}
+
+/// Perplexity of a model on a text.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Tokens scored (every token but the first of each stream).
+    pub tokens: usize,
+    /// exp(mean NLL).
+    pub perplexity: f64,
+    /// Mean NLL in bits.
+    pub bits_per_token: f64,
+    /// Tokens not in the vocabulary (scored as `<unk>`), with counts.
+    pub unknown: Vec<(String, usize)>,
+}
+
+/// Scores `text` with the model's own preprocessing and vocabulary. The text is cut into up
+/// to `streams` contiguous streams read in parallel, `num_steps` tokens at a time, with the
+/// state carried through each stream.
+pub fn evaluate(
+    loaded: &LoadedModel,
+    text: &str,
+    streams: usize,
+    device: &Device,
+) -> Result<Evaluation, TrainError> {
+    let tokenizer = loaded.config.data.tokenizer();
+    let (ids, unknown) = encode(text, &tokenizer, &loaded.vocab);
+    if ids.len() < 2 {
+        return Err(TrainError::Data(rnnlm_data::DataError::TooShort {
+            what: "the text".to_owned(),
+            tokens: ids.len(),
+            needed: 2,
+            batch_size: 1,
+            num_steps: 1,
+            sampling: "sequential",
+        }));
+    }
+    let steps = loaded.config.data.num_steps;
+    let streams = streams.clamp(1, (ids.len() - 1).div_ceil(steps).max(1));
+    let length = (ids.len() - 1) / streams; // tokens scored per stream
+    let model = &loaded.model;
+    let mut state = model.begin_state(streams, device);
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    let mut start = 0;
+    while start < length {
+        let width = steps.min(length - start);
+        let mut x = Vec::with_capacity(streams * width);
+        let mut y = Vec::with_capacity(streams * width);
+        for s in 0..streams {
+            let base = s * length + start;
+            x.extend(ids[base..base + width].iter().map(|&t| t as i64));
+            y.extend(ids[base + 1..base + 1 + width].iter().map(|&t| t as i64));
+        }
+        let x = Tensor::<2, Int>::from_data(TensorData::new(x, [streams, width]), device);
+        let y = Tensor::<2, Int>::from_data(TensorData::new(y, [streams, width]), device);
+        let (logits, next) = model.forward(x, state);
+        state = next;
+        let loss = crate::strategy::sequence_loss(logits, y).into_scalar::<f64>();
+        nll += loss * (streams * width) as f64;
+        count += streams * width;
+        start += width;
+    }
+    let mean = nll / count as f64;
+    if !mean.is_finite() {
+        return Err(TrainError::NonFinite {
+            what: "evaluation loss",
+            value: mean,
+            epoch: 0,
+            step: 0,
+        });
+    }
+    Ok(Evaluation {
+        tokens: count,
+        perplexity: mean.exp(),
+        bits_per_token: mean / std::f64::consts::LN_2,
+        unknown,
+    })
+}

@@ -1,0 +1,186 @@
+//! Same seed, same numbers: these tests seed the backend's global random generator, so they
+//! live in their own test binary and take turns.
+
+use std::sync::Mutex;
+
+use burn::prelude::*;
+use rnnlm::{CellKind, RnnLmConfig};
+use rnnlm_data::{Corpus, CorpusOptions, epoch_rng};
+use rnnlm_tests::{device, ids, scratch_dir, tiny_experiment, values};
+use rnnlm_train::{ExperimentConfig, sequence_loss};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn same_seed_same_weights() {
+    let _turn = serial();
+    let dev = device();
+    let config = RnnLmConfig::new(CellKind::Lstm, 8, 16)
+        .with_num_layers(2)
+        .with_embedding(4);
+    let x = ids(&[1, 2, 3, 4, 5, 6], [2, 3], &dev);
+    let run = |seed: u64| {
+        dev.seed(seed);
+        let m = config.init(&dev);
+        values(m.forward(x.clone(), m.begin_state(2, &dev)).0)
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3), run(4));
+}
+
+#[test]
+fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let _turn = serial();
+    // Adam (optimizer state), dropout (random masks) and two layers: everything a resume must restore.
+    let experiment = "[model]\nkind = \"lstm\"\nhidden_size = 16\nnum_layers = 2\ndropout = 0.3\n\
+                      [optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nepochs = 4\nseed = 7\n";
+    let whole_dir = scratch_dir("resume-whole");
+    let whole = tiny_experiment(&whole_dir, 4000, experiment);
+    let whole_report = rnnlm_train::train(&whole).unwrap();
+
+    let split_dir = scratch_dir("resume-split");
+    let mut first = tiny_experiment(&split_dir, 4000, experiment);
+    first.overrides.push("train.epochs=2".into());
+    rnnlm_train::train(&first).unwrap();
+    let mut rest = tiny_experiment(&split_dir, 4000, experiment);
+    rest.resume = true;
+    let rest_report = rnnlm_train::train(&rest).unwrap();
+
+    assert_eq!(rest_report.resumed_from, Some(2));
+    assert_eq!(
+        rest_report.history,
+        whole_report
+            .history
+            .iter()
+            .map(|m| {
+                // Throughput is the one figure that may differ between runs.
+                let mut m = m.clone();
+                m.tokens_per_second = rest_report.history[m.epoch - 1].tokens_per_second;
+                m
+            })
+            .collect::<Vec<_>>()
+    );
+    // Compare values, not files: a record also holds parameter ids, which differ per process.
+    let a = rnnlm_train::load_model(&whole.artifacts, &device())
+        .unwrap()
+        .model;
+    let b = rnnlm_train::load_model(&rest.artifacts, &device())
+        .unwrap()
+        .model;
+    assert_eq!(
+        parameters(&a),
+        parameters(&b),
+        "final weights are bit-identical"
+    );
+    std::fs::remove_dir_all(&whole_dir).ok();
+    std::fs::remove_dir_all(&split_dir).ok();
+}
+
+/// Every parameter value, in module order.
+fn parameters(model: &rnnlm::RnnLm) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.push(values(p.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    burn::module::Module::visit(model, &mut collect);
+    assert!(!collect.0.is_empty());
+    collect.0
+}
+
+/// Trains one epoch with a learning rate so small that no weight changes in f32, and returns
+/// the reported training perplexity together with the same perplexity recomputed by hand with
+/// the state carried across minibatches and with it reset for every minibatch.
+fn epoch_perplexities(sampling: &str) -> (f64, f64, f64) {
+    let dir = scratch_dir(&format!("carry-{sampling}"));
+    // Large weights, so the state a minibatch starts from visibly changes its loss.
+    let experiment = "[model]\nkind = \"gru\"\nhidden_size = 16\ninit = { rule = \"normal\", sigma = 0.7 }\n[train]\nepochs = 1\nseed = 3\n";
+    let mut options = tiny_experiment(&dir, 3000, experiment);
+    options.overrides.extend([
+        "optimizer.lr=1e-20".to_owned(),
+        format!("data.sampling=\"{sampling}\""),
+    ]);
+    let report = rnnlm_train::train(&options).unwrap();
+
+    let config = ExperimentConfig::load(&options.config, &options.overrides).unwrap();
+    let text = std::fs::read_to_string(dir.join("text.txt")).unwrap();
+    let corpus = Corpus::build(
+        &text,
+        &config.data.tokenizer(),
+        &CorpusOptions::default(),
+        "t",
+    )
+    .unwrap();
+    let (train, _) = corpus.split(config.data.valid_fraction).unwrap();
+    let batches = config
+        .data
+        .batches()
+        .epoch(train, &mut epoch_rng(config.train.seed, 1))
+        .unwrap();
+    let ad = device().autodiff();
+    ad.seed(config.train.seed);
+    let model_config = RnnLmConfig {
+        vocab_size: corpus.vocab.len(),
+        ..config.model.clone()
+    };
+    let model = model_config.init(&ad).valid();
+    let dev = device();
+    let perplexity = |carry: bool| {
+        let (mut nll, mut count) = (0.0, 0usize);
+        let mut state = model.begin_state(4, &dev);
+        for b in &batches {
+            let x = ids(&b.x, [b.batch_size, b.num_steps], &dev);
+            let y = ids(&b.y, [b.batch_size, b.num_steps], &dev);
+            let start = if carry {
+                state.clone()
+            } else {
+                model.begin_state(4, &dev)
+            };
+            let (logits, next) = model.forward(x, start);
+            state = next;
+            nll += values(sequence_loss(logits, y))[0] as f64 * b.x.len() as f64;
+            count += b.x.len();
+        }
+        (nll / count as f64).exp()
+    };
+    std::fs::remove_dir_all(&dir).ok();
+    (
+        report.history[0].train_perplexity,
+        perplexity(true),
+        perplexity(false),
+    )
+}
+
+#[test]
+fn sequential_partitioning_carries_the_state_across_minibatches() {
+    let _turn = serial();
+    let (reported, carried, reset) = epoch_perplexities("sequential");
+    assert!(
+        (reported - carried).abs() < 1e-4 * carried,
+        "reported {reported}, carried {carried}"
+    );
+    assert!(
+        (reported - reset).abs() > 1e-3 * reset,
+        "resetting would differ: {reset}"
+    );
+}
+
+#[test]
+fn random_sampling_resets_the_state_every_minibatch() {
+    let _turn = serial();
+    let (reported, carried, reset) = epoch_perplexities("random");
+    assert!(
+        (reported - reset).abs() < 1e-4 * reset,
+        "reported {reported}, reset {reset}"
+    );
+    assert!(
+        (reported - carried).abs() > 1e-3 * carried,
+        "carrying would differ: {carried}"
+    );
+}
