@@ -5,5 +5,6 @@ mod config;
 mod errors;
 mod gradcheck;
 mod reference;
+mod sampling;
 mod shapes;
 mod state;

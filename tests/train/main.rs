@@ -188,6 +188,24 @@ fn a_small_run_lowers_perplexity_and_writes_every_artifact() {
     // d2l-lines preprocessing maps '~' to a space, so nothing is unknown here.
     assert!(evaluation.unknown.is_empty());
 
+    // A checkpoint whose config names another model kind is refused, not loaded into garbage.
+    let tampered = dir.join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    for file in ["vocab.json", "model.bpk"] {
+        std::fs::copy(options.artifacts.join(file), tampered.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(options.artifacts.join("config.toml")).unwrap();
+    std::fs::write(
+        tampered.join("config.toml"),
+        config.replace("kind = \"gru\"", "kind = \"lstm\""),
+    )
+    .unwrap();
+    let err = rnnlm_train::load_model(&tampered, &device()).unwrap_err();
+    assert!(
+        err.to_string().contains("does not fit the lstm model"),
+        "{err}"
+    );
+
     // The same directory refuses a second run without --resume, and a different experiment always.
     let again = rnnlm_train::train(&options).unwrap_err();
     assert!(again.to_string().contains("--resume"), "{again}");

@@ -1,6 +1,7 @@
 //! `rnnlm`: train, evaluate and sample character-level RNN language models on Burn.
 
 mod device;
+mod generate;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -63,6 +64,47 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         streams: usize,
     },
+    /// Continue a prefix with a trained model, streaming the text as it is produced.
+    ///
+    /// The prefix is encoded with the checkpoint's own preprocessing and vocabulary (characters
+    /// it does not know become <unk>, with a warning). An empty prefix is an error: give at least
+    /// one character. Several --prefix flags (or --prompts) run as one batch and are printed one
+    /// per line when done; a single prefix streams.
+    Generate {
+        /// A training run's artifacts directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text to continue (repeatable).
+        #[arg(long)]
+        prefix: Vec<String>,
+        /// A file with one prompt per line, added to the --prefix ones.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// Tokens to generate per sequence.
+        #[arg(long, default_value_t = 100)]
+        len: usize,
+        /// Sample at this temperature (> 0) instead of greedy decoding.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Sample from the K most likely tokens only.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Sample from the smallest set of tokens whose probability reaches P, in (0, 1].
+        #[arg(long)]
+        top_p: Option<f64>,
+        /// Beam search of this width (returns the most likely continuation).
+        #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+        beam: Option<usize>,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Samples per prefix (with sampling; each gets its own random stream).
+        #[arg(long, default_value_t = 1)]
+        num_samples: usize,
+        /// Backend (see `train --help`).
+        #[arg(long, default_value_t = device::default_name().to_owned())]
+        device: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +152,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 interrupter: Some(interrupter),
             };
             let report = rnnlm_train::train(&options)?;
+            for sample in &report.held_samples {
+                println!("{sample}");
+            }
             let last = report.history.last().context("no epoch was run")?;
             let first = &report.history[0];
             println!(
@@ -122,6 +167,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report.artifacts.display()
             );
             Ok(())
+        }
+        Command::Generate {
+            checkpoint,
+            prefix,
+            prompts,
+            len,
+            temperature,
+            top_k,
+            top_p,
+            beam,
+            seed,
+            num_samples,
+            device,
+        } => {
+            let mut texts = prefix;
+            if let Some(file) = prompts {
+                let content = rnnlm_data::read_text(&file)?;
+                texts.extend(content.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+            }
+            let request = generate::Request {
+                texts,
+                len,
+                temperature,
+                top_k,
+                top_p,
+                beam,
+                seed,
+                num_samples,
+            };
+            let device = device::by_name(&device)?;
+            let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
+            generate::run(&loaded, &request, &device)
         }
         Command::Eval {
             checkpoint,

@@ -83,6 +83,8 @@ pub struct TrainReport {
     pub model: RnnLm,
     /// The artifacts directory.
     pub artifacts: PathBuf,
+    /// Samples taken during training that were not printed (dashboard mode).
+    pub held_samples: Vec<String>,
 }
 
 /// The experiment, its text and the derived data of a run.
@@ -234,6 +236,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
             .unwrap_or_default(),
     ));
     let failure = Arc::new(Mutex::new(None));
+    let held_samples = Arc::new(Mutex::new(Vec::new()));
     let tokenizer = config.data.tokenizer();
     let sample = (config.train.sample_every > 0)
         .then(|| {
@@ -259,6 +262,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         sample,
         print_epochs: options.progress == Progress::Lines,
         failure: failure.clone(),
+        held_samples: held_samples.clone(),
     };
 
     let checkpoints = checkpoint_dir(&artifacts);
@@ -319,11 +323,13 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     save_model(&artifacts.join(files::MODEL), &model)?;
     write_metrics_csv(&artifacts.join(files::METRICS), &history)?;
     plot_perplexity(&artifacts.join(files::PLOT), &history)?;
+    let held_samples = std::mem::take(&mut *held_samples.lock().expect("samples lock"));
     Ok(TrainReport {
         history,
         resumed_from,
         model,
         artifacts,
+        held_samples,
     })
 }
 

@@ -159,6 +159,8 @@ pub struct TbpttStrategy {
     pub print_epochs: bool,
     /// The error that stopped training, if any.
     pub failure: Arc<Mutex<Option<TrainError>>>,
+    /// Samples taken while burn's dashboard owned the terminal, to print after it closes.
+    pub held_samples: Arc<Mutex<Vec<String>>>,
 }
 
 /// Token-weighted sums over an epoch.
@@ -193,12 +195,17 @@ impl TbpttStrategy {
         }
         let device = self.device.clone().inner();
         let tokens = rnnlm::sample::greedy(model, &spec.prefix, spec.len, &device);
-        println!(
+        let line = format!(
             "sample after epoch {epoch}: {}{}{}",
             spec.prefix_text,
             spec.separator,
             spec.vocab.decode(tokens, spec.separator)
         );
+        if self.print_epochs {
+            println!("{line}");
+        } else {
+            self.held_samples.lock().expect("samples lock").push(line);
+        }
     }
 }
 
