@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use anyhow::{bail, ensure};
 use burn::prelude::Device;
@@ -9,16 +10,36 @@ use rnnlm::sample::{Decoding, beam_search, generate};
 use rnnlm_data::encode;
 use rnnlm_train::LoadedModel;
 
-/// What the user asked for.
+/// What to generate, as given on the command line.
+#[derive(clap::Args, Debug)]
 pub struct Request {
-    pub texts: Vec<String>,
-    pub len: usize,
-    pub temperature: Option<f64>,
-    pub top_k: Option<usize>,
-    pub top_p: Option<f64>,
-    pub beam: Option<usize>,
-    pub seed: u64,
-    pub num_samples: usize,
+    /// Text to continue (repeatable).
+    #[arg(long)]
+    prefix: Vec<String>,
+    /// A file with one prompt per line, added to the --prefix ones.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Tokens to generate per sequence.
+    #[arg(long, default_value_t = 100)]
+    len: usize,
+    /// Sample at this temperature (> 0) instead of greedy decoding.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Sample from the K most likely tokens only.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample from the smallest set of tokens whose probability reaches P, in (0, 1].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Beam search of this width (returns the most likely continuation).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    beam: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Samples per prefix (with sampling; each gets its own random stream).
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
 }
 
 impl Request {
@@ -37,13 +58,24 @@ impl Request {
             .map_err(|message| anyhow::anyhow!("invalid --{message}"))?;
         Ok(decoding)
     }
+
+    /// The --prefix texts, then the lines of --prompts.
+    fn texts(&self) -> anyhow::Result<Vec<String>> {
+        let mut texts = self.prefix.clone();
+        if let Some(file) = &self.prompts {
+            let content = rnnlm_data::read_text(file)?;
+            texts.extend(content.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+        ensure!(
+            !texts.is_empty(),
+            "no prefix: give --prefix TEXT (or --prompts FILE)"
+        );
+        Ok(texts)
+    }
 }
 
 pub fn run(loaded: &LoadedModel, request: &Request, device: &Device) -> anyhow::Result<()> {
-    ensure!(
-        !request.texts.is_empty(),
-        "no prefix: give --prefix TEXT (or --prompts FILE)"
-    );
+    let texts = request.texts()?;
     ensure!(
         request.len > 0,
         "--len 0: give the number of tokens to generate, at least 1"
@@ -61,7 +93,7 @@ pub fn run(loaded: &LoadedModel, request: &Request, device: &Device) -> anyhow::
     let vocab = &loaded.vocab;
 
     let mut prefixes = Vec::new();
-    for text in &request.texts {
+    for text in &texts {
         let (ids, unknown) = encode(text, &tokenizer, vocab);
         if ids.is_empty() {
             bail!(

@@ -74,33 +74,8 @@ enum Command {
         /// A training run's artifacts directory.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Text to continue (repeatable).
-        #[arg(long)]
-        prefix: Vec<String>,
-        /// A file with one prompt per line, added to the --prefix ones.
-        #[arg(long)]
-        prompts: Option<PathBuf>,
-        /// Tokens to generate per sequence.
-        #[arg(long, default_value_t = 100)]
-        len: usize,
-        /// Sample at this temperature (> 0) instead of greedy decoding.
-        #[arg(long)]
-        temperature: Option<f64>,
-        /// Sample from the K most likely tokens only.
-        #[arg(long)]
-        top_k: Option<usize>,
-        /// Sample from the smallest set of tokens whose probability reaches P, in (0, 1].
-        #[arg(long)]
-        top_p: Option<f64>,
-        /// Beam search of this width (returns the most likely continuation).
-        #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
-        beam: Option<usize>,
-        /// Seed of the sampler.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Samples per prefix (with sampling; each gets its own random stream).
-        #[arg(long, default_value_t = 1)]
-        num_samples: usize,
+        #[command(flatten)]
+        request: generate::Request,
         /// Backend (see `train --help`).
         #[arg(long, default_value_t = device::default_name().to_owned())]
         device: String,
@@ -170,32 +145,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Generate {
             checkpoint,
-            prefix,
-            prompts,
-            len,
-            temperature,
-            top_k,
-            top_p,
-            beam,
-            seed,
-            num_samples,
+            request,
             device,
         } => {
-            let mut texts = prefix;
-            if let Some(file) = prompts {
-                let content = rnnlm_data::read_text(&file)?;
-                texts.extend(content.lines().filter(|l| !l.is_empty()).map(str::to_owned));
-            }
-            let request = generate::Request {
-                texts,
-                len,
-                temperature,
-                top_k,
-                top_p,
-                beam,
-                seed,
-                num_samples,
-            };
             let device = device::by_name(&device)?;
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
             generate::run(&loaded, &request, &device)

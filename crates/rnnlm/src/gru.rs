@@ -6,9 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use crate::config::{ConfigError, GruFormula, WeightInit, validate_core};
-use crate::recurrent::{
-    CoreShape, LayerState, Recurrent, RecurrentLayer, RecurrentState, SequenceInput, run_layers,
-};
+use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`Gru`].
 #[derive(Config, Debug)]
@@ -190,34 +188,4 @@ impl RecurrentLayer for GruLayer {
     }
 }
 
-impl Recurrent for Gru {
-    fn input_size(&self) -> usize {
-        self.input_size
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn has_cell(&self) -> bool {
-        false
-    }
-
-    fn forward_time_major(
-        &self,
-        input: SequenceInput,
-        state: RecurrentState,
-    ) -> (Tensor<3>, RecurrentState) {
-        let shape = CoreShape {
-            name: "Gru",
-            input_size: self.input_size,
-            hidden_size: self.hidden_size,
-            has_cell: false,
-        };
-        run_layers(shape, &self.layers, &self.dropout, input, state)
-    }
-}
+impl_recurrent_core!(Gru, has_cell: false);

@@ -6,9 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use crate::config::{ConfigError, WeightInit, validate_core};
-use crate::recurrent::{
-    CoreShape, LayerState, Recurrent, RecurrentLayer, RecurrentState, SequenceInput, run_layers,
-};
+use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`DeepLstm`].
 #[derive(Config, Debug)]
@@ -144,34 +142,4 @@ impl RecurrentLayer for LstmLayer {
     }
 }
 
-impl Recurrent for DeepLstm {
-    fn input_size(&self) -> usize {
-        self.input_size
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    fn has_cell(&self) -> bool {
-        true
-    }
-
-    fn forward_time_major(
-        &self,
-        input: SequenceInput,
-        state: RecurrentState,
-    ) -> (Tensor<3>, RecurrentState) {
-        let shape = CoreShape {
-            name: "DeepLstm",
-            input_size: self.input_size,
-            hidden_size: self.hidden_size,
-            has_cell: true,
-        };
-        run_layers(shape, &self.layers, &self.dropout, input, state)
-    }
-}
+impl_recurrent_core!(DeepLstm, has_cell: true);

@@ -178,6 +178,46 @@ pub trait Recurrent {
     }
 }
 
+/// Implements [`Recurrent`] for a core made of `layers: Vec<L>` (with `L: RecurrentLayer`),
+/// `dropout`, `input_size` and `hidden_size`: every core runs the same engine, so only its name
+/// and whether its state has a memory cell differ.
+macro_rules! impl_recurrent_core {
+    ($core:ty, has_cell: $has_cell:expr) => {
+        impl $crate::recurrent::Recurrent for $core {
+            fn input_size(&self) -> usize {
+                self.input_size
+            }
+
+            fn hidden_size(&self) -> usize {
+                self.hidden_size
+            }
+
+            fn num_layers(&self) -> usize {
+                self.layers.len()
+            }
+
+            fn has_cell(&self) -> bool {
+                $has_cell
+            }
+
+            fn forward_time_major(
+                &self,
+                input: $crate::recurrent::SequenceInput,
+                state: $crate::recurrent::RecurrentState,
+            ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
+                let shape = $crate::recurrent::CoreShape {
+                    name: stringify!($core),
+                    input_size: self.input_size,
+                    hidden_size: self.hidden_size,
+                    has_cell: $has_cell,
+                };
+                $crate::recurrent::run_layers(shape, &self.layers, &self.dropout, input, state)
+            }
+        }
+    };
+}
+pub(crate) use impl_recurrent_core;
+
 /// The state of one layer: `h` `[batch, hidden]`, `c` `[batch, hidden]` for LSTM.
 #[derive(Clone, Debug)]
 pub(crate) struct LayerState {
