@@ -56,8 +56,8 @@ fn time(stack: bool, backward: bool, device: &Device) -> f64 {
         [HIDDEN, 4 * HIDDEN],
         Distribution::Normal(0.0, 0.05),
         device,
-    )
-    .require_grad();
+    );
+    let w = if backward { w.require_grad() } else { w };
     let start = Instant::now();
     let out = run(stack, &projected, &w, device);
     if backward {

@@ -184,3 +184,71 @@ fn random_sampling_resets_the_state_every_minibatch() {
         "carrying would differ: {carried}"
     );
 }
+
+/// Resident memory of this process in bytes, from /proc.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident memory while `work` runs, sampled every 20 ms.
+fn peak_while(work: impl FnOnce()) -> u64 {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = resident_bytes();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(resident_bytes());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        peak
+    });
+    work();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap()
+}
+
+#[test]
+fn memory_does_not_grow_with_the_number_of_minibatches() {
+    let _turn = serial();
+    if resident_bytes() == 0 {
+        eprintln!("no /proc/self/status here; skipping the memory check");
+        return;
+    }
+    // Each minibatch's graph holds ~8 MB of activations (GRU 256, batch 16 x 32 steps). If the
+    // carried state kept the previous minibatches' graphs alive, 190 minibatches would hold more
+    // than a gigabyte; with the graph cut, memory stays at one minibatch's worth.
+    let experiment = "[model]\nkind = \"gru\"\nhidden_size = 256\n[train]\nepochs = 1\n";
+    let run = |tokens: usize, name: &str| {
+        let dir = scratch_dir(name);
+        let mut options = tiny_experiment(&dir, tokens, experiment);
+        options.overrides.extend([
+            "data.batch_size=16".into(),
+            "data.num_steps=32".into(),
+            "data.valid_fraction=0".into(),
+        ]);
+        let peak = peak_while(|| {
+            rnnlm_train::train(&options).unwrap();
+        });
+        std::fs::remove_dir_all(&dir).ok();
+        peak
+    };
+    let few = run(16 * 32 * 10 + 100, "memory-few"); // 10 minibatches
+    let many = run(16 * 32 * 190 + 100, "memory-many"); // 190 minibatches
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "peak resident memory: {:.0} MB with 10 minibatches, {:.0} MB with 190",
+        mb(few),
+        mb(many)
+    );
+    assert!(
+        many < few + (256 << 20),
+        "peak memory grew from {:.0} MB (10 minibatches) to {:.0} MB (190 minibatches)",
+        mb(few),
+        mb(many)
+    );
+}
