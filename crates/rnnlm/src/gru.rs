@@ -101,7 +101,7 @@ pub struct GruLayer {
 /// h' = (1 - z) ⊙ n + z ⊙ h
 /// ```
 ///
-/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
+/// Implements [`Recurrent`](crate::Recurrent): inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
 /// state `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct Gru {

@@ -93,7 +93,7 @@ pub struct LstmLayer {
 /// h' = σ(o) ⊙ tanh(c')
 /// ```
 ///
-/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`
+/// Implements [`Recurrent`](crate::Recurrent): inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`
 /// (the last layer's `h`), state `hidden` and `cell` `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct DeepLstm {

@@ -86,7 +86,7 @@ pub struct RnnScratchLayer {
 /// The vanilla RNN: per layer `H_t = φ(X_t W_xh + H_{t-1} W_hh + b_h)` with φ = tanh (or ReLU),
 /// layers stacked as in d2l's deep RNN.
 ///
-/// Implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
+/// Implements [`Recurrent`](crate::Recurrent): inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
 /// state `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct RnnScratch {
