@@ -232,7 +232,11 @@ fn lstm_matches_reference() {
         for (layer, w) in lstm.layers.iter_mut().zip(&ws) {
             layer.input_weight = param2(&w.input, w.input.len() / (4 * HIDDEN), 4 * HIDDEN);
             layer.hidden_weight = param2(&w.hidden, HIDDEN, 4 * HIDDEN);
-            layer.bias = param1(&w.input_bias);
+            // The reference has one bias; split it unevenly so both vectors matter.
+            let half: Vec<f64> = w.input_bias.iter().map(|b| b * 0.3).collect();
+            let rest: Vec<f64> = w.input_bias.iter().map(|b| b * 0.7).collect();
+            layer.input_bias = param1(&half);
+            layer.hidden_bias = param1(&rest);
         }
         check_against_reference(
             &lstm,

@@ -54,12 +54,11 @@ impl DeepLstmConfig {
                 LstmLayer {
                     input_weight: Param::from_tensor(self.init.weight([input, 4 * h], h, device)),
                     hidden_weight: Param::from_tensor(self.init.weight([h, 4 * h], h, device)),
-                    // PyTorch keeps b_ih and b_hh, which only ever appear as their sum: one
-                    // vector here (an import adds the two). Under PyTorch's rule the sum of two
-                    // U(-k, k) draws is what a fresh nn.LSTM starts from, so draw both.
-                    bias: Param::from_tensor(
-                        self.init.bias(4 * h, h, device) + self.init.bias(4 * h, h, device),
-                    ),
+                    // Two bias vectors, as nn.LSTM: they only ever appear as their sum, but
+                    // each is a parameter, so SGD moves the sum twice as fast as it would move
+                    // a single vector. Keeping both keeps PyTorch's training dynamics.
+                    input_bias: Param::from_tensor(self.init.bias(4 * h, h, device)),
+                    hidden_bias: Param::from_tensor(self.init.bias(4 * h, h, device)),
                 }
             })
             .collect();
@@ -81,12 +80,14 @@ pub struct LstmLayer {
     pub input_weight: Param<Tensor<2>>,
     /// `[W_hi | W_hf | W_hg | W_ho]`: `[hidden, 4·hidden]` (PyTorch's `weight_hh_l{k}` transposed).
     pub hidden_weight: Param<Tensor<2>>,
-    /// `b_ih + b_hh`: `[4·hidden]`.
-    pub bias: Param<Tensor<1>>,
+    /// `b_ih`: `[4·hidden]`.
+    pub input_bias: Param<Tensor<1>>,
+    /// `b_hh`: `[4·hidden]`.
+    pub hidden_bias: Param<Tensor<1>>,
 }
 
 /// LSTM with any number of stacked layers and dropout between them. Per layer, with `σ` the
-/// sigmoid and `[i f g o] = x W_x + h W_h + b` split in four:
+/// sigmoid and `[i f g o] = x W_x + b_ih + h W_h + b_hh` split in four:
 ///
 /// ```text
 /// c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)
@@ -115,7 +116,8 @@ impl RecurrentLayer for LstmLayer {
     }
 
     fn input_bias(&self) -> Option<Tensor<1>> {
-        Some(self.bias.val())
+        // Added once to the projection of every step; each vector still gets the full gradient.
+        Some(self.input_bias.val() + self.hidden_bias.val())
     }
 
     fn step_weights(&self) -> Tensor<2> {
