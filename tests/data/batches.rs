@@ -186,3 +186,27 @@ fn burn_data_loader_keeps_the_sequential_order() {
         assert_eq!(x, expected.x);
     }
 }
+
+#[test]
+fn nominal_batch_count_is_the_count_at_offset_zero() {
+    let tokens: Vec<u32> = (0..1000).collect();
+    for sampling in [
+        Sampling::Random,
+        Sampling::Sequential,
+        Sampling::Overlapping,
+    ] {
+        let cfg = BatchConfig {
+            batch_size: 4,
+            num_steps: 7,
+            sampling,
+        };
+        let nominal = cfg.nominal_batches(tokens.len());
+        for seed in 0..20 {
+            let actual = cfg.epoch(&tokens, &mut epoch_rng(seed, 1)).unwrap().len();
+            assert!(
+                actual == nominal || actual + 1 == nominal,
+                "{sampling:?}: {actual} vs {nominal}"
+            );
+        }
+    }
+}

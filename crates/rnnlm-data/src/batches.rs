@@ -67,6 +67,17 @@ pub struct BatchConfig {
 }
 
 impl BatchConfig {
+    /// Minibatches per epoch when the random offset is 0 (a non-zero offset may remove one).
+    pub fn nominal_batches(&self, tokens: usize) -> usize {
+        let (batch, steps) = (self.batch_size, self.num_steps);
+        match self.sampling {
+            // Random: (len - 1) / steps subsequences, then / batch; sequential: (len - 1) / batch
+            // columns, then / steps. Both floor to (len - 1) / (batch * steps).
+            Sampling::Random | Sampling::Sequential => tokens.saturating_sub(1) / (batch * steps),
+            Sampling::Overlapping => tokens.saturating_sub(steps).div_ceil(batch),
+        }
+    }
+
     /// Checks the sizes against a token count; `what` names the corpus part in the message.
     pub fn check(&self, tokens: usize, what: &str) -> Result<(), DataError> {
         for (field, value) in [
@@ -237,11 +248,11 @@ pub struct SequenceBatch {
 
 impl SequenceBatch {
     /// Moves a minibatch onto `device`.
-    pub fn from_minibatch(batch: &Minibatch, device: &Device) -> Self {
+    pub fn from_minibatch(batch: Minibatch, device: &Device) -> Self {
         let shape = [batch.batch_size, batch.num_steps];
         Self {
-            x: Tensor::from_data(TensorData::new(batch.x.clone(), shape), device),
-            y: Tensor::from_data(TensorData::new(batch.y.clone(), shape), device),
+            x: Tensor::from_data(TensorData::new(batch.x, shape), device),
+            y: Tensor::from_data(TensorData::new(batch.y, shape), device),
         }
     }
 }
@@ -251,7 +262,11 @@ impl SequenceBatch {
 pub struct SequenceBatcher;
 
 impl Batcher<Minibatch, SequenceBatch> for SequenceBatcher {
-    fn batch(&self, items: Vec<Minibatch>, device: &Device) -> SequenceBatch {
+    fn batch(&self, mut items: Vec<Minibatch>, device: &Device) -> SequenceBatch {
+        // The usual case (a loader of batch size 1) moves the minibatch without copying it.
+        if items.len() == 1 {
+            return SequenceBatch::from_minibatch(items.pop().expect("one item"), device);
+        }
         let steps = items.first().map_or(0, |b| b.num_steps);
         let merged = Minibatch {
             x: items.iter().flat_map(|b| b.x.iter().copied()).collect(),
@@ -259,6 +274,6 @@ impl Batcher<Minibatch, SequenceBatch> for SequenceBatcher {
             batch_size: items.iter().map(|b| b.batch_size).sum(),
             num_steps: steps,
         };
-        SequenceBatch::from_minibatch(&merged, device)
+        SequenceBatch::from_minibatch(merged, device)
     }
 }

@@ -23,7 +23,7 @@ use crate::experiment::{ExperimentConfig, OptimizerKind};
 use crate::plot::plot_perplexity;
 use crate::render::QuietRenderer;
 use crate::schedule::Schedule;
-use crate::strategy::{DataPlan, SampleSpec, TbpttStrategy, TrainableLm, nominal_batches};
+use crate::strategy::{DataPlan, SampleSpec, TbpttStrategy, TrainableLm};
 
 /// File names inside an artifacts directory.
 pub mod files {
@@ -220,7 +220,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
             .with_epsilon(config.optimizer.epsilon)
             .init(),
     };
-    let per_epoch = nominal_batches(&plan.batches, plan.train.len());
+    let per_epoch = plan.batches.nominal_batches(plan.train.len());
     let schedule = Schedule::new(
         config.optimizer.lr,
         config.schedule.clone(),

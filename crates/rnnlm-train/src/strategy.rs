@@ -383,16 +383,6 @@ impl TbpttStrategy {
     }
 }
 
-/// Minibatches per epoch with a zero offset (the random offset may remove one).
-pub fn nominal_batches(batches: &BatchConfig, tokens: usize) -> usize {
-    let (b, t) = (batches.batch_size, batches.num_steps);
-    match batches.sampling {
-        rnnlm_data::Sampling::Sequential => tokens.saturating_sub(1) / b / t,
-        rnnlm_data::Sampling::Random => tokens.saturating_sub(1) / t / b,
-        rnnlm_data::Sampling::Overlapping => tokens.saturating_sub(t).div_ceil(b),
-    }
-}
-
 /// `epoch 3/10  train ppl 9.81  valid ppl 10.20  train bpc 3.29  152.3k tok/s  |g| 0.93  lr 1`
 pub fn format_epoch(m: &EpochMetrics, epochs: usize) -> String {
     let valid = m
