@@ -4,6 +4,7 @@ mod cells;
 mod config;
 mod errors;
 mod gradcheck;
+mod import;
 mod reference;
 mod sampling;
 mod shapes;

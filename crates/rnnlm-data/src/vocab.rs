@@ -99,6 +99,17 @@ impl Vocab {
         vocab
     }
 
+    /// A vocabulary given as its tokens in index order (d2l's `vocab.idx_to_token`), e.g. for
+    /// weights trained elsewhere. Frequencies are unknown and recorded as 0. The first token
+    /// must be `<unk>` and no token may appear twice.
+    pub fn from_tokens(tokens: Vec<String>) -> Result<Self, String> {
+        let frequencies = vec![0; tokens.len()];
+        Self::try_from(VocabRecord {
+            tokens,
+            frequencies,
+        })
+    }
+
     fn push(&mut self, token: &str, frequency: usize) {
         self.index
             .insert(token.to_owned(), self.tokens.len() as u32);

@@ -25,7 +25,7 @@ pub use experiment::{
 pub use render::QuietRenderer;
 pub use run::{
     Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, evaluate, files, load_model,
-    train,
+    save_model_dir, train,
 };
 pub use schedule::Schedule;
 pub use strategy::{DataPlan, TbpttStrategy, TrainableLm, format_epoch, sequence_loss};

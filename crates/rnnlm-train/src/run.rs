@@ -342,6 +342,45 @@ fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
     write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
 }
 
+/// Writes a model that was not trained here (e.g. imported from PyTorch) as a checkpoint
+/// directory that [`load_model`], `rnnlm generate` and `rnnlm eval` read: the experiment (its
+/// `[data]` says how text is tokenised), the vocabulary and the weights, each written
+/// atomically, the weights last. `dir` must be new or empty.
+pub fn save_model_dir(
+    dir: &Path,
+    config: &ExperimentConfig,
+    vocab: &Vocab,
+    model: &RnnLm,
+) -> Result<(), TrainError> {
+    if vocab.len() != config.model.vocab_size || model.vocab_size != vocab.len() {
+        return Err(TrainError::Artifacts(format!(
+            "the vocabulary has {} tokens but the model has {} outputs (config says {}): they do not belong together",
+            vocab.len(),
+            model.vocab_size,
+            config.model.vocab_size
+        )));
+    }
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| TrainError::io(dir, e))?
+            .next()
+            .is_some()
+    {
+        return Err(TrainError::Artifacts(format!(
+            "{} is not empty; choose a new directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let config_path = dir.join(files::CONFIG);
+    write_atomic(&config_path, config.to_toml().as_bytes())
+        .map_err(|e| TrainError::io(&config_path, e))?;
+    let vocab_path = dir.join(files::VOCAB);
+    let json = serde_json::to_vec(vocab).expect("a vocabulary serialises");
+    write_atomic(&vocab_path, &json).map_err(|e| TrainError::io(&vocab_path, e))?;
+    save_model(&dir.join(files::MODEL), model)
+}
+
 /// A trained model with what it needs to read text: its experiment and vocabulary.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -353,6 +392,57 @@ pub struct LoadedModel {
     pub model: RnnLm,
     /// The weights file it came from.
     pub weights: PathBuf,
+}
+
+impl LoadedModel {
+    /// Token ids of `text` under the checkpoint's preprocessing and vocabulary; tokens the
+    /// vocabulary does not know become `<unk>` (id 0).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        encode(text, &self.config.data.tokenizer(), &self.vocab).0
+    }
+
+    /// The text of `ids`, joined as the checkpoint's tokenizer joins tokens.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let separator = self.config.data.tokenizer().separator();
+        self.vocab.decode(ids.iter().copied(), separator)
+    }
+
+    /// `prefix` continued by `len` tokens (d2l's `predict` with [`Decoding::Greedy`]): warms
+    /// the state up on the prefix, then generates one token per step.
+    ///
+    /// [`Decoding::Greedy`]: rnnlm::sample::Decoding::Greedy
+    pub fn continue_text(
+        &self,
+        prefix: &str,
+        len: usize,
+        decoding: &rnnlm::sample::Decoding,
+        device: &Device,
+    ) -> Result<String, TrainError> {
+        let ids = self.encode(prefix);
+        if ids.is_empty() {
+            return Err(TrainError::Config(format!(
+                "prefix {prefix:?} is empty after the checkpoint's {:?} preprocessing; give at least one character it keeps",
+                self.config.data.preprocess
+            )));
+        }
+        decoding
+            .validate()
+            .map_err(|message| TrainError::Config(format!("decoding: {message}")))?;
+        let new = rnnlm::sample::generate(
+            &self.model,
+            std::slice::from_ref(&ids),
+            len,
+            decoding,
+            device,
+            |_| std::ops::ControlFlow::Continue(()),
+        );
+        let separator = self.config.data.tokenizer().separator();
+        Ok(format!(
+            "{}{separator}{}",
+            self.decode(&ids),
+            self.decode(&new[0])
+        ))
+    }
 }
 
 /// Loads the final model of an artifacts directory, or, if the run did not finish, the model

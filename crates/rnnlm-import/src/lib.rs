@@ -1,0 +1,35 @@
+//! Loads weights trained elsewhere into [`rnnlm`]'s modules: PyTorch's `nn.RNN` (tanh or
+//! ReLU), `nn.GRU` and `nn.LSTM` with any number of layers, with or without biases, followed by
+//! an `nn.Linear` (and optionally preceded by an `nn.Embedding`); and d2l's scratch RNN
+//! (`W_xh, W_hh, b_h, W_hq, b_q`). Files are `torch.save` checkpoints (read by burn-store's
+//! PyTorch reader, no Python needed) or safetensors.
+//!
+//! PyTorch packs each layer's gates into `weight_ih_l{k}` `[gates·hidden, input]`; rnnlm packs
+//! them in the same order, (r, z, n) for the GRU and (i, f, g, o) for the LSTM, as
+//! `[input, gates·hidden]`, so import is a transpose per matrix and nothing else. The two
+//! models then compute the same function (checked to 1e-5 against PyTorch's own outputs in
+//! this workspace's tests).
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! use rnnlm_import::{ImportOptions, StateDict, import_lm};
+//!
+//! let device = Device::flex();
+//! let weights = StateDict::read("lstm.pt".as_ref())?;
+//! let imported = import_lm(&weights, &ImportOptions::default(), &device)?;
+//! println!("{}", imported.description); // 2-layer nn.LSTM(28, 256) + nn.Linear(256, 28)
+//! let model = imported.model; // an rnnlm::RnnLm
+//! # Ok::<(), rnnlm_import::ImportError>(())
+//! ```
+//!
+//! Anything that does not fit (missing, unexpected or misshapen keys, bidirectional layers,
+//! `proj_size`) is an [`ImportError`] that lists every offending key with the shape expected.
+#![deny(missing_docs)]
+
+mod error;
+mod import;
+mod state_dict;
+
+pub use error::{ImportError, KeyProblem};
+pub use import::{ImportOptions, ImportedCore, ImportedLm, import_core, import_lm};
+pub use state_dict::StateDict;
