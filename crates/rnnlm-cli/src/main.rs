@@ -2,6 +2,7 @@
 
 mod device;
 mod generate;
+mod import;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ enum Command {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Turn PyTorch weights (nn.RNN, nn.GRU or nn.LSTM with an nn.Linear head, from a .pt or
+    /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
+    /// directory that `generate` and `eval` read.
+    Import(import::Args),
     /// Perplexity and bits per character of a trained model on a text.
     Eval {
         /// A training run's artifacts directory.
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
             generate::run(&loaded, &request, &device)
         }
+        Command::Import(args) => import::run(&args),
         Command::Eval {
             checkpoint,
             data,
