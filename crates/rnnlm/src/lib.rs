@@ -28,6 +28,138 @@
 //! Speed comes from the layout, not from changing the math: each layer projects the inputs of
 //! all time steps in one matmul (one-hot input is a row gather, never a dense one-hot matmul),
 //! packs its gates so a time step costs one hidden matmul, and stacks its per-step outputs once.
+//!
+//! # Guide
+//!
+//! ## Adding the crate
+//!
+//! `rnnlm` enables no backend: the application does, through `burn`'s features, and every
+//! module here runs on whichever device it is handed.
+//!
+//! ```toml
+//! [dependencies]
+//! rnnlm = { path = "../burn-rnnlm/crates/rnnlm" } # wherever the checkout lives
+//! burn = { version = "=0.22.1", default-features = false, features = ["std", "flex"] }
+//! # training also needs "optim" (which brings autodiff); GPUs: "wgpu", "cuda"; LibTorch: "tch"
+//! ```
+//!
+//! ## The models
+//!
+//! | core | config | per layer | d2l section |
+//! |---|---|---|---|
+//! | [`RnnScratch`] | [`RnnScratchConfig`] | `H = φ(X W_xh + H W_hh + b_h)`, φ = tanh or ReLU | 9.5 RNN from scratch |
+//! | [`Gru`] | [`GruConfig`] | PyTorch's formula (reset gate after the hidden matmul) or d2l's ([`GruFormula`]) | 10.2 GRU |
+//! | [`DeepLstm`] | [`DeepLstmConfig`] | PyTorch's LSTM, gates (i, f, g, o), two bias vectors | 10.1, 10.3 deep LSTM |
+//!
+//! All cores take `num_layers` and `dropout` (between layers, while training), and implement
+//! [`Recurrent`]. [`RnnLm`] puts a one-hot (or [`InputEncoding::Embedding`]) input in front
+//! and an [`OutputLayer`] to the vocabulary behind; [`RnnLmConfig`] is its serialisable
+//! description (the `[model]` table of the experiment files).
+//!
+//! ## A core in a model of your own
+//!
+//! A core is an ordinary Burn module: put it in your `#[derive(Module)]` struct. Inputs are
+//! batch-major, `[batch, steps, input]`; outputs `[batch, steps, hidden]` are the last layer's
+//! hidden states; the returned [`RecurrentState`] holds every layer's final state,
+//! `[num_layers, batch, hidden]` (and the LSTM's memory cell, same shape).
+//!
+//! ```
+//! use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+//! use burn::prelude::*;
+//! use rnnlm::{DeepLstm, DeepLstmConfig, Recurrent};
+//!
+//! /// tokens -> embedding -> 2-layer LSTM -> top layer's last hidden state -> class logits.
+//! #[derive(Module, Debug)]
+//! struct Classifier {
+//!     embedding: Embedding,
+//!     lstm: DeepLstm,
+//!     head: Linear,
+//! }
+//!
+//! impl Classifier {
+//!     /// `[batch, steps]` token ids -> `[batch, classes]` logits.
+//!     fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+//!         let [batch, _] = tokens.dims();
+//!         let inputs = self.embedding.forward(tokens); // [batch, steps, 16]
+//!         let start = self.lstm.begin_state(batch, &inputs.device());
+//!         let (_, state) = self.lstm.forward(inputs, start);
+//!         let top = state.hidden.narrow(0, self.lstm.num_layers() - 1, 1).squeeze_dim::<2>(0);
+//!         self.head.forward(top)
+//!     }
+//! }
+//!
+//! let device = Device::flex();
+//! let model = Classifier {
+//!     embedding: EmbeddingConfig::new(100, 16).init(&device),
+//!     lstm: DeepLstmConfig::new(16, 32).with_num_layers(2).init(&device),
+//!     head: LinearConfig::new(32, 2).init(&device),
+//! };
+//! let tokens = Tensor::<2, Int>::zeros([4, 10], &device);
+//! assert_eq!(model.forward(tokens).dims(), [4, 2]);
+//! ```
+//!
+//! `examples/sequence-classifier` in the repository trains such a model to 95 %+ accuracy.
+//!
+//! ## Training with truncated BPTT
+//!
+//! Autodiff is a property of the device (`device.autodiff()`). To carry the state from one
+//! minibatch to the next without backpropagating into the previous one, pass
+//! [`RecurrentState::detach`]ed states (d2l's sequential partitioning). The crate
+//! `rnnlm-train` wraps this in a burn-train learning strategy with d2l's global-norm gradient
+//! clipping, checkpoints and metrics; by hand it is:
+//!
+//! ```
+//! use burn::nn::loss::CrossEntropyLoss;
+//! use burn::optim::{GradientsParams, SgdConfig};
+//! use burn::prelude::*;
+//! use rnnlm::{CellKind, RnnLmConfig};
+//!
+//! let device = Device::flex().autodiff();
+//! let mut model = RnnLmConfig::new(CellKind::Gru, 28, 32).init(&device);
+//! let mut optimizer = SgdConfig::new().init();
+//! let mut state = model.begin_state(2, &device);
+//! for _ in 0..3 {
+//!     // A minibatch: inputs and targets (the inputs shifted by one), [batch, steps].
+//!     let x = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]), &device);
+//!     let y = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 3, 4, 5, 6, 7], [2, 3]), &device);
+//!     let (logits, next) = model.forward(x, state);
+//!     state = next.detach(); // carried to the next minibatch, cut from this graph
+//!     let loss = CrossEntropyLoss::new(None, &device)
+//!         .forward(logits.reshape([6, 28]), y.reshape([6]));
+//!     let grads = GradientsParams::from_grads(loss.backward(), &model);
+//!     model = optimizer.step(1.0, model, grads);
+//! }
+//! ```
+//!
+//! ## Generating text
+//!
+//! [`sample`] warms the state up on a prefix in one forward call, then feeds back one token per
+//! step: greedy (d2l's `predict`), temperature / top-k / top-p sampling with a seed, and beam
+//! search. Call it on a model without autodiff (`model.valid()`), since no gradient is needed.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use rnnlm::sample::{Decoding, generate, greedy};
+//! use rnnlm::{CellKind, RnnLmConfig};
+//!
+//! let device = Device::flex();
+//! let model = RnnLmConfig::new(CellKind::Lstm, 28, 32).init(&device);
+//! let prefix = vec![3u32, 1, 4];
+//! assert_eq!(greedy(&model, &prefix, 10, &device).len(), 10);
+//! let sampling = Decoding::Sample { temperature: 0.8, top_k: Some(5), top_p: None, seed: 42 };
+//! let batch = generate(&model, &[prefix.clone(), prefix], 5, &sampling, &device, |_| {
+//!     std::ops::ControlFlow::Continue(())
+//! });
+//! assert_eq!((batch.len(), batch[0].len()), (2, 5));
+//! ```
+//!
+//! ## Saving and loading
+//!
+//! Weights are a Burn record (`Module::save_file` / `load_file`, burnpack format); the
+//! [`RnnLmConfig`] that rebuilds the module serialises with serde (JSON, TOML). Models trained
+//! in PyTorch (`nn.RNN`, `nn.GRU`, `nn.LSTM` + `nn.Linear`, or d2l's scratch parameters) load
+//! through the `rnnlm-import` crate, which maps PyTorch's packed `weight_ih_l{k}` onto these
+//! modules (same gate order, transposed).
 #![deny(missing_docs)]
 
 mod config;
