@@ -252,3 +252,143 @@ fn memory_does_not_grow_with_the_number_of_minibatches() {
         mb(many)
     );
 }
+
+/// Max absolute difference between two parameter lists.
+fn max_param_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn data_parallel_steps_equal_single_device_steps_with_carried_states() {
+    use burn::optim::{GradientsParams, SgdConfig};
+    use rnnlm_train::{DataParallel, TrainableLm, clip_grad_global_norm};
+
+    let _turn = serial();
+    let ad = device().autodiff();
+    ad.seed(11);
+    let lm = RnnLmConfig::new(CellKind::Lstm, 10, 8)
+        .with_num_layers(2)
+        .init(&ad);
+    let (batch, steps, theta) = (5, 4, 0.01);
+    // Three consecutive minibatches of a sequential partition, ids from a fixed LCG.
+    let mut seed = 17u64;
+    let mut next_ids = |n: usize| -> Vec<i64> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 33) % 10) as i64
+            })
+            .collect()
+    };
+    let minibatches: Vec<(Vec<i64>, Vec<i64>)> = (0..3)
+        .map(|_| (next_ids(batch * steps), next_ids(batch * steps)))
+        .collect();
+    let as_batch = |(x, y): &(Vec<i64>, Vec<i64>)| rnnlm_data::SequenceBatch {
+        x: ids(x, [batch, steps], &ad),
+        y: ids(y, [batch, steps], &ad),
+    };
+
+    // One device: d2l's loop.
+    let mut single = TrainableLm { lm: lm.clone() };
+    let mut optimizer = SgdConfig::new().init();
+    let mut state = single.lm.begin_state(batch, &ad);
+    let mut clipped = 0;
+    for minibatch in &minibatches {
+        let b = as_batch(minibatch);
+        let (logits, next) = single.lm.forward(b.x, state);
+        state = next.detach();
+        let loss = sequence_loss(logits, b.y);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &single);
+        if clip_grad_global_norm(&single, &mut grads, theta) > theta {
+            clipped += 1;
+        }
+        single = optimizer.step(1.0, single, grads);
+    }
+    assert!(clipped > 0, "theta is small enough for clipping to act");
+
+    // Two workers on the same CPU device: rows 0..3 and 3..5, each carrying its own state.
+    let parallel = DataParallel::new(vec![ad.clone(), ad.clone()]);
+    assert_eq!(DataParallel::shard_rows(batch, 2), vec![0..3, 3..5]);
+    let mut sharded = TrainableLm { lm };
+    let mut optimizer = SgdConfig::new().init();
+    let mut states = None;
+    for minibatch in &minibatches {
+        let step = parallel
+            .step(&sharded, as_batch(minibatch), states.take())
+            .unwrap();
+        let mut grads = step.grads;
+        clip_grad_global_norm(&sharded, &mut grads, theta);
+        sharded = optimizer.step(1.0, sharded, grads);
+        states = Some(step.states);
+    }
+
+    let diff = max_param_diff(&parameters(&single.lm), &parameters(&sharded.lm));
+    assert!(
+        diff < 1e-5,
+        "weights differ by {diff} after 3 data-parallel steps"
+    );
+    let states = states.unwrap();
+    for (name, whole, parts) in [
+        (
+            "hidden",
+            state.hidden,
+            states.iter().map(|s| s.hidden.clone()).collect::<Vec<_>>(),
+        ),
+        (
+            "cell",
+            state.cell.unwrap(),
+            states.iter().map(|s| s.cell.clone().unwrap()).collect(),
+        ),
+    ] {
+        assert_eq!(parts[0].dims(), [2, 3, 8]);
+        let joined = Tensor::cat(parts, 1);
+        let diff = rnnlm_tests::max_abs_diff(whole, joined);
+        assert!(diff < 1e-5, "carried {name} states differ by {diff}");
+    }
+}
+
+#[test]
+fn data_parallel_training_run_matches_the_single_device_run() {
+    let _turn = serial();
+    let experiment = "[model]\nkind = \"gru\"\nhidden_size = 16\nnum_layers = 2\n\
+                      [train]\nepochs = 2\nseed = 5\ntheta = 0.5\n";
+    let single_dir = scratch_dir("parallel-single");
+    let single = tiny_experiment(&single_dir, 3000, experiment);
+    let single_report = rnnlm_train::train(&single).unwrap();
+
+    let parallel_dir = scratch_dir("parallel-two");
+    let mut parallel = tiny_experiment(&parallel_dir, 3000, experiment);
+    parallel.devices = vec![device(), device()];
+    let parallel_report = rnnlm_train::train(&parallel).unwrap();
+
+    for (a, b) in single_report.history.iter().zip(&parallel_report.history) {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs();
+        assert!(
+            close(a.train_perplexity, b.train_perplexity),
+            "epoch {}: train perplexity {} alone, {} on two devices",
+            a.epoch,
+            a.train_perplexity,
+            b.train_perplexity
+        );
+        assert!(close(
+            a.valid_perplexity.unwrap(),
+            b.valid_perplexity.unwrap()
+        ));
+    }
+    let a = rnnlm_train::load_model(&single.artifacts, &device())
+        .unwrap()
+        .model;
+    let b = rnnlm_train::load_model(&parallel.artifacts, &device())
+        .unwrap()
+        .model;
+    let diff = max_param_diff(&parameters(&a), &parameters(&b));
+    assert!(diff < 1e-5, "final weights differ by {diff}");
+    std::fs::remove_dir_all(&single_dir).ok();
+    std::fs::remove_dir_all(&parallel_dir).ok();
+}

@@ -97,6 +97,7 @@ pub fn tiny_experiment(
         artifacts: dir.join("run"),
         resume: false,
         device: device(),
+        devices: Vec::new(),
         cache_dir: None,
         progress: rnnlm_train::Progress::Lines,
         interrupter: None,

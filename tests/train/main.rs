@@ -121,6 +121,38 @@ fn experiment_files_reject_bad_values_by_name() {
 }
 
 #[test]
+fn data_parallel_devices_are_checked_before_training() {
+    let ok = "[model]\nkind = \"gru\"\n[data]\nbatch_size = 2\n";
+    let config = ExperimentConfig::parse(
+        ok,
+        "exp.toml",
+        &["train.devices=[\"flex\", \"flex\"]".into()],
+    )
+    .unwrap();
+    assert_eq!(config.train.devices, ["flex", "flex"]);
+    let too_many = parse_error(ok, &["train.devices=[\"cuda:0\", \"cuda:1\", \"cuda:2\"]"]);
+    assert!(
+        too_many.contains("train.devices") && too_many.contains("data.batch_size = 2"),
+        "{too_many}"
+    );
+    let mixed = parse_error(ok, &["train.devices=[\"flex\", \"ndarray\"]"]);
+    assert!(
+        mixed.contains("train.devices") && mixed.contains("mixes the flex and ndarray backends"),
+        "{mixed}"
+    );
+    // The library checks the devices it is handed as well.
+    let dir = scratch_dir("too-many-devices");
+    let mut options = tiny_experiment(&dir, 2000, "[model]\nkind = \"gru\"\nhidden_size = 8\n");
+    options.devices = vec![device(); 5];
+    let message = rnnlm_train::train(&options).unwrap_err().to_string();
+    assert!(
+        message.contains("5 devices for data.batch_size = 4"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn every_shipped_config_parses() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut count = 0;

@@ -36,22 +36,39 @@ pub fn compiled() -> Vec<&'static str> {
     names
 }
 
-/// The device for `name`, or an error saying which feature to build with.
+/// The device for `name` (`backend` or `backend:index`, e.g. `cuda:1`), or an error saying which
+/// feature to build with. CPU backends (flex, ndarray, cpu, tch) have one device: an index is
+/// accepted and names the same device, so `["flex", "flex"]` runs two data-parallel workers on it.
 #[allow(deprecated)] // Device::ndarray and Device::libtorch are deprecated in burn 0.22 but work.
 pub fn by_name(name: &str) -> anyhow::Result<Device> {
+    let (name, index) = match name.split_once(':') {
+        Some((backend, index)) => (
+            backend,
+            index.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!(
+                    "device {name:?}: the part after ':' must be a device index, e.g. cuda:1"
+                )
+            })?,
+        ),
+        None => (name, 0),
+    };
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    let _ = index;
     let device = match name {
         #[cfg(feature = "flex")]
         "flex" => Device::flex(),
         #[cfg(feature = "ndarray")]
         "ndarray" => Device::ndarray(),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        "wgpu" if index == 0 => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
         #[cfg(feature = "tch")]
         "tch" => Device::libtorch(),
         #[cfg(feature = "cpu")]
         "cpu" => Device::cpu(),
         #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
+        "cuda" => Device::cuda(index),
         other => {
             let compiled = compiled().join(", ");
             return Err(match BACKENDS.iter().find(|(n, _)| *n == other) {

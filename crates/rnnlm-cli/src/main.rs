@@ -46,6 +46,11 @@ enum Command {
         /// Override a config value, e.g. --set optimizer.lr=0.5 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Data-parallel training on these devices (comma-separated, e.g. cuda:0,cuda:1 or
+        /// flex,flex), each running its share of the minibatch's streams; overrides the
+        /// experiment's train.devices. --device is then unused.
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
         /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -105,9 +110,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             artifacts,
             resume,
-            overrides,
+            mut overrides,
+            devices,
             cache_dir,
         } => {
+            if !devices.is_empty() {
+                let quoted: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
+                overrides.push(format!("train.devices=[{}]", quoted.join(", ")));
+            }
+            // The experiment names the data-parallel devices; resolve them before training so a
+            // backend that is not compiled in is reported up front.
+            let experiment = rnnlm_train::ExperimentConfig::load(&config, &overrides)?;
+            experiment.validate()?;
+            let devices = experiment
+                .train
+                .devices
+                .iter()
+                .map(|name| {
+                    device::by_name(name).with_context(|| format!("train.devices: {name:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let device = device::by_name(&device)?;
             let dashboard = cfg!(feature = "tui")
                 && std::io::stdout().is_terminal()
@@ -123,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 artifacts,
                 resume,
                 device,
+                devices,
                 cache_dir,
                 progress: if dashboard {
                     Progress::Dashboard

@@ -180,6 +180,10 @@ pub struct TrainConfig {
     pub sample_prefix: String,
     /// Tokens generated per sample.
     pub sample_len: usize,
+    /// Data-parallel training: device names such as `["cuda:0", "cuda:1"]` or, on a CPU,
+    /// `["flex", "flex"]` (two workers on the one CPU device). Each device runs its share of the
+    /// minibatch's parallel streams; empty trains on the `--device` one alone.
+    pub devices: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -191,6 +195,7 @@ impl Default for TrainConfig {
             sample_every: 10,
             sample_prefix: "time traveller".to_owned(),
             sample_len: 50,
+            devices: Vec::new(),
         }
     }
 }
@@ -287,6 +292,35 @@ impl ExperimentConfig {
                 "train.sample_len",
                 0,
                 "must be at least 1 when train.sample_every > 0",
+            ));
+        }
+        if t.devices.len() > d.batch_size {
+            return Err(invalid(
+                "train.devices",
+                format!("{:?}", t.devices),
+                &format!(
+                    "{} devices but data.batch_size = {}: each device runs at least one of the \
+                     minibatch's parallel streams; list at most {} devices or raise data.batch_size",
+                    t.devices.len(),
+                    d.batch_size,
+                    d.batch_size
+                ),
+            ));
+        }
+        let backends: Vec<&str> = t
+            .devices
+            .iter()
+            .map(|name| name.split(':').next().unwrap_or(name).trim())
+            .collect();
+        if let Some(other) = backends.iter().find(|b| **b != backends[0]) {
+            return Err(invalid(
+                "train.devices",
+                format!("{:?}", t.devices),
+                &format!(
+                    "mixes the {} and {other} backends; data-parallel training runs one backend \
+                     on several devices (gradients are summed on the first device)",
+                    backends[0]
+                ),
             ));
         }
         let model = RnnLmConfig {

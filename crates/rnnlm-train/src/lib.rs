@@ -28,7 +28,10 @@ pub use run::{
     save_model_dir, train,
 };
 pub use schedule::Schedule;
-pub use strategy::{DataPlan, TbpttStrategy, TrainableLm, format_epoch, sequence_loss};
+pub use strategy::{
+    DataParallel, DataPlan, ParallelStep, ShardBatch, ShardBatcher, ShardOutput, TbpttStrategy,
+    TrainableLm, format_epoch, sequence_loss,
+};
 
 /// Why training or evaluation stopped. Every message names the file, field or step involved.
 #[derive(Debug, thiserror::Error)]

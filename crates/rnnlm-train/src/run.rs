@@ -63,6 +63,10 @@ pub struct TrainOptions {
     pub resume: bool,
     /// The device to train on (without autodiff; it is added here).
     pub device: Device,
+    /// Data-parallel training on these devices (without autodiff), the first holding the
+    /// optimizer and running validation; each runs its share of the minibatch's parallel
+    /// streams. Empty trains on `device` alone.
+    pub devices: Vec<Device>,
     /// Cache directory for The Time Machine (default: [`rnnlm_data::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
     /// Dashboard or plain lines.
@@ -155,6 +159,8 @@ fn claim_artifacts(
         // A resumed run may be extended: everything but the number of epochs must match.
         let mut comparable = existing.clone();
         comparable.train.epochs = config.train.epochs;
+        // Nor do the devices: data-parallel training computes the same updates.
+        comparable.train.devices = config.train.devices.clone();
         if comparable != *config {
             return Err(TrainError::Artifacts(format!(
                 "{} holds a different run (its {} differs from this experiment); choose another --artifacts directory",
@@ -207,7 +213,24 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         None
     };
 
-    let device = options.device.clone().autodiff();
+    let parallel: Vec<Device> = options
+        .devices
+        .iter()
+        .map(|d| d.clone().autodiff())
+        .collect();
+    if parallel.len() > config.data.batch_size {
+        return Err(TrainError::Config(format!(
+            "{} devices for data.batch_size = {}: each device runs at least one of the minibatch's \
+             parallel streams; use at most {} devices or raise data.batch_size",
+            parallel.len(),
+            config.data.batch_size,
+            config.data.batch_size
+        )));
+    }
+    let device = match parallel.first() {
+        Some(main) => main.clone(),
+        None => options.device.clone().autodiff(),
+    };
     device.seed(config.train.seed);
     let model = TrainableLm {
         lm: config.model.init(&device),
@@ -255,6 +278,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         .filter(|s| !s.prefix.is_empty());
     let strategy = TbpttStrategy {
         device: device.clone(),
+        parallel,
         plan: plan.clone(),
         theta: config.train.theta as f32,
         artifacts: artifacts.clone(),
@@ -268,7 +292,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let checkpoints = checkpoint_dir(&artifacts);
     let mut training = SupervisedTraining::new(
         &artifacts,
-        plan.train_loader(1, &device),
+        plan.train_shard_loader(1, &device),
         plan.valid_loader(&device.clone().inner()),
     )
     .metrics((LossMetric::new(), PerplexityMetric::new()))

@@ -6,10 +6,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use std::ops::Range;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder, DataLoaderIterator, Progress};
+use burn::data::dataset::DatasetError;
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
+use burn::train::metric::{Adaptor, ItemLazy, LossInput, PerplexityInput};
+use burn::train::train::MultiDevicesTrainStep;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Learner, LearnerEvent, SequenceOutput,
     SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput,
@@ -32,8 +38,9 @@ pub fn sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     )
 }
 
-/// The model as burn-train sees it. Its own [`TrainStep`] is stateless (each minibatch from a
-/// zero state, as with random sampling); [`TbpttStrategy`] carries the state instead.
+/// The model as burn-train sees it. Its [`TrainStep`] runs one [`ShardBatch`] from the state
+/// the shard carries in (zero when it carries none) and hands the final state back;
+/// [`TbpttStrategy`] decides what is carried from one minibatch to the next.
 #[derive(Module, Debug)]
 pub struct TrainableLm {
     /// The language model.
@@ -54,13 +61,88 @@ impl TrainableLm {
     }
 }
 
-impl TrainStep for TrainableLm {
-    type Input = SequenceBatch;
-    type Output = SequenceOutput;
+/// One device's share of a minibatch, as burn-train's training workers receive it: the
+/// parallel streams (rows) this device runs, with the state those streams ended the previous
+/// minibatch in, so truncated BPTT stays exact under data parallelism.
+#[derive(Clone, Debug)]
+pub struct ShardBatch {
+    /// Its rows of the minibatch: `x`, `y` `[rows, steps]`, on the shard's device.
+    pub batch: SequenceBatch,
+    /// The final state of these streams after the previous minibatch (detached,
+    /// `[num_layers, rows, hidden]`), or `None` to start from zero.
+    pub state: Option<RecurrentState>,
+    /// `rows / minibatch rows`: the shard's mean loss is scaled by it before the backward pass,
+    /// so the shards' gradients add up to the gradient of the whole minibatch's mean loss.
+    pub share: f32,
+    /// Index of the shard (and of its device).
+    pub shard: usize,
+}
 
-    fn step(&self, batch: SequenceBatch) -> TrainOutput<SequenceOutput> {
-        let (output, _) = self.run(batch, None);
-        TrainOutput::new(self, output.loss.backward(), output)
+/// What a training worker returns for its shard besides the gradients.
+pub struct ShardOutput {
+    /// Loss (the shard's mean), logits and targets, for the metrics.
+    pub output: SequenceOutput,
+    /// The shard's final state, detached, on its device; taken out before the item goes to
+    /// the metrics.
+    pub state: Option<RecurrentState>,
+    /// Index of the shard.
+    pub shard: usize,
+}
+
+impl ItemLazy for ShardOutput {
+    fn sync(self) -> Result<Self, burn::tensor::ExecutionError> {
+        Ok(Self {
+            output: self.output.sync()?,
+            state: self.state,
+            shard: self.shard,
+        })
+    }
+}
+
+impl Adaptor<LossInput> for ShardOutput {
+    fn adapt(&self) -> LossInput {
+        self.output.adapt()
+    }
+}
+
+impl Adaptor<PerplexityInput> for ShardOutput {
+    fn adapt(&self) -> PerplexityInput {
+        self.output.adapt()
+    }
+}
+
+impl TrainStep for TrainableLm {
+    type Input = ShardBatch;
+    type Output = ShardOutput;
+
+    fn step(&self, item: ShardBatch) -> TrainOutput<ShardOutput> {
+        let (output, state) = self.run(item.batch, item.state);
+        let grads = output.loss.clone().mul_scalar(item.share).backward();
+        TrainOutput::new(
+            self,
+            grads,
+            ShardOutput {
+                output,
+                state: Some(state.detach()),
+                shard: item.shard,
+            },
+        )
+    }
+}
+
+/// Burn [`Batcher`] of whole minibatches as single shards (what burn-train's own loaders hold;
+/// [`TbpttStrategy`] cuts the shards itself).
+#[derive(Clone, Debug, Default)]
+pub struct ShardBatcher;
+
+impl Batcher<rnnlm_data::Minibatch, ShardBatch> for ShardBatcher {
+    fn batch(&self, items: Vec<rnnlm_data::Minibatch>, device: &Device) -> ShardBatch {
+        ShardBatch {
+            batch: SequenceBatcher.batch(items, device),
+            state: None,
+            share: 1.0,
+            shard: 0,
+        }
     }
 }
 
@@ -70,6 +152,137 @@ impl InferenceStep for TrainableLm {
 
     fn step(&self, batch: SequenceBatch) -> SequenceOutput {
         self.run(batch, None).0
+    }
+}
+
+/// Data-parallel truncated BPTT on burn-train's multi-device workers
+/// ([`MultiDevicesTrainStep`]: one thread per device, the model forked onto each).
+///
+/// Each minibatch `[batch, steps]` is cut by rows: device `k` runs a contiguous block of the
+/// parallel streams and keeps those streams' state for the next minibatch, so every stream sees
+/// exactly the history it would see on one device. Each shard's loss is scaled by its share of
+/// the rows, and the gradients are summed on the first device in shard order; the caller then
+/// clips the sum by its global norm, so the update equals the single-device one on the whole
+/// minibatch (up to the rounding of a sum in a different order).
+pub struct DataParallel {
+    devices: Vec<Device>,
+    workers: MultiDevicesTrainStep<TrainableLm>,
+}
+
+/// The result of one data-parallel forward and backward pass.
+pub struct ParallelStep {
+    /// The gradients of the whole minibatch's mean loss, on the first device.
+    pub grads: GradientsParams,
+    /// The minibatch's mean loss.
+    pub loss: f64,
+    /// Each shard's output, in shard order.
+    pub outputs: Vec<SequenceOutput>,
+    /// Each shard's final state, detached, on its device, in shard order.
+    pub states: Vec<RecurrentState>,
+}
+
+/// A data loader iterator over one shard, which is what a burn-train worker pulls per step.
+struct OneShard(Option<ShardBatch>);
+
+impl Iterator for OneShard {
+    type Item = Result<ShardBatch, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.take().map(Ok)
+    }
+}
+
+impl DataLoaderIterator<ShardBatch> for OneShard {
+    fn progress(&self) -> Progress {
+        Progress::new(usize::from(self.0.is_none()), 1, None)
+    }
+}
+
+impl DataParallel {
+    /// Workers for `devices` (autodiff devices; the first is where gradients are combined).
+    ///
+    /// # Panics
+    /// If `devices` is empty.
+    pub fn new(devices: Vec<Device>) -> Self {
+        assert!(!devices.is_empty(), "data parallelism needs a device");
+        let workers = MultiDevicesTrainStep::new(&devices);
+        Self { devices, workers }
+    }
+
+    /// The devices, the first being where gradients are combined.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The rows each of `shards` devices runs out of `batch_size`: contiguous blocks whose sizes
+    /// differ by at most one, the larger first.
+    pub fn shard_rows(batch_size: usize, shards: usize) -> Vec<Range<usize>> {
+        let (base, extra) = (batch_size / shards, batch_size % shards);
+        let mut start = 0;
+        (0..shards)
+            .map(|k| {
+                let len = base + usize::from(k < extra);
+                let range = start..start + len;
+                start += len;
+                range
+            })
+            .collect()
+    }
+
+    /// Forward and backward on every device for one minibatch `[batch, steps]`. `states` are the
+    /// shards' states from the previous minibatch (as returned in [`ParallelStep::states`]), or
+    /// `None` to start every stream from zero.
+    pub fn step(
+        &self,
+        model: &TrainableLm,
+        batch: SequenceBatch,
+        states: Option<Vec<RecurrentState>>,
+    ) -> Result<ParallelStep, TrainError> {
+        let [rows, _] = batch.x.dims();
+        let ranges = Self::shard_rows(rows, self.devices.len());
+        let mut states = states.map(Vec::into_iter);
+        let mut loaders: Vec<Box<dyn DataLoaderIterator<ShardBatch>>> = Vec::new();
+        for (shard, (range, device)) in ranges.iter().zip(&self.devices).enumerate() {
+            let take = |t: &Tensor<2, Int>| {
+                t.clone()
+                    .narrow(0, range.start, range.len())
+                    .to_device(device)
+            };
+            loaders.push(Box::new(OneShard(Some(ShardBatch {
+                batch: SequenceBatch {
+                    x: take(&batch.x),
+                    y: take(&batch.y),
+                },
+                state: states.as_mut().and_then(Iterator::next),
+                share: range.len() as f32 / rows as f32,
+                shard,
+            }))));
+        }
+        let (mut outputs, _) = self
+            .workers
+            .step(&mut loaders, model)
+            .map_err(|e| TrainError::Config(format!("data-parallel step failed: {e}")))?;
+        // Workers answer in any order; combine in shard order so a run repeats bit for bit.
+        outputs.sort_by_key(|out| out.output.item.shard);
+        let main = &self.devices[0];
+        let mut accumulator = GradientsAccumulator::<TrainableLm>::new();
+        let mut loss = 0.0;
+        let mut shard_outputs = Vec::with_capacity(outputs.len());
+        let mut shard_states = Vec::with_capacity(outputs.len());
+        for (out, range) in outputs.into_iter().zip(&ranges) {
+            accumulator.accumulate(model, out.output.grads.to_device(main, model));
+            let item = out.output.item;
+            loss +=
+                item.output.loss.clone().into_scalar::<f64>() * range.len() as f64 / rows as f64;
+            shard_states.push(item.state.expect("a worker returns its shard's state"));
+            shard_outputs.push(item.output);
+        }
+        Ok(ParallelStep {
+            grads: accumulator.grads(),
+            loss,
+            outputs: shard_outputs,
+            states: shard_states,
+        })
     }
 }
 
@@ -99,6 +312,23 @@ impl DataPlan {
             .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
             .expect("checked before training");
         loader(batches, device)
+    }
+
+    /// The training minibatches of `epoch` as whole-minibatch shards, the item type of
+    /// burn-train's training loader for [`TrainableLm`].
+    pub fn train_shard_loader(
+        &self,
+        epoch: usize,
+        device: &Device,
+    ) -> Arc<dyn DataLoader<ShardBatch>> {
+        let batches = self
+            .batches
+            .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
+            .expect("checked before training");
+        DataLoaderBuilder::new(ShardBatcher)
+            .batch_size(1)
+            .set_device(device.clone())
+            .build(MinibatchDataset::new(batches))
     }
 
     /// The validation minibatches: the same every epoch, so epochs compare.
@@ -143,8 +373,10 @@ pub struct SampleSpec {
 
 /// Truncated BPTT with global-norm clipping, run by burn-train's `SupervisedTraining`.
 pub struct TbpttStrategy {
-    /// Training device (with autodiff).
+    /// Training device (with autodiff); with data parallelism, the first of `parallel`.
     pub device: Device,
+    /// Data-parallel devices (with autodiff): empty (or one) trains on `device` alone.
+    pub parallel: Vec<Device>,
     /// Data.
     pub plan: DataPlan,
     /// Clipping threshold.
@@ -226,6 +458,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
         let mut checkpointer = components.checkpointer;
         let interrupter = components.interrupter;
         let carry = self.plan.batches.sampling.carries_state();
+        let parallel = (self.parallel.len() > 1).then(|| DataParallel::new(self.parallel.clone()));
 
         for epoch in starting_epoch..=components.num_epochs {
             // Dropout masks depend on (seed, epoch) only, so a resumed run repeats them.
@@ -237,7 +470,8 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             }));
             let started = Instant::now();
             let mut tally = Tally::default();
-            let mut state: Option<RecurrentState> = None;
+            // One carried state per device (a single one without data parallelism).
+            let mut state: Option<Vec<RecurrentState>> = None;
             let mut items = train.iter();
             let mut step = 0;
             while let Some(item) = items.next() {
@@ -254,8 +488,26 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 // Random sampling: every minibatch starts from zero. Sequential: from the last
                 // one's final state, detached so the backward pass stops at this minibatch.
                 let carried = if carry { state.take() } else { None };
-                let (output, final_state) = model.run(batch, carried);
-                let loss = output.loss.clone().into_scalar::<f64>();
+                let (loss, mut grads, outputs, final_state) = match &parallel {
+                    None => {
+                        let (output, final_state) =
+                            model.run(batch, carried.map(|mut states| states.remove(0)));
+                        let loss = output.loss.clone().into_scalar::<f64>();
+                        let grads = if loss.is_finite() {
+                            GradientsParams::from_grads(output.loss.backward(), &model)
+                        } else {
+                            GradientsParams::new()
+                        };
+                        (loss, grads, vec![output], vec![final_state.detach()])
+                    }
+                    Some(parallel) => match parallel.step(&model, batch, carried) {
+                        Ok(step) => (step.loss, step.grads, step.outputs, step.states),
+                        Err(error) => {
+                            self.fail(error, &interrupter);
+                            break;
+                        }
+                    },
+                };
                 if !loss.is_finite() {
                     self.fail(
                         TrainError::NonFinite {
@@ -268,7 +520,6 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     );
                     break;
                 }
-                let mut grads = GradientsParams::from_grads(output.loss.backward(), &model);
                 let norm = clip_grad_global_norm(&model, &mut grads, self.theta);
                 if !norm.is_finite() {
                     self.fail(
@@ -284,16 +535,27 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 }
                 learner.lr_step();
                 learner.optimizer_step(grads);
-                state = carry.then(|| final_state.detach());
+                state = carry.then_some(final_state);
                 tally.nll += loss * tokens as f64;
                 tally.tokens += tokens;
                 tally.grad_norm += norm as f64;
                 tally.steps += 1;
                 let progress = items.progress();
-                let item =
-                    TrainingItem::new(output, progress, Some(step), Some(learner.lr_current()));
-                interrupter
-                    .fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
+                for (shard, output) in outputs.into_iter().enumerate() {
+                    let item = ShardOutput {
+                        output,
+                        state: None,
+                        shard,
+                    };
+                    let item = TrainingItem::new(
+                        item,
+                        progress.clone(),
+                        Some(step),
+                        Some(learner.lr_current()),
+                    );
+                    interrupter
+                        .fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
+                }
                 if interrupter.should_stop() {
                     break;
                 }
