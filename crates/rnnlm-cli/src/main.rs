@@ -1,5 +1,6 @@
 //! `rnnlm`: train, evaluate and sample character-level RNN language models on Burn.
 
+mod bench;
 mod device;
 mod generate;
 mod import;
@@ -59,6 +60,11 @@ enum Command {
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
     /// directory that `generate` and `eval` read.
     Import(import::Args),
+    /// Throughput of d2l's models (rnn-scratch 512, gru 256, lstm 256, deep-lstm 2x256; batch
+    /// 32, 35 steps, vocabulary 28) on each backend: training and validation tokens/s, greedy
+    /// generation chars/s with batch 1 and 32, peak memory. Figures for comparisons run in one
+    /// session, not absolute truths: see scripts/bench-vs-pytorch.sh.
+    Bench(bench::Args),
     /// Perplexity and bits per character of a trained model on a text.
     Eval {
         /// A training run's artifacts directory.
@@ -181,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             generate::run(&loaded, &request, &device)
         }
         Command::Import(args) => import::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Eval {
             checkpoint,
             data,

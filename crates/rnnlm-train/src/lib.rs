@@ -3,6 +3,7 @@
 //! norm, atomic checkpoints with bit-exact resume, metrics, and evaluation.
 #![deny(missing_docs)]
 
+mod bench;
 mod checkpoint;
 mod clip;
 mod experiment;
@@ -14,6 +15,10 @@ mod strategy;
 
 use std::path::Path;
 
+pub use bench::{
+    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, bench_models, run_bench,
+    train_flop_per_token,
+};
 pub use checkpoint::{
     AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,
 };

@@ -1,0 +1,92 @@
+//! `rnnlm bench`: throughput per model and backend, as a table or as JSON.
+
+use anyhow::bail;
+use rnnlm_train::{BenchOptions, bench_models, run_bench};
+
+use crate::device;
+
+/// What `rnnlm bench` takes.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// rnn-scratch, gru, lstm, deep-lstm, or all.
+    #[arg(long, default_value = "all")]
+    model: String,
+    /// A backend compiled in; all of them when absent.
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed training and validation steps (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Characters per timed generation run.
+    #[arg(long, default_value_t = 500)]
+    gen_chars: usize,
+    /// One JSON object per model and backend, one per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let models: Vec<_> = bench_models()
+        .into_iter()
+        .filter(|m| args.model == "all" || m.name == args.model)
+        .collect();
+    if models.is_empty() {
+        let names: Vec<&str> = bench_models().iter().map(|m| m.name).collect();
+        bail!(
+            "unknown --model {:?}: choose one of {} or all",
+            args.model,
+            names.join(", ")
+        );
+    }
+    if args.steps == 0 || args.gen_chars == 0 {
+        bail!("--steps and --gen-chars must be at least 1");
+    }
+    let devices: Vec<String> = match &args.device {
+        Some(name) => vec![name.clone()],
+        None => device::compiled().iter().map(|s| s.to_string()).collect(),
+    };
+    let options = BenchOptions {
+        steps: args.steps,
+        warmup: args.warmup,
+        gen_chars: args.gen_chars,
+        ..BenchOptions::default()
+    };
+    if !args.json {
+        println!(
+            "{:<12} {:<8} {:>12} {:>9} {:>12} {:>12} {:>12} {:>9}",
+            "model",
+            "device",
+            "train tok/s",
+            "GFLOP/s",
+            "valid tok/s",
+            "gen b1 ch/s",
+            "gen b32 ch/s",
+            "peak MB"
+        );
+    }
+    for name in &devices {
+        let device = device::by_name(name)?;
+        for model in &models {
+            let result = run_bench(model, name, &device, &options);
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!(
+                    "{:<12} {:<8} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
+                    result.model,
+                    result.device,
+                    result.train_tokens_per_s,
+                    result.train_gflop_per_s,
+                    result.valid_tokens_per_s,
+                    result.gen_chars_per_s_batch1,
+                    result.gen_chars_per_s_batch32,
+                    result.peak_rss_bytes as f64 / 1e6
+                );
+            }
+        }
+    }
+    Ok(())
+}

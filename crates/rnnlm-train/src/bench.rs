@@ -1,0 +1,294 @@
+//! Throughput of the d2l models on a device: training, validation, greedy generation, memory.
+//!
+//! The figures are for side-by-side comparisons run in one session (see
+//! `scripts/bench-vs-pytorch.sh`), never for tests: the machines are shared and noisy.
+
+use std::time::Instant;
+
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::prelude::*;
+use rnnlm::{CellKind, RnnLm, RnnLmConfig};
+use serde::Serialize;
+
+use crate::clip::clip_grad_global_norm;
+use crate::strategy::sequence_loss;
+
+/// One benchmarked model: d2l's settings for the chapter's experiments.
+#[derive(Clone, Debug)]
+pub struct BenchModel {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// The model (vocabulary 28, one-hot input, as d2l on The Time Machine).
+    pub config: RnnLmConfig,
+    /// The same model in `../shared/peers/pytorch/d2l_charlm.py --model`.
+    pub peer: &'static str,
+}
+
+/// Vocabulary size of The Time Machine under d2l's preprocessing.
+pub const BENCH_VOCAB: usize = 28;
+
+/// The models `rnnlm bench` knows: rnn-scratch 512, gru 256, lstm 256, deep-lstm 2 x 256.
+pub fn bench_models() -> Vec<BenchModel> {
+    let model =
+        |kind, hidden, layers| RnnLmConfig::new(kind, BENCH_VOCAB, hidden).with_num_layers(layers);
+    vec![
+        BenchModel {
+            name: "rnn-scratch",
+            config: model(CellKind::RnnScratch, 512, 1),
+            peer: "rnn_scratch",
+        },
+        BenchModel {
+            name: "gru",
+            config: model(CellKind::Gru, 256, 1),
+            peer: "gru",
+        },
+        BenchModel {
+            name: "lstm",
+            config: model(CellKind::Lstm, 256, 1),
+            peer: "lstm",
+        },
+        BenchModel {
+            name: "deep-lstm",
+            config: model(CellKind::Lstm, 256, 2),
+            peer: "lstm2",
+        },
+    ]
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Sequences per minibatch (d2l: 32).
+    pub batch_size: usize,
+    /// Time steps per minibatch (d2l: 35).
+    pub num_steps: usize,
+    /// Timed training steps (after the warm-up).
+    pub steps: usize,
+    /// Untimed steps first (allocator, caches, autotuning).
+    pub warmup: usize,
+    /// Characters generated per timed generation run.
+    pub gen_chars: usize,
+    /// Seed of the weights and the token ids.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            num_steps: 35,
+            steps: 20,
+            warmup: 3,
+            gen_chars: 500,
+            seed: 0,
+        }
+    }
+}
+
+/// The figures for one model on one device. Rates are medians over the timed repetitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    /// Model name.
+    pub model: String,
+    /// Device name as given.
+    pub device: String,
+    /// Minibatch shape.
+    pub batch_size: usize,
+    /// Minibatch shape.
+    pub num_steps: usize,
+    /// Training: forward, backward, global-norm clipping and an SGD update, tokens per second.
+    pub train_tokens_per_s: f64,
+    /// Median training step.
+    pub train_step_ms: f64,
+    /// FLOP rate of training, counting the dense-equivalent work PyTorch does (one-hot input
+    /// as a matmul; backward twice the forward).
+    pub train_gflop_per_s: f64,
+    /// Dense-equivalent training FLOP per token.
+    pub train_flop_per_token: f64,
+    /// Validation (forward and loss, no autodiff), tokens per second.
+    pub valid_tokens_per_s: f64,
+    /// Greedy generation of one sequence, characters per second.
+    pub gen_chars_per_s_batch1: f64,
+    /// Greedy generation of 32 sequences at once, characters per second (all sequences).
+    pub gen_chars_per_s_batch32: f64,
+    /// Peak resident memory of the process while this model ran (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
+}
+
+/// Dense-equivalent FLOP per training token: three times the forward's matmuls (the backward
+/// costs two), with the one-hot input counted as a `[vocab, gates·hidden]` matmul.
+pub fn train_flop_per_token(config: &RnnLmConfig) -> f64 {
+    let gates = match config.kind {
+        CellKind::RnnScratch => 1,
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    } as f64;
+    let h = config.hidden_size as f64;
+    let mut forward = 0.0;
+    for layer in 0..config.num_layers {
+        let input = if layer == 0 {
+            config.core_input_size() as f64
+        } else {
+            h
+        };
+        forward += 2.0 * gates * h * (input + h);
+    }
+    forward += 2.0 * h * config.vocab_size as f64;
+    3.0 * forward
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Deterministic token ids `[rows, cols]` in `0..vocab`.
+fn token_ids(seed: u64, rows: usize, cols: usize, vocab: usize) -> Vec<i64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..rows * cols)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % vocab as u64) as i64
+        })
+        .collect()
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux), so the next reading covers
+/// what runs from here on.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs every measurement for `model` on `device` (without autodiff; it is added for training).
+pub fn run_bench(
+    model: &BenchModel,
+    device_name: &str,
+    device: &Device,
+    options: &BenchOptions,
+) -> BenchResult {
+    let (b, t, vocab) = (
+        options.batch_size,
+        options.num_steps,
+        model.config.vocab_size,
+    );
+    let tokens = (b * t) as f64;
+    reset_peak_rss();
+
+    // Training.
+    let ad = device.clone().autodiff();
+    ad.seed(options.seed);
+    let mut lm: RnnLm = model.config.init(&ad);
+    let mut optimizer = SgdConfig::new().init();
+    let batches: Vec<(Tensor<2, Int>, Tensor<2, Int>)> = (0..4)
+        .map(|i| {
+            let ids = |salt| {
+                Tensor::from_data(
+                    TensorData::new(token_ids(options.seed + 2 * i + salt, b, t, vocab), [b, t]),
+                    &ad,
+                )
+            };
+            (ids(0), ids(1))
+        })
+        .collect();
+    let mut state = lm.begin_state(b, &ad);
+    let mut step_seconds = Vec::with_capacity(options.steps);
+    for step in 0..options.warmup + options.steps {
+        let (x, y) = batches[step % batches.len()].clone();
+        let started = Instant::now();
+        let (logits, next) = lm.forward(x, state);
+        state = next.detach();
+        let loss = sequence_loss(logits, y);
+        // Read the loss as the trainer does (it checks for NaN): this waits for the forward.
+        let _ = loss.clone().into_scalar::<f32>();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &lm);
+        let _ = clip_grad_global_norm(&lm, &mut grads, 1.0);
+        lm = optimizer.step(0.1, lm, grads);
+        // Wait for the update too, so a lazy backend's queue is not carried into the next step.
+        let _ = lm.output.b_q.val().slice([0..1]).into_scalar::<f32>();
+        if step >= options.warmup {
+            step_seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let train_step = median(step_seconds);
+
+    // Validation: forward and loss without autodiff.
+    let lm = lm.valid();
+    let valid_batches: Vec<(Tensor<2, Int>, Tensor<2, Int>)> = batches
+        .iter()
+        .map(|(x, y)| (x.clone().to_device(device), y.clone().to_device(device)))
+        .collect();
+    let mut state = lm.begin_state(b, device);
+    let mut valid_seconds = Vec::with_capacity(options.steps);
+    for step in 0..options.warmup + options.steps {
+        let (x, y) = valid_batches[step % valid_batches.len()].clone();
+        let started = Instant::now();
+        let (logits, next) = lm.forward(x, state);
+        state = next;
+        let _ = sequence_loss(logits, y).into_scalar::<f32>();
+        if step >= options.warmup {
+            valid_seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
+
+    // Greedy generation after a 14-token prefix ("time traveller"), batch 1 and batch 32.
+    let prefix: Vec<u32> = token_ids(options.seed + 99, 1, 14, vocab)
+        .into_iter()
+        .map(|id| id as u32)
+        .collect();
+    let gen_rate = |batch: usize| {
+        let prefixes = vec![prefix.clone(); batch];
+        let run = |len: usize| {
+            let started = Instant::now();
+            let _ = rnnlm::sample::generate(
+                &lm,
+                &prefixes,
+                len,
+                &rnnlm::sample::Decoding::Greedy,
+                device,
+                |_| std::ops::ControlFlow::Continue(()),
+            );
+            started.elapsed().as_secs_f64()
+        };
+        run(20); // warm-up
+        let rates: Vec<f64> = (0..3)
+            .map(|_| (batch * options.gen_chars) as f64 / run(options.gen_chars))
+            .collect();
+        median(rates)
+    };
+    let gen1 = gen_rate(1);
+    let gen32 = gen_rate(32);
+
+    let flop = train_flop_per_token(&model.config);
+    BenchResult {
+        model: model.name.to_owned(),
+        device: device_name.to_owned(),
+        batch_size: b,
+        num_steps: t,
+        train_tokens_per_s: tokens / train_step,
+        train_step_ms: train_step * 1e3,
+        train_gflop_per_s: tokens * flop / train_step / 1e9,
+        train_flop_per_token: flop,
+        valid_tokens_per_s: tokens / median(valid_seconds),
+        gen_chars_per_s_batch1: gen1,
+        gen_chars_per_s_batch32: gen32,
+        peak_rss_bytes: peak_rss(),
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side-by-side throughput: `rnnlm bench` against the PyTorch reference (../shared/peers/pytorch),
+# same models (rnn-scratch 512, gru 256, lstm 256, 2-layer lstm 256), batch 32 x 35 steps,
+# vocabulary 28, 2 threads, alternating ours and theirs in one run, then medians and ratios.
+#
+#   bash scripts/bench-vs-pytorch.sh [ROUNDS] [OUTDIR]
+#
+# PyTorch is measured with oneDNN on and off and its better figure is kept for each metric
+# (oneDNN's LSTM is slow at batch-1 generation). Needs a built `target/release/rnnlm` (or
+# RNNLM=path) and a Python with torch (PY=path; default: the reference's .venv, then
+# ~/.cache/rnnlm/peer-venv).
+#
+# Timing on a shared machine: the kernel shares CPU per session (autogroup), so this script
+# runs itself in its own session and lowers that session's autogroup nice, as run_all.sh does.
+set -euo pipefail
+if [ "${_IN_OWN_SESSION:-}" != 1 ]; then
+    exec env _IN_OWN_SESSION=1 setsid --wait bash "$0" "$@"
+fi
+echo "${AUTOGROUP_NICE:--15}" > /proc/self/autogroup 2>/dev/null || echo "warning: could not renice autogroup"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEER=${PEER:-$ROOT/../shared/peers/pytorch}
+ROUNDS=${1:-2}
+OUT=${2:-$(mktemp -d)}
+RNNLM=${RNNLM:-$ROOT/target/release/rnnlm}
+if [ -z "${PY:-}" ]; then
+    for candidate in "$PEER/.venv/bin/python" "$HOME/.cache/rnnlm/peer-venv/bin/python"; do
+        [ -x "$candidate" ] && PY=$candidate && break
+    done
+fi
+[ -x "${PY:-}" ] || { echo "no Python with torch: set PY (see $PEER/README.md)"; exit 1; }
+[ -x "$RNNLM" ] || { echo "build first: cargo build --release -p rnnlm-cli"; exit 1; }
+mkdir -p "$OUT"
+echo "autogroup $(cat /proc/self/autogroup 2>/dev/null); results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
+MODELS=${MODELS:-"rnn-scratch:rnn_scratch gru:gru lstm:lstm deep-lstm:lstm2"}
+for round in $(seq "$ROUNDS"); do
+    for pair in $MODELS; do
+        ours=${pair%%:*} theirs=${pair##*:}
+        echo "=== round $round: $ours ($(date +%T))"
+        "$RNNLM" bench --model "$ours" --device flex --json --steps "${STEPS:-30}" >> "$OUT/ours.jsonl"
+        for mkldnn in on off; do
+            "$PY" "$PEER/d2l_charlm.py" --model "$theirs" --epochs 2 --threads 2 --mkldnn "$mkldnn" \
+                --gen-chars 500 --gen-repeats 3 --json "$OUT/peer.$theirs.$mkldnn.$round.json" > /dev/null
+        done
+    done
+done
+"$PY" - "$OUT" <<'PY'
+import glob, json, statistics, sys
+out = sys.argv[1]
+ours = [json.loads(line) for line in open(f"{out}/ours.jsonl")]
+pairs = {"rnn-scratch": "rnn_scratch", "gru": "gru", "lstm": "lstm", "deep-lstm": "lstm2"}
+print(f"\n{'model':<12} {'ours train':>11} {'torch train':>11} {'ratio':>6} {'GFLOP/s':>8} "
+      f"{'ours gen b1':>11} {'torch gen b1':>12} {'ratio':>6} {'ours gen b32':>12} {'valid tok/s':>11}")
+for model, peer in pairs.items():
+    mine = [r for r in ours if r["model"] == model]
+    theirs = [json.load(open(p)) for p in glob.glob(f"{out}/peer.{peer}.*.json")]
+    if not mine or not theirs:
+        continue
+    med = lambda xs: statistics.median(xs)
+    train = med([r["train_tokens_per_s"] for r in mine])
+    gflops = med([r["train_gflop_per_s"] for r in mine])
+    gen1 = med([r["gen_chars_per_s_batch1"] for r in mine])
+    gen32 = med([r["gen_chars_per_s_batch32"] for r in mine])
+    valid = med([r["valid_tokens_per_s"] for r in mine])
+    # PyTorch's better setting (oneDNN on or off) for each figure, median over rounds.
+    best = lambda key: max(med([t[key] if not isinstance(t[key], list) else med(t[key])
+                                for t in theirs if t["mkldnn"] == m]) for m in ("on", "off")
+                           if any(t["mkldnn"] == m for t in theirs))
+    t_train = best("steady_tok_per_s_step_median")
+    t_gen = best("gen_chars_per_s_nograd")
+    print(f"{model:<12} {train:>11.0f} {t_train:>11.0f} {train / t_train:>6.2f} {gflops:>8.1f} "
+          f"{gen1:>11.0f} {t_gen:>12.0f} {gen1 / t_gen:>6.2f} {gen32:>12.0f} {valid:>11.0f}")
+PY
