@@ -222,7 +222,7 @@ pub fn run_bench(
         let _ = clip_grad_global_norm(&lm, &mut grads, 1.0);
         lm = optimizer.step(0.1, lm, grads);
         // Wait for the update too, so a lazy backend's queue is not carried into the next step.
-        let _ = lm.output.b_q.val().slice([0..1]).into_scalar::<f32>();
+        let _ = lm.output.b_q.val().narrow(0, 0, 1).into_scalar::<f32>();
         if step >= options.warmup {
             step_seconds.push(started.elapsed().as_secs_f64());
         }
