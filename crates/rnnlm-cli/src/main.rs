@@ -99,6 +99,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    rnnlm_train::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -3,6 +3,7 @@
 //! norm, atomic checkpoints with bit-exact resume, metrics, and evaluation.
 #![deny(missing_docs)]
 
+mod alloc;
 mod bench;
 mod checkpoint;
 mod clip;
@@ -15,6 +16,7 @@ mod strategy;
 
 use std::path::Path;
 
+pub use alloc::keep_freed_memory;
 pub use bench::{
     BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, bench_models, run_bench,
     train_flop_per_token,
