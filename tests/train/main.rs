@@ -313,3 +313,49 @@ fn eval_refuses_incomplete_checkpoint_directories() {
     assert!(err.to_string().contains("config.toml is missing"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
+    // The 2-layer LSTM of d2l's chapter: 3 x (layer 0: 2·4·256·(28 + 256), layer 1:
+    // 2·4·256·(256 + 256), output: 2·256·28) = 4,933,632 FLOP per token.
+    let models = rnnlm_train::bench_models();
+    let deep = models.iter().find(|m| m.name == "deep-lstm").unwrap();
+    assert_eq!(rnnlm_train::train_flop_per_token(&deep.config), 4_933_632.0);
+    let scratch = models.iter().find(|m| m.name == "rnn-scratch").unwrap();
+    // 3 x (2·512·(28 + 512) + 2·512·28)
+    assert_eq!(
+        rnnlm_train::train_flop_per_token(&scratch.config),
+        3.0 * (2.0 * 512.0 * 540.0 + 2.0 * 512.0 * 28.0)
+    );
+    // A tiny run produces every figure (never compared against a time: machines are noisy).
+    let tiny = rnnlm_train::BenchModel {
+        name: "tiny",
+        config: RnnLmConfig::new(CellKind::Gru, 28, 8),
+        peer: "gru",
+    };
+    let options = rnnlm_train::BenchOptions {
+        batch_size: 4,
+        num_steps: 5,
+        steps: 2,
+        warmup: 1,
+        gen_chars: 3,
+        seed: 1,
+    };
+    let result = rnnlm_train::run_bench(&tiny, "test", &device(), &options);
+    for (name, value) in [
+        ("train", result.train_tokens_per_s),
+        ("valid", result.valid_tokens_per_s),
+        ("gen b1", result.gen_chars_per_s_batch1),
+        ("gen b32", result.gen_chars_per_s_batch32),
+    ] {
+        assert!(value.is_finite() && value > 0.0, "{name}: {value}");
+    }
+    let json = serde_json::to_value(&result).unwrap();
+    for key in [
+        "train_tokens_per_s",
+        "gen_chars_per_s_batch1",
+        "gen_chars_per_s_batch32",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+}
