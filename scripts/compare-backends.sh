@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Training throughput of flex against ndarray, alternating, in one run.
-# Usage: scripts/compare-backends.sh [ROUNDS]   (needs a build with both backends:
-#   cargo build --release -p rnnlm-cli --features ndarray)
+# Training throughput of the backends, alternating, in one run.
+# Usage: [DEVICES="flex ndarray wgpu"] [MODELS="gru128"] scripts/compare-backends.sh [ROUNDS]
+#   (needs a build with those backends, e.g.
+#   cargo build --release -p rnnlm-cli --no-default-features --features flex,ndarray,wgpu)
 # Runs in its own session with a lowered autogroup nice so it gets the CPU on a shared machine.
 set -euo pipefail
 if [ -z "${COMPARE_IN_SESSION:-}" ]; then
@@ -15,8 +16,8 @@ data=${RNNLM_DATA:-../shared/data/timemachine.txt}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for round in $(seq "$rounds"); do
-    for device in flex ndarray; do
-        for model in gru128 lstm2x256; do
+    for device in ${DEVICES:-flex ndarray}; do
+        for model in ${MODELS:-gru128 lstm2x256}; do
             case $model in
                 gru128) sets=(--set train.epochs=2) ;;
                 lstm2x256) sets=(--set train.epochs=1 --set model.kind=lstm --set model.num_layers=2

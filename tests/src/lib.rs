@@ -18,6 +18,30 @@ pub fn device() -> Device {
     compile_error!("rnnlm-tests needs a CPU backend feature: flex or ndarray");
 }
 
+/// Every backend compiled into the tests, by name (flex first). wgpu takes the default adapter
+/// (lavapipe's Vulkan CPU device on a machine without a GPU).
+#[allow(deprecated)]
+pub fn compiled_backends() -> Vec<(&'static str, Device)> {
+    #[allow(unused_mut)]
+    let mut backends = Vec::new();
+    #[cfg(feature = "flex")]
+    backends.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    backends.push(("ndarray", Device::ndarray()));
+    #[cfg(feature = "wgpu")]
+    backends.push((
+        "wgpu",
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+    ));
+    #[cfg(feature = "tch")]
+    backends.push(("tch", Device::libtorch()));
+    #[cfg(feature = "cpu")]
+    backends.push(("cpu", Device::cpu()));
+    #[cfg(feature = "cuda")]
+    backends.push(("cuda", Device::cuda(0)));
+    backends
+}
+
 /// Token ids `[rows, cols]` from a row-major slice.
 pub fn ids(values: &[i64], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)

@@ -60,9 +60,20 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
         #[cfg(feature = "ndarray")]
         "ndarray" => Device::ndarray(),
         #[cfg(feature = "wgpu")]
-        "wgpu" if index == 0 => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
+        "wgpu" => {
+            let device = if index == 0 {
+                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+            } else {
+                Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
+            };
+            probe(
+                &device,
+                "wgpu",
+                "it needs a GPU driver or, without a GPU, Mesa's Vulkan CPU driver \
+                 (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
+            )?;
+            device
+        }
         #[cfg(feature = "tch")]
         "tch" => Device::libtorch(),
         #[cfg(feature = "cpu")]
@@ -89,6 +100,38 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
         }
     };
     Ok(device)
+}
+
+/// Runs a tiny sum on `device` so a backend whose runtime is missing is reported with what to
+/// install, instead of a panic deep inside the backend on first use. Without a Vulkan driver,
+/// wgpu may fall back to a GL adapter on which reductions panic; that is caught here too.
+#[cfg(feature = "wgpu")]
+fn probe(device: &Device, name: &str, hint: &str) -> anyhow::Result<()> {
+    use burn::prelude::Tensor;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        Tensor::<1>::from_floats([1.0, 2.0, 3.0], device)
+            .sum()
+            .into_scalar::<f32>()
+    });
+    std::panic::set_hook(previous);
+    match result {
+        Ok(sum) if sum == 6.0 => Ok(()),
+        Ok(sum) => Err(anyhow::anyhow!(
+            "backend {name:?} computes wrong results (1 + 2 + 3 = {sum}); {hint}"
+        )),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".to_owned());
+            Err(anyhow::anyhow!(
+                "backend {name:?} could not start ({message}); {hint}"
+            ))
+        }
+    }
 }
 
 /// The default backend: the first one compiled in.

@@ -1,0 +1,200 @@
+//! Cross-backend equivalence: on every backend compiled into this binary, the same weights give
+//! the same logits and states, and one training step (global-norm clipping included) gives the
+//! same updated weights, as on flex (the reference), to 1e-4.
+//!
+//! It needs a second backend to compare with, so it is built only with one of the backend
+//! features besides flex, e.g.:
+//! `cargo test --release -p rnnlm-tests --features ndarray --test backends`
+//! (add `wgpu` with a Vulkan driver installed, `tch` with LibTorch; see the README's backends).
+//! With flex alone (the README's test command) the binary holds no test: there is nothing to
+//! compare.
+#![cfg(any(
+    feature = "ndarray",
+    feature = "wgpu",
+    feature = "tch",
+    feature = "cpu",
+    feature = "cuda"
+))]
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use rnnlm::{CellKind, GruFormula, RnnLm, RnnLmConfig, WeightInit};
+use rnnlm_tests::{compiled_backends, ids, values};
+use rnnlm_train::{clip_grad_global_norm, sequence_loss};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn configs() -> Vec<(&'static str, RnnLmConfig)> {
+    vec![
+        (
+            "rnn-scratch",
+            RnnLmConfig::new(CellKind::RnnScratch, 11, 16)
+                .with_num_layers(2)
+                .with_init(WeightInit::Normal { sigma: 0.3 }),
+        ),
+        (
+            "gru",
+            RnnLmConfig::new(CellKind::Gru, 11, 16).with_num_layers(2),
+        ),
+        (
+            "gru-d2l",
+            RnnLmConfig::new(CellKind::Gru, 11, 16).with_gru_formula(GruFormula::D2l),
+        ),
+        (
+            "lstm",
+            RnnLmConfig::new(CellKind::Lstm, 11, 16).with_num_layers(2),
+        ),
+        (
+            "lstm-embedding",
+            RnnLmConfig::new(CellKind::Lstm, 11, 16).with_embedding(6),
+        ),
+    ]
+}
+
+/// The reference model's weights, as bytes any device can load.
+fn weights(config: &RnnLmConfig) -> Vec<u8> {
+    let flex = Device::flex();
+    flex.seed(3);
+    let model = config.init(&flex);
+    model
+        .into_record()
+        .into_bytes()
+        .expect("a record serialises")
+        .to_vec()
+}
+
+fn load(config: &RnnLmConfig, bytes: &[u8], device: &Device) -> RnnLm {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).expect("record");
+    config.init(device).load_record(record)
+}
+
+fn parameters(model: &RnnLm) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(values(p.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+const X: [i64; 12] = [1, 5, 2, 9, 10, 0, 3, 3, 7, 8, 4, 6];
+const Y: [i64; 12] = [5, 2, 9, 10, 0, 3, 3, 7, 8, 4, 6, 1];
+
+/// Logits `[2, 6, 11]`, final hidden and cell states, as host values.
+fn forward(model: &RnnLm, device: &Device) -> Vec<Vec<f32>> {
+    let (logits, state) = model.forward(ids(&X, [2, 6], device), model.begin_state(2, device));
+    let mut out = vec![values(logits), values(state.hidden)];
+    if let Some(cell) = state.cell {
+        out.push(values(cell));
+    }
+    out
+}
+
+/// Weights after one SGD step (lr 1) on the clipped gradient, and the gradient's norm.
+fn train_step(config: &RnnLmConfig, bytes: &[u8], device: &Device, theta: f32) -> (Vec<f32>, f32) {
+    let ad = device.clone().autodiff();
+    let model = load(config, bytes, &ad);
+    let (logits, _) = model.forward(ids(&X, [2, 6], &ad), model.begin_state(2, &ad));
+    let loss = sequence_loss(logits, ids(&Y, [2, 6], &ad));
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let norm = clip_grad_global_norm(&model, &mut grads, theta);
+    let mut optimizer = SgdConfig::new().init();
+    let model = optimizer.step(1.0, model, grads);
+    (parameters(&model.valid()), norm)
+}
+
+#[test]
+fn the_same_weights_give_the_same_logits_and_states_on_every_backend() {
+    for (kind, config) in configs() {
+        let bytes = weights(&config);
+        let flex = Device::flex();
+        let reference = forward(&load(&config, &bytes, &flex), &flex);
+        for (name, device) in compiled_backends() {
+            let got = forward(&load(&config, &bytes, &device), &device);
+            for (what, (a, b)) in ["logits", "hidden", "cell"]
+                .iter()
+                .zip(reference.iter().zip(&got))
+            {
+                let diff = max_diff(a, b);
+                assert!(
+                    diff < TOLERANCE,
+                    "{kind} on {name}: {what} differ from flex by {diff}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_clipped_training_step_gives_the_same_weights_on_every_backend() {
+    let theta = 0.05;
+    for (kind, config) in configs() {
+        let bytes = weights(&config);
+        let flex = Device::flex();
+        let (reference, norm) = train_step(&config, &bytes, &flex, theta);
+        assert!(
+            norm > theta,
+            "{kind}: theta {theta} must be small enough to clip (norm {norm})"
+        );
+        for (name, device) in compiled_backends() {
+            let (got, got_norm) = train_step(&config, &bytes, &device, theta);
+            assert!(
+                (got_norm - norm).abs() < TOLERANCE * norm.max(1.0),
+                "{kind} on {name}: gradient norm {got_norm}, flex {norm}"
+            );
+            let diff = max_diff(&reference, &got);
+            assert!(
+                diff < TOLERANCE,
+                "{kind} on {name}: updated weights differ from flex by {diff}"
+            );
+        }
+    }
+}
+
+/// What `rnnlm train --config configs/quick.toml --device NAME` runs (the CLI only resolves the
+/// name), for one epoch on every backend, on the shared copy of The Time Machine.
+#[test]
+fn the_quick_config_trains_one_epoch_on_every_backend() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/quick.toml");
+    for (name, device) in compiled_backends() {
+        let dir = rnnlm_tests::scratch_dir(&format!("quick-{name}"));
+        let options = rnnlm_train::TrainOptions {
+            config: config.clone(),
+            overrides: vec!["train.epochs=1".into(), "train.sample_every=0".into()],
+            data: Some(rnnlm_tests::shared_data("timemachine.txt")),
+            artifacts: dir.join("run"),
+            resume: false,
+            device,
+            devices: Vec::new(),
+            cache_dir: None,
+            progress: rnnlm_train::Progress::Lines,
+            interrupter: None,
+        };
+        let report = rnnlm_train::train(&options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let epoch = &report.history[0];
+        // One epoch takes a 28-token model well below the uniform guess (perplexity 28).
+        assert!(
+            epoch.train_perplexity < 20.0 && epoch.valid_perplexity.unwrap() < 20.0,
+            "{name}: perplexities after one epoch {epoch:?}"
+        );
+        assert!(
+            options.artifacts.join("model.bpk").is_file(),
+            "{name}: no model written"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
