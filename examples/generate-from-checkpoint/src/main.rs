@@ -6,12 +6,14 @@ use rnnlm::sample::Decoding;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let checkpoint = args.next().ok_or("usage: generate-from-checkpoint DIR [PREFIX]")?;
-    let prefix = args.next().unwrap_or_else(|| "time traveller".to_owned());
+    let usage = "usage: generate-from-checkpoint DIR [PREFIX]";
+    let dir = args.next().ok_or(usage)?;
+    let prefix = args.next().unwrap_or_else(|| "time traveller".into());
     let device = Device::flex();
-    let model = rnnlm_train::load_model(checkpoint.as_ref(), &device)?;
-    println!("{}", model.continue_text(&prefix, 60, &Decoding::Greedy, &device)?);
-    let sampling = Decoding::Sample { temperature: 0.8, top_k: None, top_p: Some(0.95), seed: 1 };
-    println!("{}", model.continue_text(&prefix, 60, &sampling, &device)?);
+    let model = rnnlm_train::load_model(dir.as_ref(), &device)?;
+    let greedy = model.continue_text(&prefix, 60, &Decoding::Greedy, &device)?;
+    let sampling = Decoding::power(1.25, 1); // d2l's p^alpha sampling: temperature 0.8, seed 1
+    let sampled = model.continue_text(&prefix, 60, &sampling, &device)?;
+    println!("{greedy}\n{sampled}");
     Ok(())
 }

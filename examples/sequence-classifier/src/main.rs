@@ -76,7 +76,9 @@ impl Task {
             let at = (self.next() % (LENGTH - 2) as u64) as usize;
             text[at..at + 3].copy_from_slice(PATTERNS[label]);
             let holds = |p: &[u8]| text.windows(3).any(|w| w == p);
-            if holds(PATTERNS[1 - label]) || text.windows(3).filter(|w| *w == PATTERNS[label]).count() > 1 {
+            if holds(PATTERNS[1 - label])
+                || text.windows(3).filter(|w| *w == PATTERNS[label]).count() > 1
+            {
                 continue; // ambiguous: draw again
             }
             let ids = text
@@ -104,7 +106,11 @@ impl Task {
 
 fn accuracy(model: &PatternClassifier, letters: Tensor<2, Int>, labels: Tensor<1, Int>) -> f32 {
     let predicted = model.forward(letters).argmax(1).squeeze_dim::<1>(1);
-    let correct = predicted.equal(labels.clone()).int().sum().into_scalar::<i64>();
+    let correct = predicted
+        .equal(labels.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>();
     correct as f32 / labels.dims()[0] as f32
 }
 
