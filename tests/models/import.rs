@@ -413,3 +413,41 @@ fn unreadable_files_name_the_file_and_the_format() {
         .to_string();
     assert!(message.contains("absent.pt"), "{message}");
 }
+
+#[test]
+fn d2l_stacked_scratch_layers_load_in_order() {
+    // d2l 1.0's StackedRNNScratch: rnn.rnns.{k}.W_xh / W_hh / b_h, then W_hq, b_q.
+    let values = |shape: &[usize], offset: f32| {
+        let n: usize = shape.iter().product();
+        TensorData::new(
+            (0..n)
+                .map(|i| offset + i as f32 / 100.0)
+                .collect::<Vec<f32>>(),
+            shape.to_vec(),
+        )
+    };
+    let mut tensors = Vec::new();
+    for (layer, input) in [(0, 7), (1, 5)] {
+        let prefix = format!("rnn.rnns.{layer}.");
+        let base = layer as f32;
+        tensors.push((format!("{prefix}W_xh"), values(&[input, 5], base)));
+        tensors.push((format!("{prefix}W_hh"), values(&[5, 5], base + 0.5)));
+        tensors.push((format!("{prefix}b_h"), values(&[5], base + 0.25)));
+    }
+    tensors.push(("W_hq".to_owned(), values(&[5, 7], 2.0)));
+    tensors.push(("b_q".to_owned(), values(&[7], 3.0)));
+    let dict = StateDict::from_tensors("stacked.pt", tensors);
+    let imported = import_lm(&dict, &ImportOptions::default(), &device()).unwrap();
+    assert_eq!(
+        imported.description,
+        "2-layer d2l scratch RNN(7, 5) + W_hq [5, 7]"
+    );
+    let rnnlm::RecurrentCore::RnnScratch(core) = &imported.model.core else {
+        panic!("a scratch RNN");
+    };
+    let first = |t: Tensor<2>| rnnlm_tests::values(t)[0];
+    assert_eq!(first(core.layers[0].w_xh.val()), 0.0);
+    assert_eq!(first(core.layers[1].w_xh.val()), 1.0);
+    assert_eq!(first(core.layers[1].w_hh.val()), 1.5);
+    assert_eq!(rnnlm_tests::values(core.layers[1].b_h.val())[0], 1.25);
+}
