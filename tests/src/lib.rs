@@ -20,7 +20,7 @@ pub fn device() -> Device {
 
 /// Every backend compiled into the tests, by name (flex first). wgpu takes the default adapter
 /// (lavapipe's Vulkan CPU device on a machine without a GPU).
-#[allow(deprecated)]
+#[allow(deprecated, clippy::vec_init_then_push)] // each push is behind its own feature
 pub fn compiled_backends() -> Vec<(&'static str, Device)> {
     #[allow(unused_mut)]
     let mut backends = Vec::new();
