@@ -180,17 +180,31 @@ fn claim_artifacts(
             dir.display(),
             files::CONFIG
         )));
-    } else if dir.exists()
-        && std::fs::read_dir(dir)
-            .map_err(|e| TrainError::io(dir, e))?
-            .next()
-            .is_some()
-    {
+    } else if holds_files(dir)? {
         return Err(TrainError::Artifacts(format!(
             "{} is not empty and holds no rnnlm run; choose another --artifacts directory",
             dir.display()
         )));
     }
+    write_config_and_vocab(dir, config, vocab)
+}
+
+/// Whether `dir` exists and has at least one entry.
+fn holds_files(dir: &Path) -> Result<bool, TrainError> {
+    Ok(dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| TrainError::io(dir, e))?
+            .next()
+            .is_some())
+}
+
+/// Writes the experiment and the vocabulary into `dir`, each atomically.
+fn write_config_and_vocab(
+    dir: &Path,
+    config: &ExperimentConfig,
+    vocab: &Vocab,
+) -> Result<(), TrainError> {
+    let config_path = dir.join(files::CONFIG);
     write_atomic(&config_path, config.to_toml().as_bytes())
         .map_err(|e| TrainError::io(&config_path, e))?;
     let vocab_path = dir.join(files::VOCAB);
@@ -384,24 +398,14 @@ pub fn save_model_dir(
             config.model.vocab_size
         )));
     }
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map_err(|e| TrainError::io(dir, e))?
-            .next()
-            .is_some()
-    {
+    if holds_files(dir)? {
         return Err(TrainError::Artifacts(format!(
             "{} is not empty; choose a new directory",
             dir.display()
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let config_path = dir.join(files::CONFIG);
-    write_atomic(&config_path, config.to_toml().as_bytes())
-        .map_err(|e| TrainError::io(&config_path, e))?;
-    let vocab_path = dir.join(files::VOCAB);
-    let json = serde_json::to_vec(vocab).expect("a vocabulary serialises");
-    write_atomic(&vocab_path, &json).map_err(|e| TrainError::io(&vocab_path, e))?;
+    write_config_and_vocab(dir, config, vocab)?;
     save_model(&dir.join(files::MODEL), model)
 }
 

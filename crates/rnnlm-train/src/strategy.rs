@@ -307,11 +307,14 @@ impl DataPlan {
         epoch: usize,
         device: &Device,
     ) -> Arc<dyn DataLoader<SequenceBatch>> {
-        let batches = self
-            .batches
+        loader(self.train_batches(epoch), device)
+    }
+
+    /// The training minibatches of `epoch`, in the plan's order.
+    fn train_batches(&self, epoch: usize) -> Vec<rnnlm_data::Minibatch> {
+        self.batches
             .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
-            .expect("checked before training");
-        loader(batches, device)
+            .expect("checked before training")
     }
 
     /// The training minibatches of `epoch` as whole-minibatch shards, the item type of
@@ -321,14 +324,10 @@ impl DataPlan {
         epoch: usize,
         device: &Device,
     ) -> Arc<dyn DataLoader<ShardBatch>> {
-        let batches = self
-            .batches
-            .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
-            .expect("checked before training");
         DataLoaderBuilder::new(ShardBatcher)
             .batch_size(1)
             .set_device(device.clone())
-            .build(MinibatchDataset::new(batches))
+            .build(MinibatchDataset::new(self.train_batches(epoch)))
     }
 
     /// The validation minibatches: the same every epoch, so epochs compare.
