@@ -16,13 +16,13 @@
     feature = "cuda"
 ))]
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use rnnlm::{CellKind, GruFormula, RnnLm, RnnLmConfig, WeightInit};
-use rnnlm_tests::{compiled_backends, ids, values};
+use rnnlm_tests::{compiled_backends, ids, max_diff, parameters, values};
 use rnnlm_train::{clip_grad_global_norm, sequence_loss};
 
 const TOLERANCE: f32 = 1e-4;
@@ -69,26 +69,6 @@ fn weights(config: &RnnLmConfig) -> Vec<u8> {
 fn load(config: &RnnLmConfig, bytes: &[u8], device: &Device) -> RnnLm {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).expect("record");
     config.init(device).load_record(record)
-}
-
-fn parameters(model: &RnnLm) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.extend(values(p.val()));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    collect.0
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 const X: [i64; 12] = [1, 5, 2, 9, 10, 0, 3, 3, 7, 8, 4, 6];

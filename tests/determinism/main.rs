@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLmConfig};
 use rnnlm_data::{Corpus, CorpusOptions, epoch_rng};
-use rnnlm_tests::{device, ids, scratch_dir, tiny_experiment, values};
+use rnnlm_tests::{device, ids, max_diff, parameters, scratch_dir, tiny_experiment, values};
 use rnnlm_train::{ExperimentConfig, sequence_loss};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -78,20 +78,6 @@ fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     );
     std::fs::remove_dir_all(&whole_dir).ok();
     std::fs::remove_dir_all(&split_dir).ok();
-}
-
-/// Every parameter value, in module order.
-fn parameters(model: &rnnlm::RnnLm) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl burn::module::ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
-            self.0.push(values(p.val()));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    burn::module::Module::visit(model, &mut collect);
-    assert!(!collect.0.is_empty());
-    collect.0
 }
 
 /// Trains one epoch with a learning rate so small that no weight changes in f32, and returns
@@ -253,15 +239,6 @@ fn memory_does_not_grow_with_the_number_of_minibatches() {
     );
 }
 
-/// Max absolute difference between two parameter lists.
-fn max_param_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn data_parallel_steps_equal_single_device_steps_with_carried_states() {
     use burn::optim::{GradientsParams, SgdConfig};
@@ -328,7 +305,7 @@ fn data_parallel_steps_equal_single_device_steps_with_carried_states() {
         states = Some(step.states);
     }
 
-    let diff = max_param_diff(&parameters(&single.lm), &parameters(&sharded.lm));
+    let diff = max_diff(&parameters(&single.lm), &parameters(&sharded.lm));
     assert!(
         diff < 1e-5,
         "weights differ by {diff} after 3 data-parallel steps"
@@ -387,7 +364,7 @@ fn data_parallel_training_run_matches_the_single_device_run() {
     let b = rnnlm_train::load_model(&parallel.artifacts, &device())
         .unwrap()
         .model;
-    let diff = max_param_diff(&parameters(&a), &parameters(&b));
+    let diff = max_diff(&parameters(&a), &parameters(&b));
     assert!(diff < 1e-5, "final weights differ by {diff}");
     std::fs::remove_dir_all(&single_dir).ok();
     std::fs::remove_dir_all(&parallel_dir).ok();

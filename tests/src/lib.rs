@@ -71,6 +71,29 @@ pub fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Every parameter value of `model`, in module order, flattened.
+pub fn parameters(model: &rnnlm::RnnLm) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            self.0.extend(values(p.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    burn::module::Module::visit(model, &mut collect);
+    assert!(!collect.0.is_empty(), "the model has parameters");
+    collect.0
+}
+
+/// Largest absolute element-wise difference of two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// A file from the shared data directory (`../shared/data` beside the workspace, or
 /// `$RNNLM_SHARED_DATA`), which tests and CI read instead of downloading.
 pub fn shared_data(name: &str) -> std::path::PathBuf {
