@@ -19,7 +19,9 @@ pub fn device() -> Device {
 }
 
 /// Every backend compiled into the tests, by name (flex first). wgpu takes the default adapter
-/// (lavapipe's Vulkan CPU device on a machine without a GPU).
+/// (lavapipe's Vulkan CPU device on a machine without a GPU). Panics if a backend does not run,
+/// except cuda, which is left out with a note where no driver answers (a build with cuda on a
+/// machine without a GPU).
 #[allow(deprecated, clippy::vec_init_then_push)] // each push is behind its own feature
 pub fn compiled_backends() -> Vec<(&'static str, Device)> {
     #[allow(unused_mut)]
@@ -38,7 +40,20 @@ pub fn compiled_backends() -> Vec<(&'static str, Device)> {
     #[cfg(feature = "cpu")]
     backends.push(("cpu", Device::cpu()));
     #[cfg(feature = "cuda")]
-    backends.push(("cuda", Device::cuda(0)));
+    {
+        // Tested where its driver answers; where it does not (a build on a machine without a
+        // GPU), said so.
+        let cuda = Device::cuda(0);
+        match rnnlm_train::probe_device(&cuda) {
+            Ok(()) => backends.push(("cuda", cuda)),
+            Err(error) => eprintln!("cuda is compiled in but not tested here: {error}"),
+        }
+    }
+    for (name, device) in &backends {
+        if let Err(error) = rnnlm_train::probe_device(device) {
+            panic!("backend {name} is compiled in but does not run: {error}");
+        }
+    }
     backends
 }
 

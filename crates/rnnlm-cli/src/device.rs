@@ -60,26 +60,36 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
         #[cfg(feature = "ndarray")]
         "ndarray" => Device::ndarray(),
         #[cfg(feature = "wgpu")]
-        "wgpu" => {
-            let device = if index == 0 {
+        "wgpu" => probe(
+            if index == 0 {
                 Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
             } else {
                 Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
-            };
-            probe(
-                &device,
-                "wgpu",
-                "it needs a GPU driver or, without a GPU, Mesa's Vulkan CPU driver \
-                 (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
-            )?;
-            device
-        }
+            },
+            "wgpu",
+            "it needs a GPU driver or, without a GPU, Mesa's Vulkan CPU driver \
+             (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
+        )?,
         #[cfg(feature = "tch")]
-        "tch" => Device::libtorch(),
+        "tch" => probe(
+            Device::libtorch(),
+            "tch",
+            "it needs LibTorch 2.9.0 (see scripts/backend-env.sh and the README's backends table)",
+        )?,
         #[cfg(feature = "cpu")]
-        "cpu" => Device::cpu(),
+        "cpu" => probe(
+            Device::cpu(),
+            "cpu",
+            "CubeCL's CPU runtime compiles its kernels with LLVM at run time; use flex, the \
+             default CPU backend, if it cannot",
+        )?,
         #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(index),
+        "cuda" => probe(
+            Device::cuda(index),
+            "cuda",
+            "it needs an NVIDIA GPU and its driver (libcuda.so); on a machine without one, use \
+             flex",
+        )?,
         other => {
             let compiled = compiled().join(", ");
             return Err(match BACKENDS.iter().find(|(n, _)| *n == other) {
@@ -102,39 +112,32 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
     Ok(device)
 }
 
-/// Runs a tiny sum on `device` so a backend whose runtime is missing is reported with what to
-/// install, instead of a panic deep inside the backend on first use. Without a Vulkan driver,
-/// wgpu may fall back to a GL adapter on which reductions panic; that is caught here too.
-#[cfg(feature = "wgpu")]
-fn probe(device: &Device, name: &str, hint: &str) -> anyhow::Result<()> {
-    use burn::prelude::Tensor;
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| {
-        Tensor::<1>::from_floats([1.0, 2.0, 3.0], device)
-            .sum()
-            .into_scalar::<f32>()
-    });
-    std::panic::set_hook(previous);
-    match result {
-        Ok(sum) if sum == 6.0 => Ok(()),
-        Ok(sum) => Err(anyhow::anyhow!(
-            "backend {name:?} computes wrong results (1 + 2 + 3 = {sum}); {hint}"
-        )),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown error".to_owned());
-            Err(anyhow::anyhow!(
-                "backend {name:?} could not start ({message}); {hint}"
-            ))
-        }
-    }
+/// Checks that `device` runs (see [`rnnlm_train::probe_device`]), so a backend whose runtime is
+/// missing is reported with what to install instead of a panic deep inside the backend on first
+/// use.
+#[cfg(any(feature = "wgpu", feature = "tch", feature = "cpu", feature = "cuda"))]
+fn probe(device: Device, name: &str, hint: &str) -> anyhow::Result<Device> {
+    rnnlm_train::probe_device(&device)
+        .map_err(|error| anyhow::anyhow!("backend {name:?}: {error}; {hint}"))?;
+    Ok(device)
 }
 
 /// The default backend: the first one compiled in.
 pub fn default_name() -> &'static str {
     compiled().first().copied().unwrap_or("flex")
+}
+
+/// `rnnlm backends`: every backend name, whether it is compiled in, and whether it runs here.
+pub fn report() {
+    for (name, feature) in BACKENDS {
+        let status = if compiled().contains(&name) {
+            match by_name(name) {
+                Ok(_) => "compiled in, runs".to_owned(),
+                Err(error) => format!("compiled in, does not run: {error}"),
+            }
+        } else {
+            format!("not compiled in (build with --features {feature})")
+        };
+        println!("{name:<8} {status}");
+    }
 }

@@ -65,6 +65,9 @@ enum Command {
     /// generation chars/s with batch 1 and 32, peak memory. Figures for comparisons run in one
     /// session, not absolute truths: see scripts/bench-vs-pytorch.sh.
     Bench(bench::Args),
+    /// List the backends this binary was built with and check that each one runs here (a
+    /// missing driver or library is reported with what to install).
+    Backends,
     /// Perplexity and bits per character of a trained model on a text.
     Eval {
         /// A training run's artifacts directory.
@@ -189,6 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(args) => import::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Backends => {
+            device::report();
+            Ok(())
+        }
         Command::Eval {
             checkpoint,
             data,

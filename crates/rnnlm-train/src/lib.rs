@@ -7,6 +7,7 @@ mod alloc;
 mod bench;
 mod checkpoint;
 mod clip;
+mod device;
 mod experiment;
 mod plot;
 mod render;
@@ -25,6 +26,7 @@ pub use checkpoint::{
     AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,
 };
 pub use clip::{clip_grad_global_norm, global_grad_norm};
+pub use device::{DeviceError, probe_device};
 pub use experiment::{
     DataConfig, ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,
     TrainConfig,
@@ -95,6 +97,14 @@ pub enum TrainError {
     /// burn-train reported an error.
     #[error("training failed: {0}")]
     Training(String),
+    /// A device given to train on cannot run (see [`probe_device`]).
+    #[error("device {device}: {source}")]
+    Device {
+        /// The device, as burn prints it.
+        device: String,
+        /// What went wrong.
+        source: DeviceError,
+    },
 }
 
 impl TrainError {

@@ -219,14 +219,6 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         corpus,
         plan,
     } = prepare(options)?;
-    let artifacts = options.artifacts.clone();
-    claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
-    let resume_state = if options.resume {
-        latest_complete_checkpoint(&artifacts)
-    } else {
-        None
-    };
-
     let parallel: Vec<Device> = options
         .devices
         .iter()
@@ -241,6 +233,26 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
             config.data.batch_size
         )));
     }
+    // A missing runtime (driver, library) is an error here rather than a panic mid-epoch.
+    let used: Vec<&Device> = if options.devices.is_empty() {
+        vec![&options.device]
+    } else {
+        options.devices.iter().collect()
+    };
+    for device in used {
+        crate::probe_device(device).map_err(|source| TrainError::Device {
+            device: format!("{device:?}"),
+            source,
+        })?;
+    }
+    let artifacts = options.artifacts.clone();
+    claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
+    let resume_state = if options.resume {
+        latest_complete_checkpoint(&artifacts)
+    } else {
+        None
+    };
+
     let device = match parallel.first() {
         Some(main) => main.clone(),
         None => options.device.clone().autodiff(),
