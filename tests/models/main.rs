@@ -4,6 +4,8 @@ mod cells;
 mod config;
 mod errors;
 mod gradcheck;
+mod host;
+mod host_train;
 mod import;
 mod reference;
 mod sampling;

@@ -131,6 +131,10 @@
 //! }
 //! ```
 //!
+//! On CPU backends the crate `rnnlm-host` computes the same loss and gradients several times
+//! faster, on a host copy of the weights (`rnnlm_host::backward`), and `rnnlm-train` uses it
+//! there.
+//!
 //! ## Generating text
 //!
 //! [`sample`] warms the state up on a prefix in one forward call, then feeds back one token per

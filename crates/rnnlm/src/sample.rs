@@ -4,6 +4,8 @@
 //!
 //! Every strategy warms the state up on the whole prefix in one forward call (prefixes of equal
 //! length share a call), then produces one token per step for every sequence of the batch.
+//! [`decode`] is the token loop itself, for an engine of one's own (the crate `rnnlm-host` runs
+//! it on a host copy of the model, several times faster on CPU backends).
 
 use std::ops::ControlFlow;
 
@@ -221,12 +223,63 @@ pub fn generate(
     len: usize,
     decoding: &Decoding,
     device: &Device,
-    mut on_step: impl FnMut(&[u32]) -> ControlFlow<()>,
+    on_step: impl FnMut(&[u32]) -> ControlFlow<()>,
 ) -> Vec<Vec<u32>> {
     if let Err(message) = decoding.validate() {
         panic!("generate: {message}");
     }
+    if len == 0 {
+        return vec![Vec::new(); prefixes.len()];
+    }
+    let (state, logits) = warm_up(model, prefixes, device);
+    // Moved into each step's forward call and replaced by its result.
+    let mut state = Some(state);
     let batch = prefixes.len();
+    let vocab = model.vocab_size;
+    let rows = |logits: Tensor<2>| {
+        logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("float logits")
+    };
+    decode(batch, vocab, len, decoding, rows(logits), on_step, |step| {
+        let input = id_tensor(step.iter().map(|&t| t as i64).collect(), [batch, 1], device);
+        let (next_logits, next_state) = model.forward(input, state.take().expect("set"));
+        state = Some(next_state);
+        rows(next_logits.reshape([batch, vocab]))
+    })
+}
+
+/// The token loop of [`generate`], for any engine that computes the logits: chooses a token per
+/// row from `logits` `[batch, vocab]` as `decoding` says (sampling draws from one generator per
+/// row, seeded with `seed + row`), reports each step's tokens to `on_step`, and asks `next` for
+/// the logits `[batch, vocab]` after feeding them, until every row has `len` tokens or
+/// `on_step` breaks. Returns the new tokens of every row.
+///
+/// # Panics
+/// If `decoding` is invalid or `logits` does not hold `batch` rows of `vocab`.
+pub fn decode(
+    batch: usize,
+    vocab: usize,
+    len: usize,
+    decoding: &Decoding,
+    mut logits: Vec<f32>,
+    mut on_step: impl FnMut(&[u32]) -> ControlFlow<()>,
+    mut next: impl FnMut(&[u32]) -> Vec<f32>,
+) -> Vec<Vec<u32>> {
+    if let Err(message) = decoding.validate() {
+        panic!("decode: {message}");
+    }
+    assert_eq!(
+        logits.len(),
+        batch * vocab,
+        "decode: {} logits, expected [batch, vocab] = [{batch}, {vocab}]",
+        logits.len()
+    );
+    if len == 0 {
+        return vec![Vec::new(); batch];
+    }
     let seed = match decoding {
         Decoding::Sample { seed, .. } => *seed,
         Decoding::Greedy => 0,
@@ -235,18 +288,8 @@ pub fn generate(
         .map(|i| SplitMix64(seed.wrapping_add(i)))
         .collect();
     let mut out = vec![Vec::with_capacity(len); batch];
-    if len == 0 {
-        return out;
-    }
-    let (mut state, mut logits) = warm_up(model, prefixes, device);
-    let vocab = model.vocab_size;
     loop {
-        let rows = logits
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("float logits");
-        let step: Vec<u32> = rows
+        let step: Vec<u32> = logits
             .chunks(vocab)
             .zip(rngs.iter_mut())
             .map(|(row, rng)| choose(row, decoding, rng))
@@ -254,16 +297,11 @@ pub fn generate(
         for (sequence, &token) in out.iter_mut().zip(&step) {
             sequence.push(token);
         }
-        let stop = on_step(&step).is_break();
-        if stop || out[0].len() == len {
-            break;
+        if on_step(&step).is_break() || out[0].len() == len {
+            return out;
         }
-        let input = id_tensor(step.iter().map(|&t| t as i64).collect(), [batch, 1], device);
-        let (next_logits, next_state) = model.forward(input, state);
-        state = next_state;
-        logits = next_logits.reshape([batch, vocab]);
+        logits = next(&step);
     }
-    out
 }
 
 /// Greedy continuation of one prefix by `len` tokens (d2l's `predict`); returns the new tokens.
