@@ -272,7 +272,7 @@ fn data_parallel_steps_equal_single_device_steps_with_carried_states() {
     };
 
     // One device: d2l's loop.
-    let mut single = TrainableLm { lm: lm.clone() };
+    let mut single = TrainableLm::new(lm.clone(), rnnlm_host::Engine::Tensor);
     let mut optimizer = SgdConfig::new().init();
     let mut state = single.lm.begin_state(batch, &ad);
     let mut clipped = 0;
@@ -289,44 +289,50 @@ fn data_parallel_steps_equal_single_device_steps_with_carried_states() {
     }
     assert!(clipped > 0, "theta is small enough for clipping to act");
 
-    // Two workers on the same CPU device: rows 0..3 and 3..5, each carrying its own state.
+    // Two workers on the same CPU device: rows 0..3 and 3..5, each carrying its own state; the
+    // gradients from autodiff and from the host engine.
     let parallel = DataParallel::new(vec![ad.clone(), ad.clone()]);
     assert_eq!(DataParallel::shard_rows(batch, 2), vec![0..3, 3..5]);
-    let mut sharded = TrainableLm { lm };
-    let mut optimizer = SgdConfig::new().init();
-    let mut states = None;
-    for minibatch in &minibatches {
-        let step = parallel
-            .step(&sharded, as_batch(minibatch), states.take())
-            .unwrap();
-        let mut grads = step.grads;
-        clip_grad_global_norm(&sharded, &mut grads, theta);
-        sharded = optimizer.step(1.0, sharded, grads);
-        states = Some(step.states);
-    }
+    for engine in [rnnlm_host::Engine::Tensor, rnnlm_host::Engine::Host] {
+        let mut sharded = TrainableLm::new(lm.clone(), engine);
+        let mut optimizer = SgdConfig::new().init();
+        let mut states = None;
+        for minibatch in &minibatches {
+            let step = parallel
+                .step(&sharded, as_batch(minibatch), states.take())
+                .unwrap();
+            let mut grads = step.grads;
+            clip_grad_global_norm(&sharded, &mut grads, theta);
+            sharded = optimizer.step(1.0, sharded, grads);
+            states = Some(step.states);
+        }
 
-    let diff = max_diff(&parameters(&single.lm), &parameters(&sharded.lm));
-    assert!(
-        diff < 1e-5,
-        "weights differ by {diff} after 3 data-parallel steps"
-    );
-    let states = states.unwrap();
-    for (name, whole, parts) in [
-        (
-            "hidden",
-            state.hidden,
-            states.iter().map(|s| s.hidden.clone()).collect::<Vec<_>>(),
-        ),
-        (
-            "cell",
-            state.cell.unwrap(),
-            states.iter().map(|s| s.cell.clone().unwrap()).collect(),
-        ),
-    ] {
-        assert_eq!(parts[0].dims(), [2, 3, 8]);
-        let joined = Tensor::cat(parts, 1);
-        let diff = rnnlm_tests::max_abs_diff(whole, joined);
-        assert!(diff < 1e-5, "carried {name} states differ by {diff}");
+        let diff = max_diff(&parameters(&single.lm), &parameters(&sharded.lm));
+        assert!(
+            diff < 1e-5,
+            "{engine:?}: weights differ by {diff} after 3 data-parallel steps"
+        );
+        let states = states.unwrap();
+        for (name, whole, parts) in [
+            (
+                "hidden",
+                state.hidden.clone(),
+                states.iter().map(|s| s.hidden.clone()).collect::<Vec<_>>(),
+            ),
+            (
+                "cell",
+                state.cell.clone().unwrap(),
+                states.iter().map(|s| s.cell.clone().unwrap()).collect(),
+            ),
+        ] {
+            assert_eq!(parts[0].dims(), [2, 3, 8]);
+            let joined = Tensor::cat(parts, 1).to_device(&whole.device());
+            let diff = rnnlm_tests::max_abs_diff(whole, joined);
+            assert!(
+                diff < 1e-5,
+                "{engine:?}: carried {name} states differ by {diff}"
+            );
+        }
     }
 }
 
@@ -368,4 +374,131 @@ fn data_parallel_training_run_matches_the_single_device_run() {
     assert!(diff < 1e-5, "final weights differ by {diff}");
     std::fs::remove_dir_all(&single_dir).ok();
     std::fs::remove_dir_all(&parallel_dir).ok();
+}
+
+/// The host engine draws its dropout masks from the device as `burn::nn::Dropout` does, so with
+/// the same seed it drops the same units as the tensor path: the same loss and gradients.
+#[test]
+fn host_dropout_draws_the_masks_of_the_tensor_path() {
+    use burn::module::{Module, ModuleVisitor, Param, ParamId};
+    use std::collections::HashMap;
+
+    struct Collect<'a> {
+        grads: &'a burn::tensor::Gradients,
+        out: HashMap<ParamId, Vec<f32>>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = param.val().grad(self.grads).expect("a gradient");
+            self.out.insert(param.id, values(grad));
+        }
+    }
+
+    let _turn = serial();
+    let ad = device().autodiff();
+    let (batch, steps, vocab) = (4, 6, 9);
+    let x: Vec<i64> = (0..(batch * steps) as i64)
+        .map(|i| (i * 5 + 1) % vocab)
+        .collect();
+    let y: Vec<i64> = (0..(batch * steps) as i64)
+        .map(|i| (i * 7 + 3) % vocab)
+        .collect();
+    for (name, config) in [
+        (
+            "lstm, 3 layers, dropout 0.3",
+            RnnLmConfig::new(CellKind::Lstm, vocab as usize, 24)
+                .with_num_layers(3)
+                .with_dropout(0.3),
+        ),
+        (
+            "gru, 2 layers, dropout 0.5",
+            RnnLmConfig::new(CellKind::Gru, vocab as usize, 16)
+                .with_num_layers(2)
+                .with_dropout(0.5),
+        ),
+    ] {
+        let model = config.init(&ad);
+        let tokens = || ids(&x, [batch, steps], &ad);
+        let targets = || ids(&y, [batch, steps], &ad);
+        ad.seed(3);
+        let (logits, _) = model.forward(tokens(), model.begin_state(batch, &ad));
+        let loss = sequence_loss(logits, targets());
+        let tensor_loss = loss.clone().into_scalar::<f32>();
+        let mut collect = Collect {
+            grads: &loss.backward(),
+            out: HashMap::new(),
+        };
+        model.visit(&mut collect);
+
+        let host = |seed| {
+            ad.seed(seed);
+            rnnlm_host::backward(
+                &model,
+                tokens(),
+                targets(),
+                model.begin_state(batch, &ad),
+                1.0,
+                &device(),
+            )
+        };
+        let same = host(3);
+        let host_loss = same.loss.clone().into_scalar::<f32>();
+        assert!(
+            (host_loss - tensor_loss).abs() < 1e-5,
+            "{name}: loss {host_loss} on the host, {tensor_loss} through autodiff"
+        );
+        assert_eq!(same.grads.len(), collect.out.len(), "{name}: gradients");
+        for (id, grad) in same.grads {
+            let got = match grad {
+                rnnlm_host::ParamGrad::Vector(g) => values(g),
+                rnnlm_host::ParamGrad::Matrix(g) => values(g),
+            };
+            let diff = max_diff(&got, &collect.out[&id]);
+            assert!(
+                diff < 1e-5,
+                "{name}: parameter {id}: gradients differ by {diff}"
+            );
+        }
+        // Another seed drops other units: the masks are really drawn.
+        let other = host(4).loss.into_scalar::<f32>();
+        assert!(
+            (other - host_loss).abs() > 1e-4,
+            "{name}: the masks do not depend on the seed"
+        );
+    }
+}
+
+/// `rnnlm_train::train` with the host engine and with Burn's autodiff: the same run, epoch by
+/// epoch, with dropout (drawn alike by both) and Adam.
+#[test]
+fn the_host_engine_trains_as_autodiff_does() {
+    let _turn = serial();
+    let experiment = "[model]\nkind = \"lstm\"\nhidden_size = 16\nnum_layers = 2\ndropout = 0.2\n\
+                      [optimizer]\nkind = \"adam\"\nlr = 0.01\n\
+                      [train]\nepochs = 2\nseed = 9\ntheta = 0.5\n";
+    let run = |engine: rnnlm_host::Engine| {
+        let dir = scratch_dir(&format!("engine-{}", engine.name()));
+        let mut options = tiny_experiment(&dir, 3000, experiment);
+        options.engine = engine;
+        let report = rnnlm_train::train(&options).unwrap();
+        let model = rnnlm_train::load_model(&options.artifacts, &device())
+            .unwrap()
+            .model;
+        std::fs::remove_dir_all(&dir).ok();
+        (report.history, parameters(&model))
+    };
+    let (host, host_weights) = run(rnnlm_host::Engine::Host);
+    let (tensor, tensor_weights) = run(rnnlm_host::Engine::Tensor);
+    for (a, b) in host.iter().zip(&tensor) {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs();
+        assert!(
+            close(a.train_perplexity, b.train_perplexity)
+                && close(a.valid_perplexity.unwrap(), b.valid_perplexity.unwrap())
+                && close(a.grad_norm, b.grad_norm),
+            "epoch {}: host {a:?}, autodiff {b:?}",
+            a.epoch
+        );
+    }
+    let diff = max_diff(&host_weights, &tensor_weights);
+    assert!(diff < 1e-4, "final weights differ by {diff}");
 }

@@ -136,7 +136,8 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 
 /// A small training experiment on the first `tokens` characters of The Time Machine: writes
 /// the text and the config (the given TOML tables after the defaults below) into `dir`, and
-/// returns the options for [`rnnlm_train::train`] with artifacts in `dir/run`.
+/// returns the options for [`rnnlm_train::train`] with artifacts in `dir/run`, on the host
+/// engine (what `rnnlm train` picks on CPU backends).
 pub fn tiny_experiment(
     dir: &std::path::Path,
     tokens: usize,
@@ -159,6 +160,7 @@ pub fn tiny_experiment(
         artifacts: dir.join("run"),
         resume: false,
         device: device(),
+        engine: rnnlm_host::Engine::Host,
         devices: Vec::new(),
         cache_dir: None,
         progress: rnnlm_train::Progress::Lines,

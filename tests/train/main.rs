@@ -215,8 +215,18 @@ fn a_small_run_lowers_perplexity_and_writes_every_artifact() {
     // eval with the checkpoint's own vocabulary and preprocessing.
     let loaded = rnnlm_train::load_model(&options.artifacts, &device()).unwrap();
     let text = std::fs::read_to_string(dir.join("text.txt")).unwrap() + " ~~~";
-    let evaluation = rnnlm_train::evaluate(&loaded, &text, 4, &device()).unwrap();
+    let evaluation =
+        rnnlm_train::evaluate(&loaded, &text, 4, &device(), rnnlm_host::Engine::Tensor).unwrap();
     assert!(evaluation.perplexity.is_finite() && evaluation.perplexity < 28.0);
+    let on_host =
+        rnnlm_train::evaluate(&loaded, &text, 4, &device(), rnnlm_host::Engine::Host).unwrap();
+    assert_eq!(on_host.tokens, evaluation.tokens);
+    assert!(
+        (on_host.perplexity - evaluation.perplexity).abs() < 1e-4 * evaluation.perplexity,
+        "perplexity {} on the host, {} through tensors",
+        on_host.perplexity,
+        evaluation.perplexity
+    );
     // d2l-lines preprocessing maps '~' to a space, so nothing is unknown here.
     assert!(evaluation.unknown.is_empty());
 
@@ -333,29 +343,59 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         config: RnnLmConfig::new(CellKind::Gru, 28, 8),
         peer: "gru",
     };
-    let options = rnnlm_train::BenchOptions {
-        batch_size: 4,
-        num_steps: 5,
-        steps: 2,
-        warmup: 1,
-        gen_chars: 3,
-        seed: 1,
-    };
-    let result = rnnlm_train::run_bench(&tiny, "test", &device(), &options);
-    for (name, value) in [
-        ("train", result.train_tokens_per_s),
-        ("valid", result.valid_tokens_per_s),
-        ("gen b1", result.gen_chars_per_s_batch1),
-        ("gen b32", result.gen_chars_per_s_batch32),
-    ] {
-        assert!(value.is_finite() && value > 0.0, "{name}: {value}");
-    }
-    let json = serde_json::to_value(&result).unwrap();
-    for key in [
-        "train_tokens_per_s",
-        "gen_chars_per_s_batch1",
-        "gen_chars_per_s_batch32",
-    ] {
-        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    for engine in [rnnlm_host::Engine::Tensor, rnnlm_host::Engine::Host] {
+        let options = rnnlm_train::BenchOptions {
+            batch_size: 4,
+            num_steps: 5,
+            steps: 2,
+            warmup: 1,
+            gen_chars: 3,
+            seed: 1,
+            train_engine: engine,
+            gen_engine: engine,
+            phases: rnnlm_train::Phases::default(),
+        };
+        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &options);
+        for (name, value) in [
+            ("train", result.train_tokens_per_s),
+            ("valid", result.valid_tokens_per_s),
+            ("gen b1", result.gen_chars_per_s_batch1),
+            ("gen b32", result.gen_chars_per_s_batch32),
+        ] {
+            assert!(
+                value.is_finite() && value > 0.0,
+                "{engine:?}, {name}: {value}"
+            );
+        }
+        let json = serde_json::to_value(&result).unwrap();
+        for key in [
+            "train_tokens_per_s",
+            "gen_chars_per_s_batch1",
+            "gen_chars_per_s_batch32",
+        ] {
+            assert!(json.get(key).is_some(), "JSON lacks {key}");
+        }
+        assert_eq!(json["train_engine"], engine.name());
+        assert_eq!(json["gen_engine"], engine.name());
+
+        // Only the phases asked for run; the others report 0.
+        let only_valid = rnnlm_train::BenchOptions {
+            phases: rnnlm_train::Phases {
+                train: false,
+                valid: true,
+                generate: false,
+            },
+            ..options
+        };
+        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &only_valid);
+        assert!(result.valid_tokens_per_s > 0.0);
+        assert_eq!(
+            (
+                result.train_tokens_per_s,
+                result.gen_chars_per_s_batch1,
+                result.gen_chars_per_s_batch32
+            ),
+            (0.0, 0.0, 0.0)
+        );
     }
 }

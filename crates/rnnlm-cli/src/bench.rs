@@ -1,7 +1,7 @@
 //! `rnnlm bench`: throughput per model and backend, as a table or as JSON.
 
 use anyhow::bail;
-use rnnlm_train::{BenchOptions, bench_models, run_bench};
+use rnnlm_train::{BenchOptions, Phases, bench_models, run_bench};
 
 use crate::device;
 
@@ -23,9 +23,29 @@ pub struct Args {
     /// Characters per timed generation run.
     #[arg(long, default_value_t = 500)]
     gen_chars: usize,
+    /// What computes the training gradients and runs the generation steps: host or tensor
+    /// (default: as `rnnlm train` and `rnnlm generate` pick for the backend: host on CPU
+    /// backends, tensor on wgpu and cuda).
+    #[arg(long, value_enum)]
+    engine: Option<crate::generate::EngineArg>,
+    /// Take only these measurements (comma-separated: train, valid, gen); the others print as
+    /// 0. For profiling one of them.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Phase>,
     /// One JSON object per model and backend, one per line.
     #[arg(long)]
     json: bool,
+}
+
+/// A measurement of `rnnlm bench`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Training steps.
+    Train,
+    /// Validation passes.
+    Valid,
+    /// Greedy generation with batch 1 and 32.
+    Gen,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -48,10 +68,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(name) => vec![name.clone()],
         None => device::compiled().iter().map(|s| s.to_string()).collect(),
     };
-    let options = BenchOptions {
+    let options = |device_name: &str| BenchOptions {
         steps: args.steps,
         warmup: args.warmup,
         gen_chars: args.gen_chars,
+        train_engine: crate::generate::engine_for(args.engine, device_name),
+        gen_engine: crate::generate::engine_for(args.engine, device_name),
+        phases: if args.only.is_empty() {
+            Phases::default()
+        } else {
+            Phases {
+                train: args.only.contains(&Phase::Train),
+                valid: args.only.contains(&Phase::Valid),
+                generate: args.only.contains(&Phase::Gen),
+            }
+        },
         ..BenchOptions::default()
     };
     if !args.json {
@@ -70,7 +101,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for name in &devices {
         let device = device::by_name(name)?;
         for model in &models {
-            let result = run_bench(model, name, &device, &options);
+            let result = run_bench(model, name, &device, &options(name));
             if args.json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {

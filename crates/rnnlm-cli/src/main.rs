@@ -55,6 +55,12 @@ enum Command {
         /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// What computes the gradients: `host` (hand-written loops on a host copy of the
+        /// weights; the default on the CPU backends flex, ndarray, tch and cpu) or `tensor`
+        /// (Burn's autodiff on the device; the default on wgpu and cuda). Both give the same
+        /// gradients, to float rounding.
+        #[arg(long, value_enum)]
+        engine: Option<generate::EngineArg>,
     },
     /// Turn PyTorch weights (nn.RNN, nn.GRU or nn.LSTM with an nn.Linear head, from a .pt or
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
@@ -82,6 +88,10 @@ enum Command {
         /// Parallel streams the text is cut into.
         #[arg(long, default_value_t = 32)]
         streams: usize,
+        /// What runs the forward passes: `host` or `tensor` (default: host on CPU backends; see
+        /// `train --help`).
+        #[arg(long, value_enum)]
+        engine: Option<generate::EngineArg>,
     },
     /// Continue a prefix with a trained model, streaming the text as it is produced.
     ///
@@ -123,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mut overrides,
             devices,
             cache_dir,
+            engine,
         } => {
             if !devices.is_empty() {
                 let quoted: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
@@ -140,6 +151,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     device::by_name(name).with_context(|| format!("train.devices: {name:?}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            // With data parallelism, the devices are all of one kind (checked when training).
+            let engine =
+                generate::engine_for(engine, experiment.train.devices.first().unwrap_or(&device));
             let device = device::by_name(&device)?;
             let dashboard = cfg!(feature = "tui")
                 && std::io::stdout().is_terminal()
@@ -155,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 artifacts,
                 resume,
                 device,
+                engine,
                 devices,
                 cache_dir,
                 progress: if dashboard {
@@ -186,9 +201,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             request,
             device,
         } => {
-            let device = device::by_name(&device)?;
+            let device_name = device;
+            let device = device::by_name(&device_name)?;
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
-            generate::run(&loaded, &request, &device)
+            generate::run(&loaded, &request, &device, &device_name)
         }
         Command::Import(args) => import::run(&args),
         Command::Bench(args) => bench::run(&args),
@@ -201,11 +217,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             device,
             streams,
+            engine,
         } => {
+            let engine = generate::engine_for(engine, &device);
             let device = device::by_name(&device)?;
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
             let text = rnnlm_data::read_text(&data)?;
-            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device)?;
+            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device, engine)?;
             if !result.unknown.is_empty() {
                 let total: usize = result.unknown.iter().map(|(_, n)| n).sum();
                 let listed: Vec<String> = result

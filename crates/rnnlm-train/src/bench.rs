@@ -5,13 +5,14 @@
 
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::SgdConfig;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLm, RnnLmConfig};
 use serde::Serialize;
 
 use crate::clip::clip_grad_global_norm;
-use crate::strategy::sequence_loss;
+use crate::strategy::{TrainableLm, sequence_loss};
+use rnnlm_data::SequenceBatch;
 
 /// One benchmarked model: d2l's settings for the chapter's experiments.
 #[derive(Clone, Debug)]
@@ -70,6 +71,33 @@ pub struct BenchOptions {
     pub gen_chars: usize,
     /// Seed of the weights and the token ids.
     pub seed: u64,
+    /// What computes the training gradients (what `rnnlm train` picks for the backend).
+    pub train_engine: rnnlm_host::Engine,
+    /// What runs the generation steps (what `rnnlm generate` picks for the backend).
+    pub gen_engine: rnnlm_host::Engine,
+    /// Which measurements to take; the others are reported as 0 (for profiling one of them).
+    pub phases: Phases,
+}
+
+/// The measurements of [`run_bench`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phases {
+    /// Training steps.
+    pub train: bool,
+    /// Validation passes.
+    pub valid: bool,
+    /// Greedy generation with batch 1 and 32.
+    pub generate: bool,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self {
+            train: true,
+            valid: true,
+            generate: true,
+        }
+    }
 }
 
 impl Default for BenchOptions {
@@ -81,6 +109,9 @@ impl Default for BenchOptions {
             warmup: 3,
             gen_chars: 500,
             seed: 0,
+            train_engine: rnnlm_host::Engine::Host,
+            gen_engine: rnnlm_host::Engine::Host,
+            phases: Phases::default(),
         }
     }
 }
@@ -96,6 +127,9 @@ pub struct BenchResult {
     pub batch_size: usize,
     /// Minibatch shape.
     pub num_steps: usize,
+    /// What computed the training gradients and ran validation: `host` or `tensor` (see
+    /// `rnnlm_host::Engine`).
+    pub train_engine: String,
     /// Training: forward, backward, global-norm clipping and an SGD update, tokens per second.
     pub train_tokens_per_s: f64,
     /// Median training step.
@@ -107,6 +141,8 @@ pub struct BenchResult {
     pub train_flop_per_token: f64,
     /// Validation (forward and loss, no autodiff), tokens per second.
     pub valid_tokens_per_s: f64,
+    /// What ran the generation steps: `host` or `tensor` (see `rnnlm_host::Engine`).
+    pub gen_engine: String,
     /// Greedy generation of one sequence, characters per second.
     pub gen_chars_per_s_batch1: f64,
     /// Greedy generation of 32 sequences at once, characters per second (all sequences).
@@ -135,6 +171,15 @@ pub fn train_flop_per_token(config: &RnnLmConfig) -> f64 {
     }
     forward += 2.0 * h * config.vocab_size as f64;
     3.0 * forward
+}
+
+/// `tokens` over the median of `seconds`; 0 for a phase that did not run.
+fn rate_of(tokens: f64, seconds: &[f64]) -> f64 {
+    if seconds.is_empty() {
+        0.0
+    } else {
+        tokens / median(seconds.to_vec())
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -208,17 +253,25 @@ pub fn run_bench(
             (ids(0), ids(1))
         })
         .collect();
+    let timed = |on: bool| {
+        if on {
+            options.warmup + options.steps
+        } else {
+            0
+        }
+    };
     let mut state = lm.begin_state(b, &ad);
     let mut step_seconds = Vec::with_capacity(options.steps);
-    for step in 0..options.warmup + options.steps {
+    for step in 0..timed(options.phases.train) {
         let (x, y) = batches[step % batches.len()].clone();
         let started = Instant::now();
-        let (logits, next) = lm.forward(x, state);
-        state = next.detach();
-        let loss = sequence_loss(logits, y);
-        // Read the loss as the trainer does (it checks for NaN): this waits for the forward.
-        let _ = loss.clone().into_scalar::<f32>();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &lm);
+        let pass = TrainableLm::new(lm.clone(), options.train_engine).train_pass(
+            SequenceBatch { x, y },
+            Some(state),
+            1.0,
+        );
+        state = pass.state;
+        let mut grads = pass.grads;
         let _ = clip_grad_global_norm(&lm, &mut grads, 1.0);
         lm = optimizer.step(0.1, lm, grads);
         // Wait for the update too, so a lazy backend's queue is not carried into the next step.
@@ -227,9 +280,11 @@ pub fn run_bench(
             step_seconds.push(started.elapsed().as_secs_f64());
         }
     }
+    let train_rate = rate_of(tokens, &step_seconds);
     let train_step = median(step_seconds);
 
-    // Validation: forward and loss without autodiff.
+    // Validation: forward and loss without autodiff, by the training engine (as the trainer
+    // validates).
     let lm = lm.valid();
     let valid_batches: Vec<(Tensor<2, Int>, Tensor<2, Int>)> = batches
         .iter()
@@ -237,10 +292,13 @@ pub fn run_bench(
         .collect();
     let mut state = lm.begin_state(b, device);
     let mut valid_seconds = Vec::with_capacity(options.steps);
-    for step in 0..options.warmup + options.steps {
+    for step in 0..timed(options.phases.valid) {
         let (x, y) = valid_batches[step % valid_batches.len()].clone();
         let started = Instant::now();
-        let (logits, next) = lm.forward(x, state);
+        let (logits, next) = match options.train_engine {
+            rnnlm_host::Engine::Tensor => lm.forward(x, state),
+            rnnlm_host::Engine::Host => rnnlm_host::forward(&lm, x, state, device),
+        };
         state = next;
         let _ = sequence_loss(logits, y).into_scalar::<f32>();
         if step >= options.warmup {
@@ -257,7 +315,8 @@ pub fn run_bench(
         let prefixes = vec![prefix.clone(); batch];
         let run = |len: usize| {
             let started = Instant::now();
-            let _ = rnnlm::sample::generate(
+            let _ = rnnlm_host::generate_with(
+                options.gen_engine,
                 &lm,
                 &prefixes,
                 len,
@@ -273,8 +332,11 @@ pub fn run_bench(
             .collect();
         median(rates)
     };
-    let gen1 = gen_rate(1);
-    let gen32 = gen_rate(32);
+    let (gen1, gen32) = if options.phases.generate {
+        (gen_rate(1), gen_rate(32))
+    } else {
+        (0.0, 0.0)
+    };
 
     let flop = train_flop_per_token(&model.config);
     BenchResult {
@@ -282,11 +344,17 @@ pub fn run_bench(
         device: device_name.to_owned(),
         batch_size: b,
         num_steps: t,
-        train_tokens_per_s: tokens / train_step,
-        train_step_ms: train_step * 1e3,
-        train_gflop_per_s: tokens * flop / train_step / 1e9,
+        train_tokens_per_s: train_rate,
+        train_step_ms: if train_rate > 0.0 {
+            train_step * 1e3
+        } else {
+            0.0
+        },
+        train_gflop_per_s: train_rate * flop / 1e9,
         train_flop_per_token: flop,
-        valid_tokens_per_s: tokens / median(valid_seconds),
+        valid_tokens_per_s: rate_of(tokens, &valid_seconds),
+        train_engine: options.train_engine.name().to_owned(),
+        gen_engine: options.gen_engine.name().to_owned(),
         gen_chars_per_s_batch1: gen1,
         gen_chars_per_s_batch32: gen32,
         peak_rss_bytes: peak_rss(),

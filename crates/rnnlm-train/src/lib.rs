@@ -19,7 +19,7 @@ use std::path::Path;
 
 pub use alloc::keep_freed_memory;
 pub use bench::{
-    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, bench_models, run_bench,
+    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, Phases, bench_models, run_bench,
     train_flop_per_token,
 };
 pub use checkpoint::{

@@ -23,6 +23,7 @@ use burn::train::{
 };
 use rnnlm::{RecurrentState, RnnLm};
 use rnnlm_data::{BatchConfig, MinibatchDataset, SequenceBatch, SequenceBatcher, Vocab, epoch_rng};
+use rnnlm_host::{Engine, ParamGrad};
 
 use crate::TrainError;
 use crate::checkpoint::{EpochMetrics, EpochState, save_epoch_state};
@@ -45,9 +46,93 @@ pub fn sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 pub struct TrainableLm {
     /// The language model.
     pub lm: RnnLm,
+    /// What computes the gradients: Burn's autodiff on the device, or the host engine
+    /// ([`rnnlm_host::backward`]).
+    #[module(skip)]
+    pub engine: Engine,
+}
+
+/// A training pass over one shard: what the metrics see, the gradients, the loss and the state
+/// to carry on.
+pub struct TrainPass {
+    /// Loss, logits and targets.
+    pub output: SequenceOutput,
+    /// The gradients of `share · loss` (empty when the loss is not finite).
+    pub grads: GradientsParams,
+    /// The shard's mean loss.
+    pub loss: f64,
+    /// The final state, detached.
+    pub state: RecurrentState,
 }
 
 impl TrainableLm {
+    /// The language model run by `engine`.
+    pub fn new(lm: RnnLm, engine: Engine) -> Self {
+        Self { lm, engine }
+    }
+
+    /// Forward and backward pass on `batch` from `state` (zero when `None`), by the model's
+    /// engine; the gradients are those of `share ·` the mean loss.
+    pub fn train_pass(
+        &self,
+        batch: SequenceBatch,
+        state: Option<RecurrentState>,
+        share: f32,
+    ) -> TrainPass {
+        match self.engine {
+            Engine::Tensor => {
+                let (output, state) = self.run(batch, state);
+                let loss = output.loss.clone().into_scalar::<f64>();
+                let grads = if loss.is_finite() {
+                    GradientsParams::from_grads(
+                        output.loss.clone().mul_scalar(share).backward(),
+                        self,
+                    )
+                } else {
+                    GradientsParams::new()
+                };
+                TrainPass {
+                    output,
+                    grads,
+                    loss,
+                    state: state.detach(),
+                }
+            }
+            Engine::Host => {
+                let device = batch.x.device();
+                let state =
+                    state.unwrap_or_else(|| self.lm.begin_state(batch.x.dims()[0], &device));
+                // Gradients live on the device without autodiff, as backward() leaves them.
+                let plain = device.clone().inner();
+                let pass =
+                    rnnlm_host::backward(&self.lm, batch.x, batch.y.clone(), state, share, &plain);
+                let loss = pass.loss.clone().into_scalar::<f64>();
+                let mut grads = GradientsParams::new();
+                if loss.is_finite() {
+                    for (id, grad) in pass.grads {
+                        match grad {
+                            ParamGrad::Vector(g) => grads.register(id, g),
+                            ParamGrad::Matrix(g) => grads.register(id, g),
+                        }
+                    }
+                }
+                TrainPass {
+                    output: SequenceOutput::new(
+                        pass.loss,
+                        pass.logits,
+                        None,
+                        batch.y.to_device(&plain),
+                    ),
+                    grads,
+                    loss,
+                    state: pass.state,
+                }
+            }
+        }
+    }
+
+    /// Forward pass and loss on `batch` from `state` (zero when `None`), by the model's engine;
+    /// the host engine runs without a graph (validation).
     fn run(
         &self,
         batch: SequenceBatch,
@@ -55,7 +140,10 @@ impl TrainableLm {
     ) -> (SequenceOutput, RecurrentState) {
         let device = batch.x.device();
         let state = state.unwrap_or_else(|| self.lm.begin_state(batch.x.dims()[0], &device));
-        let (logits, state) = self.lm.forward(batch.x, state);
+        let (logits, state) = match self.engine {
+            Engine::Tensor => self.lm.forward(batch.x, state),
+            Engine::Host => rnnlm_host::forward(&self.lm, batch.x, state, &device),
+        };
         let loss = sequence_loss(logits.clone(), batch.y.clone());
         (SequenceOutput::new(loss, logits, None, batch.y), state)
     }
@@ -116,17 +204,15 @@ impl TrainStep for TrainableLm {
     type Output = ShardOutput;
 
     fn step(&self, item: ShardBatch) -> TrainOutput<ShardOutput> {
-        let (output, state) = self.run(item.batch, item.state);
-        let grads = output.loss.clone().mul_scalar(item.share).backward();
-        TrainOutput::new(
-            self,
-            grads,
-            ShardOutput {
-                output,
-                state: Some(state.detach()),
+        let pass = self.train_pass(item.batch, item.state, item.share);
+        TrainOutput {
+            grads: pass.grads,
+            item: ShardOutput {
+                output: pass.output,
+                state: Some(pass.state),
                 shard: item.shard,
             },
-        )
+        }
     }
 }
 
@@ -419,13 +505,22 @@ impl TbpttStrategy {
         *self.failure.lock().expect("failure lock") = Some(error);
     }
 
-    fn print_sample(&self, model: &RnnLm, epoch: usize, last: bool) {
+    fn print_sample(&self, model: &TrainableLm, epoch: usize, last: bool) {
         let Some(spec) = &self.sample else { return };
         if spec.every == 0 || !(epoch.is_multiple_of(spec.every) || last) {
             return;
         }
         let device = self.device.clone().inner();
-        let tokens = rnnlm::sample::greedy(model, &spec.prefix, spec.len, &device);
+        let tokens = rnnlm_host::generate_with(
+            model.engine,
+            &model.lm,
+            std::slice::from_ref(&spec.prefix),
+            spec.len,
+            &rnnlm::sample::Decoding::Greedy,
+            &device,
+            |_| std::ops::ControlFlow::Continue(()),
+        )
+        .remove(0);
         let line = format!(
             "sample after epoch {epoch}: {}{}{}",
             spec.prefix_text,
@@ -489,15 +584,12 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 let carried = if carry { state.take() } else { None };
                 let (loss, mut grads, outputs, final_state) = match &parallel {
                     None => {
-                        let (output, final_state) =
-                            model.run(batch, carried.map(|mut states| states.remove(0)));
-                        let loss = output.loss.clone().into_scalar::<f64>();
-                        let grads = if loss.is_finite() {
-                            GradientsParams::from_grads(output.loss.backward(), &model)
-                        } else {
-                            GradientsParams::new()
-                        };
-                        (loss, grads, vec![output], vec![final_state.detach()])
+                        let pass = model.train_pass(
+                            batch,
+                            carried.map(|mut states| states.remove(0)),
+                            1.0,
+                        );
+                        (pass.loss, pass.grads, vec![pass.output], vec![pass.state])
                     }
                     Some(parallel) => match parallel.step(&model, batch, carried) {
                         Ok(step) => (step.loss, step.grads, step.outputs, step.states),
@@ -590,7 +682,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 history.push(metrics);
                 history.clone()
             };
-            self.print_sample(&model.lm, epoch, epoch == components.num_epochs);
+            self.print_sample(&model, epoch, epoch == components.num_epochs);
 
             if let Some(checkpointer) = &mut checkpointer {
                 interrupter.fail_on_error(processor.flush());
