@@ -1,0 +1,234 @@
+//! The `rnnlm` binary on every backend compiled into it: `rnnlm train --config
+//! configs/quick.toml --device NAME` for one epoch as a user runs it (the engine the backend
+//! gets by default: host on CPU backends, tensor on wgpu and cuda), then with `--engine tensor`
+//! where that is not the default, so that the backend itself does the training's arithmetic;
+//! `rnnlm backends`; and the messages for a backend that is not compiled in.
+//!
+//! With the default features this runs flex only. CI builds it together with the cross-backend
+//! suite, in one cargo invocation so burn is compiled once for both:
+//! `cargo test --release -p rnnlm-tests -p rnnlm-cli --features rnnlm-tests/ndarray,rnnlm-cli/ndarray,...
+//! --test backends` (see `.ci/run` and `scripts/backend-env.sh` for what wgpu, tch and cpu need).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rnnlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        // Plain progress lines, no terminal dashboard.
+        .env("CI", "true")
+        .output()
+        .expect("the rnnlm binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The backends the binary under test was built with (the package's features are the binary's).
+fn compiled() -> Vec<&'static str> {
+    [
+        ("flex", cfg!(feature = "flex")),
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("tch", cfg!(feature = "tch")),
+        ("cpu", cfg!(feature = "cpu")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `epoch,train_perplexity,valid_perplexity,...,tokens_per_second,...` of the first epoch.
+fn first_epoch(metrics: &Path) -> (f64, f64, f64) {
+    let csv = std::fs::read_to_string(metrics).expect("metrics.csv is written");
+    let header: Vec<&str> = csv.lines().next().expect("a header").split(',').collect();
+    let row: Vec<f64> = csv
+        .lines()
+        .nth(1)
+        .expect("one epoch")
+        .split(',')
+        .map(|v| v.parse().expect("numbers"))
+        .collect();
+    let column = |name: &str| row[header.iter().position(|h| *h == name).expect(name)];
+    (
+        column("train_perplexity"),
+        column("valid_perplexity"),
+        column("tokens_per_second"),
+    )
+}
+
+/// One epoch of `configs/quick.toml` on `name` with `extra` arguments; `None` for cuda built
+/// where no driver answers (checked to say so, and to write nothing).
+fn train_one_epoch(name: &str, label: &str, extra: &[&str]) -> Option<(f64, f64, f64)> {
+    let config = workspace().join("configs/quick.toml");
+    let data = rnnlm_tests::shared_data("timemachine.txt");
+    let dir = rnnlm_tests::scratch_dir(&format!("cli-quick-{name}-{label}"));
+    let run = dir.join("run");
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        name,
+        "--artifacts",
+        run.to_str().unwrap(),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.sample_every=0",
+    ];
+    args.extend_from_slice(extra);
+    let output = rnnlm(&args);
+    if name == "cuda" && !output.status.success() {
+        // Built on a machine without a GPU: the message must say what is missing, and nothing
+        // may have been written.
+        let message = text(&output);
+        assert!(
+            message.contains("NVIDIA GPU and its driver"),
+            "cuda without a driver: {message}"
+        );
+        assert!(!run.exists(), "cuda failed but left {}", run.display());
+        eprintln!("cuda: compiled in, no driver here; the error is clear: not trained");
+        return None;
+    }
+    assert!(
+        output.status.success(),
+        "{name}, {label}: {}",
+        text(&output)
+    );
+    assert!(
+        run.join("model.bpk").is_file(),
+        "{name}, {label}: no model written"
+    );
+    let epoch = first_epoch(&run.join("metrics.csv"));
+    std::fs::remove_dir_all(&dir).ok();
+    Some(epoch)
+}
+
+#[test]
+fn the_quick_config_trains_one_epoch_on_every_backend() {
+    for name in compiled() {
+        let default = rnnlm_host::Engine::for_backend(name);
+        let Some((train, valid, tokens_per_second)) = train_one_epoch(name, "default", &[]) else {
+            continue;
+        };
+        // One epoch takes a 28-token model well below the uniform guess (perplexity 28).
+        assert!(
+            train < 20.0 && valid < 20.0,
+            "{name}: perplexities after one epoch: train {train}, validation {valid}"
+        );
+        eprintln!(
+            "{name}, {} engine: one epoch of configs/quick.toml: train perplexity {train:.3}, \
+             validation {valid:.3}, {tokens_per_second:.0} tokens/s",
+            default.name()
+        );
+        if default == rnnlm_host::Engine::Tensor {
+            continue;
+        }
+        // The backend's own autodiff. CubeCL's CPU runtime runs d2l's GRU at minutes per
+        // minibatch on two cores (its kernels are JIT-compiled and slow), so there the epoch
+        // is a small model on the book's first 3000 characters.
+        let small: &[&str] = &[
+            "--set",
+            "model.hidden_size=16",
+            "--set",
+            "data.max_tokens=3000",
+            "--set",
+            "data.batch_size=8",
+            "--set",
+            "data.num_steps=10",
+        ];
+        let mut args = vec!["--engine", "tensor"];
+        if name == "cpu" {
+            args.extend_from_slice(small);
+        }
+        let (train, valid, tokens_per_second) =
+            train_one_epoch(name, "tensor", &args).expect("not cuda");
+        let bound = if name == "cpu" { 28.0 } else { 20.0 };
+        assert!(
+            train < bound && valid < bound,
+            "{name}, tensor engine: perplexities after one epoch: train {train}, validation {valid}"
+        );
+        eprintln!(
+            "{name}, tensor engine: one epoch of configs/quick.toml{}: train perplexity \
+             {train:.3}, validation {valid:.3}, {tokens_per_second:.0} tokens/s",
+            if name == "cpu" {
+                " (small: hidden 16, 3000 characters)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+#[test]
+fn backends_lists_every_backend_and_checks_those_compiled_in() {
+    let output = rnnlm(&["backends"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    for name in ["flex", "ndarray", "wgpu", "tch", "cpu", "cuda"] {
+        let line = listing
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} is not listed:\n{listing}"));
+        if !compiled().contains(&name) {
+            assert!(line.contains(&format!("--features {name}")), "{line}");
+        } else if name != "cuda" {
+            assert!(line.contains("compiled in, runs"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_backend_that_is_not_compiled_in_names_the_feature() {
+    let missing = ["ndarray", "wgpu", "tch", "cpu", "cuda"]
+        .into_iter()
+        .find(|name| !compiled().contains(name));
+    if let Some(name) = missing {
+        let dir = rnnlm_tests::scratch_dir(&format!("cli-missing-{name}"));
+        let output = rnnlm(&[
+            "train",
+            "--config",
+            workspace().join("configs/quick.toml").to_str().unwrap(),
+            "--device",
+            name,
+            "--artifacts",
+            dir.join("run").to_str().unwrap(),
+        ]);
+        let message = text(&output);
+        assert!(!output.status.success());
+        assert!(
+            message.contains("not compiled into this binary")
+                && message.contains(&format!("--features {name}")),
+            "{message}"
+        );
+        assert!(!dir.join("run").exists(), "nothing may be written");
+    }
+    let output = rnnlm(&[
+        "generate",
+        "--checkpoint",
+        "nowhere",
+        "--prefix",
+        "a",
+        "--device",
+        "tpu",
+    ]);
+    let message = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        message.contains("unknown backend \"tpu\"") && message.contains("flex"),
+        "{message}"
+    );
+}
