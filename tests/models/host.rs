@@ -204,3 +204,59 @@ fn a_batch_mismatch_is_named() {
     let mut state = host.begin_state(2);
     host.step(&[1], &mut state, &mut Vec::new());
 }
+
+#[test]
+fn splitting_the_units_between_threads_changes_no_bit() {
+    // Wide enough for three parts of at least 64 units; d2l's GRU always runs as one part.
+    let dev = device();
+    let init = WeightInit::Normal { sigma: 0.2 };
+    let wide = |kind| RnnLmConfig::new(kind, VOCAB, 192).with_init(init);
+    let models = [
+        (
+            "lstm 2 x 192",
+            wide(CellKind::Lstm).with_num_layers(2).init(&dev),
+        ),
+        ("gru (PyTorch) 192", wide(CellKind::Gru).init(&dev)),
+        (
+            "rnn-scratch relu 192",
+            wide(CellKind::RnnScratch)
+                .with_activation(Activation::Relu)
+                .init(&dev),
+        ),
+        (
+            "gru (d2l) 192",
+            wide(CellKind::Gru)
+                .with_gru_formula(GruFormula::D2l)
+                .init(&dev),
+        ),
+    ];
+    let prefixes = vec![vec![1u32, 2, 3], vec![4, 9]];
+    for (name, model) in models {
+        let runs: Vec<Vec<Vec<u32>>> = [1, 2, 3]
+            .into_iter()
+            .map(|parts| {
+                let host = HostLm::with_parts(&model, parts);
+                rnnlm_host::generate(&host, &prefixes, 25, &Decoding::Greedy, |_| {
+                    ControlFlow::Continue(())
+                })
+            })
+            .collect();
+        assert!(runs[1] == runs[0] && runs[2] == runs[0], "{name}: {runs:?}");
+        let tensor = generate(&model, &prefixes, 25, &Decoding::Greedy, &dev, |_| {
+            ControlFlow::Continue(())
+        });
+        assert_eq!(runs[0], tensor, "{name}: host and tensor paths");
+        // And step by step, the same logits and states to the bit for every split.
+        let mut outcomes = Vec::new();
+        for parts in [1, 3] {
+            let host = HostLm::with_parts(&model, parts);
+            let mut state = host.begin_state(2);
+            let mut logits = Vec::new();
+            for tokens in [[1u32, 4], [5, 6], [0, 10]] {
+                host.step(&tokens, &mut state, &mut logits);
+            }
+            outcomes.push((logits, state));
+        }
+        assert!(outcomes[0] == outcomes[1], "{name}: 1 and 3 parts differ");
+    }
+}

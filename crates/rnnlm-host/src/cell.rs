@@ -1,6 +1,8 @@
 //! One time step of a recurrent layer for a block of rows, shared by the host engines: the
 //! generation engine runs it once per token, the training engine over a whole sequence.
 
+use std::ops::Range;
+
 use rnnlm::{Activation, GruFormula, RecurrentCore};
 
 use crate::math::{Isa, PackedB, gemm, madd, sigmoid, tanh};
@@ -44,12 +46,16 @@ impl Cell {
     }
 }
 
-/// A layer's hidden weight `W_h` `[hidden, width]` packed for [`step`] (d2l's GRU multiplies its
+/// A layer's hidden weight `W_h` `[inputs, width]` packed for [`step`] (d2l's GRU multiplies its
 /// `r z` block and its candidate block separately), or its transpose for the backward pass.
 #[derive(Clone, Debug)]
 pub(crate) struct HiddenWeights {
     pub cell: Cell,
+    /// Units this weight produces (every unit of the layer, or the share of one thread):
+    /// the gate blocks of `width = gates · hidden` are this wide.
     pub hidden: usize,
+    /// Width of `h_{t-1}`, the product's inner dimension (the layer's units).
+    pub inputs: usize,
     /// `W_h` whole, or d2l's `W_hrz`; transposed: `W_hᵀ` `[width, hidden]` or `W_hrzᵀ`.
     pub main: PackedB,
     /// d2l's GRU: `W_hn` (transposed: `W_hnᵀ`).
@@ -72,9 +78,38 @@ impl HiddenWeights {
         Self {
             cell,
             hidden,
+            inputs: hidden,
             main,
             candidate,
             bias,
+        }
+    }
+
+    /// The columns of the units `units` in every gate block of `weight` `[hidden, width]`
+    /// (and of `bias`), for a thread that computes only those units from all of `h_{t-1}`.
+    /// Not for d2l's GRU, whose candidate needs every unit's reset gate first.
+    pub fn units(
+        cell: Cell,
+        hidden: usize,
+        weight: &[f32],
+        bias: &[f32],
+        units: Range<usize>,
+    ) -> Self {
+        assert_ne!(cell, Cell::GruD2l, "d2l's GRU steps all its units together");
+        let columns = select_units(weight, hidden, cell.gates(), &units);
+        let share = units.len();
+        let width = cell.gates() * share;
+        Self {
+            cell,
+            hidden: share,
+            inputs: hidden,
+            main: PackedB::new(&columns, hidden, width, width),
+            candidate: None,
+            bias: if bias.is_empty() {
+                Vec::new()
+            } else {
+                select_units(bias, hidden, cell.gates(), &units)
+            },
         }
     }
 
@@ -96,11 +131,30 @@ impl HiddenWeights {
         Self {
             cell,
             hidden,
+            inputs: hidden,
             main,
             candidate,
             bias: Vec::new(),
         }
     }
+}
+
+/// The columns of `units` in each of the `gates` blocks (of width `hidden`) of every row of
+/// `matrix` (rows of `gates · hidden`), side by side block after block.
+pub(crate) fn select_units(
+    matrix: &[f32],
+    hidden: usize,
+    gates: usize,
+    units: &Range<usize>,
+) -> Vec<f32> {
+    let width = gates * hidden;
+    let mut out = Vec::with_capacity(matrix.len() / width * gates * units.len());
+    for row in matrix.chunks_exact(width) {
+        for block in row.chunks_exact(hidden) {
+            out.extend_from_slice(&block[units.clone()]);
+        }
+    }
+    out
 }
 
 /// Work space of [`step`] for up to `rows` rows.
@@ -126,10 +180,13 @@ impl StepScratch {
     }
 }
 
-/// One step for `rows` rows, each `[.., hidden]` or `[.., width]` row-major:
+/// One step for `rows` rows of the units `weights` produces, each row `[.., hidden]` or
+/// `[.., width]` (of `weights.hidden` units) row-major:
 /// - `gates`: the input projection (with its biases) on entry; the gate activations on return
 ///   (LSTM `i f g o`, GRU `r z n`; RNN: left as the pre-activation);
-/// - `h_prev`: `h_{t-1}`; `out`: receives `h_t`;
+/// - `h_prev`: `h_{t-1}` of every unit, `[rows, weights.inputs]`; `h_prev_units`: the same
+///   restricted to these units (the same slice when they are all of them); `out`: receives
+///   `h_t` of these units;
 /// - `cell`: LSTM only, `c_{t-1}` on entry, `c_t` on return;
 /// - `extra`: receives what the backward pass needs besides the gates: LSTM `c_t`, PyTorch's
 ///   GRU `h W_hn + b_hn`, d2l's GRU `r ⊙ h_{t-1}` (unused for RNN).
@@ -141,18 +198,19 @@ pub(crate) fn step<const FMA: bool>(
     rows: usize,
     gates: &mut [f32],
     h_prev: &[f32],
+    h_prev_units: &[f32],
     cell: &mut [f32],
     out: &mut [f32],
     extra: &mut [f32],
     scratch: &mut StepScratch,
 ) {
-    let h = weights.hidden;
+    let (h, k) = (weights.hidden, weights.inputs);
     let width = weights.cell.gates() * h;
     // The loops below run over slices of exactly `h` elements each (a gate block of one row),
     // so the compiler drops the bounds checks and vectorises them.
     match weights.cell {
         Cell::Rnn(activation) => {
-            gemm(isa, gates, width, h_prev, h, rows, &weights.main);
+            gemm(isa, gates, width, h_prev, k, rows, &weights.main);
             for (o, &z) in out[..rows * h].iter_mut().zip(gates.iter()) {
                 *o = match activation {
                     Activation::Tanh => tanh::<FMA>(z),
@@ -161,7 +219,7 @@ pub(crate) fn step<const FMA: bool>(
             }
         }
         Cell::Lstm => {
-            gemm(isa, gates, width, h_prev, h, rows, &weights.main);
+            gemm(isa, gates, width, h_prev, k, rows, &weights.main);
             for (((g, c), cells), hb) in gates
                 .chunks_exact_mut(width)
                 .zip(cell.chunks_exact_mut(h))
@@ -180,11 +238,11 @@ pub(crate) fn step<const FMA: bool>(
             for r in hw.chunks_exact_mut(width) {
                 r.copy_from_slice(&weights.bias);
             }
-            gemm(isa, hw, width, h_prev, h, rows, &weights.main);
+            gemm(isa, hw, width, h_prev, k, rows, &weights.main);
             for ((((g, hwb), hp), hb), hwn_out) in gates
                 .chunks_exact_mut(width)
                 .zip(hw.chunks_exact(width))
-                .zip(h_prev.chunks_exact(h))
+                .zip(h_prev_units.chunks_exact(h))
                 .zip(out.chunks_exact_mut(h))
                 .zip(extra.chunks_exact_mut(h))
                 .take(rows)
@@ -197,6 +255,7 @@ pub(crate) fn step<const FMA: bool>(
             }
         }
         Cell::GruD2l => {
+            debug_assert_eq!(h, k, "d2l's GRU steps all its units together");
             let rz = &mut scratch.hw[..rows * 2 * h];
             rz.fill(0.0);
             gemm(isa, rz, 2 * h, h_prev, h, rows, &weights.main);

@@ -904,6 +904,7 @@ impl crate::math::Kernel for ForwardRows<'_> {
                 nb,
                 gates,
                 &h_prev,
+                &h_prev,
                 &mut c,
                 out,
                 extra,
