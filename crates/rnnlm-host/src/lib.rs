@@ -1,4 +1,4 @@
-//! [rnnlm](rnnlm)'s models in plain Rust on a host copy of the weights: the fast path on CPU
+//! [rnnlm]'s models in plain Rust on a host copy of the weights: the fast path on CPU
 //! backends, for generation and for training.
 //!
 //! Through Burn tensors, one time step of a recurrent layer is a dozen small operations
