@@ -9,10 +9,19 @@ use rnnlm::sample::{Decoding, generate};
 use rnnlm::{
     Activation, CellKind, GruFormula, RecurrentCore, RecurrentState, RnnLm, RnnLmConfig, WeightInit,
 };
-use rnnlm_host::HostLm;
+use rnnlm_host::{HostLm, Isa};
 use rnnlm_tests::{device, ids, max_diff, values};
 
 pub(crate) const VOCAB: usize = 11;
+
+/// Every instruction set this CPU runs, best first: the paths the host engines take on this CPU
+/// and on lesser ones.
+pub(crate) fn instruction_sets() -> Vec<Isa> {
+    [Isa::Avx512, Isa::Avx2, Isa::Baseline]
+        .into_iter()
+        .filter(|isa| isa.supported())
+        .collect()
+}
 
 pub(crate) fn models() -> Vec<(&'static str, RnnLm)> {
     models_on(&device())
@@ -94,24 +103,13 @@ fn host_steps_match_the_tensor_forward_for_every_cell() {
         let expected = values(logits); // [batch, steps, vocab]
 
         let host = HostLm::new(&model);
-        for baseline in [false, true] {
-            let name = format!(
-                "{name}{}",
-                if baseline {
-                    " (baseline instructions)"
-                } else {
-                    ""
-                }
-            );
+        for isa in instruction_sets() {
+            let name = format!("{name} ({isa:?})");
             let mut state = host.state_from(start.clone());
             let mut step_logits = Vec::new();
             for t in 0..steps {
                 let column: Vec<u32> = (0..batch).map(|b| tokens[b * steps + t] as u32).collect();
-                if baseline {
-                    host.step_baseline(&column, &mut state, &mut step_logits);
-                } else {
-                    host.step(&column, &mut state, &mut step_logits);
-                }
+                host.step_with(&column, &mut state, &mut step_logits, isa);
                 for b in 0..batch {
                     let want = &expected[(b * steps + t) * VOCAB..(b * steps + t + 1) * VOCAB];
                     let got = &step_logits[b * VOCAB..(b + 1) * VOCAB];

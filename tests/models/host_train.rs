@@ -8,10 +8,10 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
 use rnnlm::{CellKind, GruFormula, RecurrentState, RnnLm, RnnLmConfig};
-use rnnlm_host::{HostBackward, ParamGrad};
+use rnnlm_host::{HostBackward, Isa, ParamGrad};
 use rnnlm_tests::{device, floats, ids, max_diff, values};
 
-use super::host::{VOCAB, models, models_on, start_state};
+use super::host::{VOCAB, instruction_sets, models, models_on, start_state};
 
 const BATCH: usize = 5;
 const STEPS: usize = 7;
@@ -91,13 +91,7 @@ impl CountParams for RnnLm {
 }
 
 /// Checks the host pass against autodiff on `model` (on an autodiff device).
-pub(crate) fn compare(
-    name: &str,
-    model: &RnnLm,
-    start: RecurrentState,
-    scale: f32,
-    baseline: bool,
-) {
+pub(crate) fn compare(name: &str, model: &RnnLm, start: RecurrentState, scale: f32, isa: Isa) {
     let ad = model.output.b_q.val().device();
     let dev = device();
     let (x, y) = (tokens(1), tokens(2));
@@ -117,7 +111,7 @@ pub(crate) fn compare(
         scale,
         &dev,
         Some(2),
-        baseline,
+        isa,
     );
     let got_loss = host.loss.clone().into_scalar::<f32>();
     assert!(
@@ -187,15 +181,16 @@ fn host_gradients_match_autodiff_for_every_cell() {
             hidden: start.hidden.to_device(&ad),
             cell: start.cell.map(|c| c.to_device(&ad)),
         };
-        compare(name, &model, start.clone(), 1.0, false);
+        for isa in instruction_sets() {
+            compare(&format!("{name}, {isa:?}"), &model, start.clone(), 1.0, isa);
+        }
         compare(
-            &format!("{name}, baseline instructions"),
+            &format!("{name}, scaled by 0.4"),
             &model,
-            start.clone(),
-            1.0,
-            true,
+            start,
+            0.4,
+            Isa::detect(),
         );
-        compare(&format!("{name}, scaled by 0.4"), &model, start, 0.4, false);
     }
 }
 
@@ -220,7 +215,13 @@ fn host_gradients_match_autodiff_for_the_d2l_sizes() {
         ),
     ] {
         let model = config.init(&ad);
-        compare(name, &model, model.begin_state(BATCH, &ad), 1.0, false);
+        compare(
+            name,
+            &model,
+            model.begin_state(BATCH, &ad),
+            1.0,
+            Isa::detect(),
+        );
     }
 }
 
@@ -238,7 +239,7 @@ fn the_thread_count_does_not_change_a_bit() {
                 1.0,
                 &dev,
                 Some(threads),
-                false,
+                Isa::detect(),
             );
             let mut grads: Vec<(ParamId, Vec<f32>)> = host_grads(&out).into_iter().collect();
             assert_eq!(

@@ -237,13 +237,24 @@ impl HostLm {
         });
     }
 
-    /// [`HostLm::step`] with the target's baseline instructions only, whatever the CPU has: the
-    /// path other CPUs take, so that tests on this one cover it too.
+    /// [`HostLm::step`] with the loops compiled for `isa` whatever more the CPU has: the paths
+    /// other CPUs take, so that tests on this one cover them.
+    ///
+    /// # Panics
+    /// If this CPU does not run `isa`, or as [`HostLm::step`].
     #[doc(hidden)]
-    pub fn step_baseline(&self, tokens: &[u32], state: &mut HostState, logits: &mut Vec<f32>) {
-        self.with_team(state.batch, Isa::Baseline, |team| {
-            team.step(tokens, state, logits)
-        });
+    pub fn step_with(
+        &self,
+        tokens: &[u32],
+        state: &mut HostState,
+        logits: &mut Vec<f32>,
+        isa: Isa,
+    ) {
+        assert!(
+            isa.supported(),
+            "HostLm::step_with: this CPU does not run {isa:?}"
+        );
+        self.with_team(state.batch, isa, |team| team.step(tokens, state, logits));
     }
 
     /// Runs `work` with a [`Team`] for `batch` rows: the threads of the other parts wait between

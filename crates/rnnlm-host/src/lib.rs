@@ -70,6 +70,8 @@ mod train;
 mod weights;
 
 pub use generate::{HostLm, HostState, generate, generate_with};
+#[doc(hidden)]
+pub use math::Isa;
 pub use train::{HostBackward, ParamGrad, backward, backward_tuned, forward};
 
 /// Which implementation runs a model: Burn tensors on its device, or the host engines of this

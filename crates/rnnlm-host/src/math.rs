@@ -478,9 +478,9 @@ pub(crate) fn tanh<const FMA: bool>(x: f32) -> f32 {
 }
 
 /// Which instructions the engines' loops are compiled for, chosen once per call from what the
-/// CPU has.
+/// CPU has ([`Isa::detect`]); tests pick a lesser set to cover the paths other CPUs take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+pub enum Isa {
     /// x86-64 with AVX-512 (F, VL, BW, DQ), AVX2 and FMA.
     Avx512,
     /// x86-64 with AVX2 and FMA.
@@ -504,6 +504,14 @@ impl Isa {
             }
         }
         Isa::Baseline
+    }
+
+    /// Whether this CPU runs `self` (the baseline always).
+    pub fn supported(self) -> bool {
+        matches!(
+            (self, Isa::detect()),
+            (Isa::Baseline, _) | (_, Isa::Avx512) | (Isa::Avx2, Isa::Avx2)
+        )
     }
 }
 

@@ -149,9 +149,12 @@ pub fn backward(
     )
 }
 
-/// [`backward`] on `threads` threads (the engine's choice
-/// when `None`) and, with `baseline`, the target's baseline instructions only whatever the
-/// CPU has: the path other CPUs take, so that tests on this one cover it.
+/// [`backward`] on `threads` threads (the engine's choice when `None`) with the loops compiled
+/// for `isa` whatever more the CPU has: the paths other CPUs take, so that tests on this one
+/// cover them. (The large products are the gemm crate's, which chooses for itself.)
+///
+/// # Panics
+/// If this CPU does not run `isa`.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub fn backward_tuned(
@@ -162,13 +165,12 @@ pub fn backward_tuned(
     scale: f32,
     device: &Device,
     threads: Option<usize>,
-    baseline: bool,
+    isa: Isa,
 ) -> HostBackward {
-    let isa = if baseline {
-        Isa::Baseline
-    } else {
-        Isa::detect()
-    };
+    assert!(
+        isa.supported(),
+        "backward_tuned: this CPU does not run {isa:?}"
+    );
     backward_with(model, tokens, targets, state, scale, device, isa, threads)
 }
 
