@@ -55,13 +55,15 @@ impl PackedB {
             n == 0 || b.len() >= (n - 1) * ldb + k,
             "PackedB::transposed: b too short"
         );
+        // Step by step of `k`, so the panel is written front to back while the reads touch one
+        // cache line in each of `NR` rows of `b`, which stay in L1 for 16 steps (column by
+        // column instead, every write missed: a panel is larger than L1).
         for p in 0..packed.panels() {
             let (j0, width) = (p * NR, NR.min(n - p * NR));
             let panel = packed.panel_mut(p);
-            for j in 0..width {
-                let row = &b[(j0 + j) * ldb..(j0 + j) * ldb + k];
-                for (kk, &value) in row.iter().enumerate() {
-                    panel[kk * NR + j] = value;
+            for (kk, out) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, value) in out[..width].iter_mut().enumerate() {
+                    *value = b[(j0 + j) * ldb + kk];
                 }
             }
         }
@@ -572,6 +574,22 @@ pub(crate) fn parallel(parts: usize, work: impl Fn(usize) + Sync) {
     });
 }
 
+/// A buffer of `len` floats that the threads of `fill` initialise between them, each zeroing
+/// its own parts with [`SharedMut::zeroed_slice`] just before writing them, where they are about
+/// to be in cache anyway, instead of one thread clearing a whole `vec!` first (for the tapes of a
+/// minibatch, megabytes each, that was a tenth of a layer's backward pass).
+///
+/// # Safety
+/// `fill` must initialise every element `0..len` through the pointer it gets (or panic).
+pub(crate) unsafe fn filled_in_parallel(len: usize, fill: impl FnOnce(SharedMut)) -> Vec<f32> {
+    let mut buffer = Vec::<f32>::with_capacity(len);
+    fill(SharedMut(buffer.as_mut_ptr()));
+    // SAFETY: the caller vouches that `fill` initialised every element (a panic in it leaves
+    // the length 0).
+    unsafe { buffer.set_len(len) };
+    buffer
+}
+
 /// Contiguous ranges splitting `0..len` into `parts` pieces whose lengths differ by at most
 /// one, the longer first; piece `part` of them.
 pub(crate) fn split(len: usize, parts: usize, part: usize) -> Range<usize> {
@@ -590,6 +608,19 @@ unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
+    /// `len` elements from `offset`, set to zero first: for buffers from [`filled_in_parallel`].
+    ///
+    /// # Safety
+    /// As for [`SharedMut::slice`] (the elements need not be initialised).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn zeroed_slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        // SAFETY: forwarded from the caller; zeroing initialises the elements.
+        unsafe {
+            std::ptr::write_bytes(self.0.add(offset), 0, len);
+            std::slice::from_raw_parts_mut(self.0.add(offset), len)
+        }
+    }
+
     /// The pointer, for writers that address the buffer themselves.
     pub fn ptr(&self) -> *mut f32 {
         self.0

@@ -25,7 +25,7 @@ use burn::tensor::Distribution;
 use rnnlm::{Activation, RecurrentState, RnnLm};
 
 use crate::cell::{Cell, HiddenWeights, StepScratch, step};
-use crate::math::{Isa, SharedMut, View, gemm, gemm_large, parallel, split};
+use crate::math::{Isa, SharedMut, View, filled_in_parallel, gemm, gemm_large, parallel, split};
 use crate::weights::{Layer, Weights, host};
 
 /// The gradient of one parameter, as a tensor of the parameter's shape.
@@ -266,6 +266,7 @@ fn backward_with(
         grads,
     }
 }
+
 /// `ids` `[batch, steps]` (row-major) as time-major rows `t · batch + b`, each checked against
 /// the vocabulary.
 fn time_major(
@@ -538,7 +539,10 @@ fn backward_pass(
         grads.push((id, matrix(g, [hidden, vocab], device)));
     }
     if let Some(id) = w.output_ids.1 {
-        grads.push((id, vector(column_sums(&d_logits, vocab), device)));
+        grads.push((
+            id,
+            vector(column_sums(&d_logits, vocab, plan.threads), device),
+        ));
     }
     let mut d_outputs = vec![0.0f32; rows * hidden];
     let (d, weight_t) = (
@@ -559,17 +563,19 @@ fn backward_pass(
     for l in (0..w.layers.len()).rev() {
         let (layer, tape) = (&w.layers[l], &tapes[l]);
         let input_size = w.input_size(l);
-        let (d_projected, d_hidden_gates) = backward_layer(layer, tape, &d_outputs, plan);
+        let LayerBackward {
+            d_projected,
+            d_hidden_gates,
+            projected_sums,
+            hidden_gates_sums,
+        } = backward_layer(layer, tape, &d_outputs, plan);
         let ids = &layer.ids;
-        if !ids.input_biases.is_empty() {
-            // Every input-side bias (the LSTM's two) has this gradient.
-            let sums = column_sums(&d_projected, width);
-            for &id in &ids.input_biases {
-                grads.push((id, vector(sums.clone(), device)));
-            }
+        // Every input-side bias (the LSTM's two) has the gradient `projected_sums`.
+        for &id in &ids.input_biases {
+            grads.push((id, vector(projected_sums.clone(), device)));
         }
         if let Some(id) = ids.hidden_bias {
-            grads.push((id, vector(column_sums(&d_hidden_gates, width), device)));
+            grads.push((id, vector(hidden_gates_sums, device)));
         }
         let one_hot = l == 0 && w.embedding.is_none();
         let input = (!one_hot).then(|| Rows::of(forward.input(l), input_size));
@@ -582,7 +588,7 @@ fn backward_pass(
             &d_hidden_gates,
             || {
                 // One-hot rows select rows of W_x: their gradient adds into those rows.
-                scatter_rows(&d_projected, width, tokens, w.vocab)
+                scatter_rows(&d_projected, width, tokens, w.vocab, plan.threads)
             },
         );
         if let (Some(id), Some(g)) = (ids.input_weight, input_grad) {
@@ -616,7 +622,7 @@ fn backward_pass(
                 grads.push((
                     *id,
                     matrix(
-                        scatter_rows(&d_input, *dim, tokens, w.vocab),
+                        scatter_rows(&d_input, *dim, tokens, w.vocab, plan.threads),
                         [w.vocab, *dim],
                         device,
                     ),
@@ -635,15 +641,34 @@ fn backward_pass(
 }
 
 /// `[table_rows, width]`: each row of `g` `[rows, width]` added into row `index[row]`, as the
-/// gradient of a gather.
-fn scatter_rows(g: &[f32], width: usize, index: &[usize], table_rows: usize) -> Vec<f32> {
+/// gradient of a gather; on `threads` threads, each over its own columns (so every sum runs in
+/// row order, whatever the thread count).
+fn scatter_rows(
+    g: &[f32],
+    width: usize,
+    index: &[usize],
+    table_rows: usize,
+    threads: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; table_rows * width];
-    for (row, &i) in g.chunks_exact(width).zip(index) {
-        for (d, &v) in out[i * width..(i + 1) * width].iter_mut().zip(row) {
-            *d += v;
+    let table = SharedMut(out.as_mut_ptr());
+    by_columns(width, threads, |columns| {
+        for (row, &i) in g.chunks_exact(width).zip(index) {
+            // SAFETY: these columns of the table are this thread's alone.
+            let to = unsafe { table.slice(i * width + columns.start, columns.len()) };
+            for (d, &v) in to.iter_mut().zip(&row[columns.clone()]) {
+                *d += v;
+            }
         }
-    }
+    });
     out
+}
+
+/// Runs `work` on `threads` threads (at most one per 64 columns), each with its own contiguous
+/// range of `0..width`.
+fn by_columns(width: usize, threads: usize, work: impl Fn(std::ops::Range<usize>) + Sync) {
+    let parts = threads.clamp(1, width.div_ceil(64).max(1));
+    parallel(parts, |part| work(split(width, parts, part)));
 }
 
 /// `[rows, width]`: the input projection of every step plus the input biases.
@@ -723,13 +748,20 @@ fn weight_grad(sources: &[Rows<'_>], g: &[f32], n: usize, rows: usize, plan: Pla
     out
 }
 
-fn column_sums(g: &[f32], width: usize) -> Vec<f32> {
+/// The sums of the columns of `g` `[rows, width]` (a bias gradient), on `threads` threads each
+/// over its own columns, every sum in row order.
+fn column_sums(g: &[f32], width: usize, threads: usize) -> Vec<f32> {
     let mut sums = vec![0.0f32; width];
-    for row in g.chunks_exact(width) {
-        for (s, &v) in sums.iter_mut().zip(row) {
-            *s += v;
+    let out = SharedMut(sums.as_mut_ptr());
+    by_columns(width, threads, |columns| {
+        // SAFETY: these sums are this thread's alone.
+        let sums = unsafe { out.slice(columns.start, columns.len()) };
+        for row in g.chunks_exact(width) {
+            for (s, &v) in sums.iter_mut().zip(&row[columns.clone()]) {
+                *s += v;
+            }
         }
-    }
+    });
     sums
 }
 
@@ -814,29 +846,33 @@ fn forward_layer(
         &layer.hidden_weight,
         layer.hidden_bias.clone(),
     );
-    let mut outputs = vec![0.0f32; rows * h];
     // The projection becomes the gates in place.
     let mut gates = projected;
-    let mut extra = vec![0.0f32; if plan.cell.has_extra() { rows * h } else { 0 }];
-    let (outputs_out, gates_out, extra_out) = (
-        SharedMut(outputs.as_mut_ptr()),
-        SharedMut(gates.as_mut_ptr()),
-        SharedMut(extra.as_mut_ptr()),
-    );
+    let gates_out = SharedMut(gates.as_mut_ptr());
+    let extra_len = if plan.cell.has_extra() { rows * h } else { 0 };
     let parts = plan.threads.min(plan.batch).max(1);
-    parallel(parts, |part| {
-        let kernel = ForwardRows {
-            weights: &weights,
-            plan,
-            batch_rows: split(plan.batch, parts, part),
-            h0: &h0,
-            c0: &c0,
-            outputs: outputs_out,
-            gates: gates_out,
-            extra: extra_out,
-        };
-        crate::math::run(plan.isa, kernel);
-    });
+    let mut extra = Vec::new();
+    // SAFETY: the parts cover every batch row, and each zeroes its rows of the outputs and
+    // extras at every step before writing them.
+    let outputs = unsafe {
+        filled_in_parallel(rows * h, |outputs_out| {
+            extra = filled_in_parallel(extra_len, |extra_out| {
+                parallel(parts, |part| {
+                    let kernel = ForwardRows {
+                        weights: &weights,
+                        plan,
+                        batch_rows: split(plan.batch, parts, part),
+                        h0: &h0,
+                        c0: &c0,
+                        outputs: outputs_out,
+                        gates: gates_out,
+                        extra: extra_out,
+                    };
+                    crate::math::run(plan.isa, kernel);
+                });
+            });
+        })
+    };
     Tape {
         outputs,
         gates: if plan.cell.has_extra() {
@@ -896,8 +932,8 @@ impl crate::math::Kernel for ForwardRows<'_> {
             let (gates, out, extra) = unsafe {
                 (
                     self.gates.slice(row * width, nb * width),
-                    self.outputs.slice(row * h, nb * h),
-                    self.extra.slice(row * h, extra_len),
+                    self.outputs.zeroed_slice(row * h, nb * h),
+                    self.extra.zeroed_slice(row * h, extra_len),
                 )
             };
             step::<FMA>(
@@ -917,41 +953,91 @@ impl crate::math::Kernel for ForwardRows<'_> {
     }
 }
 
-/// A layer's backward pass: `(dP, dHW)`, the gradients of the input projection `[rows, width]`
-/// and, for PyTorch's GRU, of `h W_hh + b_hh` `[rows, width]` (empty otherwise), from the
-/// gradient of its outputs `[rows, hidden]`.
-fn backward_layer(
-    layer: &Layer,
-    tape: &Tape,
-    d_outputs: &[f32],
-    plan: Plan,
-) -> (Vec<f32>, Vec<f32>) {
+/// What a layer's backward loop gives.
+struct LayerBackward {
+    /// The gradient of the input projection `[rows, width]`.
+    d_projected: Vec<f32>,
+    /// PyTorch's GRU: the gradient of `h W_hh + b_hh` `[rows, width]`; empty otherwise.
+    d_hidden_gates: Vec<f32>,
+    /// The column sums of `d_projected` `[width]`: the input biases' gradient.
+    projected_sums: Vec<f32>,
+    /// The column sums of `d_hidden_gates` `[width]` (PyTorch's GRU: `b_hh`'s gradient).
+    hidden_gates_sums: Vec<f32>,
+}
+
+/// Adds the rows of `block` `[rows, width]` into `sums` `[rows, width]`, row for row.
+fn accumulate(sums: &mut [f32], block: &[f32]) {
+    for (s, &v) in sums.iter_mut().zip(block) {
+        *s += v;
+    }
+}
+
+/// The column sums of `per_row` `[batch, width]`, in batch order.
+fn sum_rows(per_row: &[f32], width: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; width];
+    for row in per_row.chunks_exact(width) {
+        accumulate(&mut sums, row);
+    }
+    sums
+}
+
+/// A layer's backward pass from the gradient of its outputs `[rows, hidden]`.
+///
+/// The bias gradients are summed while each step's gradient is still in cache: over the steps
+/// for every batch row (each row is one thread's), then over the batch rows in order, so the
+/// sums do not depend on the thread count (a separate pass over the megabytes of `dP` after the
+/// loop took a twentieth of a GRU's minibatch).
+fn backward_layer(layer: &Layer, tape: &Tape, d_outputs: &[f32], plan: Plan) -> LayerBackward {
     let (rows, width) = (plan.rows(), plan.width());
     let packed = HiddenWeights::transposed(plan.cell, plan.hidden, &layer.hidden_weight);
-    let mut d_projected = vec![0.0f32; rows * width];
-    let mut d_hidden_gates = if plan.cell == Cell::GruTorch {
-        vec![0.0f32; rows * width]
+    let hidden_gates_len = if plan.cell == Cell::GruTorch {
+        rows * width
     } else {
-        Vec::new()
+        0
     };
-    let (projected_out, hidden_gates_out) = (
-        SharedMut(d_projected.as_mut_ptr()),
-        SharedMut(d_hidden_gates.as_mut_ptr()),
-    );
     let parts = plan.threads.min(plan.batch).max(1);
-    parallel(parts, |part| {
-        let kernel = BackwardRows {
-            tape,
-            packed: &packed,
-            plan,
-            batch_rows: split(plan.batch, parts, part),
-            d_outputs,
-            d_projected: projected_out,
-            d_hidden_gates: hidden_gates_out,
-        };
-        crate::math::run(plan.isa, kernel);
-    });
-    (d_projected, d_hidden_gates)
+    let mut d_hidden_gates = Vec::new();
+    let mut projected_sums = vec![0.0f32; plan.batch * width];
+    let mut hidden_gates_sums = vec![
+        0.0f32;
+        if hidden_gates_len > 0 {
+            plan.batch * width
+        } else {
+            0
+        }
+    ];
+    let (projected_sums_out, hidden_gates_sums_out) = (
+        SharedMut(projected_sums.as_mut_ptr()),
+        SharedMut(hidden_gates_sums.as_mut_ptr()),
+    );
+    // SAFETY: the parts cover every batch row, and each zeroes its rows of both buffers at
+    // every step before writing them.
+    let d_projected = unsafe {
+        filled_in_parallel(rows * width, |projected_out| {
+            d_hidden_gates = filled_in_parallel(hidden_gates_len, |hidden_gates_out| {
+                parallel(parts, |part| {
+                    let kernel = BackwardRows {
+                        tape,
+                        packed: &packed,
+                        plan,
+                        batch_rows: split(plan.batch, parts, part),
+                        d_outputs,
+                        d_projected: projected_out,
+                        d_hidden_gates: hidden_gates_out,
+                        projected_sums: projected_sums_out,
+                        hidden_gates_sums: hidden_gates_sums_out,
+                    };
+                    crate::math::run(plan.isa, kernel);
+                });
+            });
+        })
+    };
+    LayerBackward {
+        d_projected,
+        d_hidden_gates,
+        projected_sums: sum_rows(&projected_sums, width),
+        hidden_gates_sums: sum_rows(&hidden_gates_sums, width),
+    }
 }
 
 /// One thread's share of a layer's backward loop: its batch rows, last step first.
@@ -964,6 +1050,10 @@ struct BackwardRows<'a> {
     d_outputs: &'a [f32],
     d_projected: SharedMut,
     d_hidden_gates: SharedMut,
+    /// `[batch, width]`: per batch row, the sum of its rows of `d_projected` over the steps.
+    projected_sums: SharedMut,
+    /// The same for `d_hidden_gates` (empty unless PyTorch's GRU).
+    hidden_gates_sums: SharedMut,
 }
 
 impl<'a> crate::math::Kernel for BackwardRows<'a> {
@@ -987,6 +1077,17 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
         let mut dc_next = vec![0.0f32; nb * h];
         let mut d_reset_h = vec![0.0f32; nb * h];
         let mut dh = vec![0.0f32; nb * h];
+        // SAFETY: these batch rows of the sums are this thread's alone.
+        let (projected_sums, hidden_gates_sums) = unsafe {
+            (
+                self.projected_sums.slice(start * width, nb * width),
+                if cell == Cell::GruTorch {
+                    self.hidden_gates_sums.slice(start * width, nb * width)
+                } else {
+                    &mut []
+                },
+            )
+        };
         for t in (0..steps).rev() {
             let row = t * batch + start;
             let block = |buffer: &'a [f32], cols: usize| &buffer[row * cols..(row + nb) * cols];
@@ -998,7 +1099,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                 }
             };
             // SAFETY: rows `row .. row + nb` belong to this thread's batch rows at step t.
-            let dp = unsafe { self.d_projected.slice(row * width, nb * width) };
+            let dp = unsafe { self.d_projected.zeroed_slice(row * width, nb * width) };
             for ((d, &up), &next) in dh.iter_mut().zip(block(self.d_outputs, h)).zip(&dh_next) {
                 *d = up + next;
             }
@@ -1056,7 +1157,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                 }
                 Cell::GruTorch => {
                     // SAFETY: as for `dp`.
-                    let dhw = unsafe { self.d_hidden_gates.slice(row * width, nb * width) };
+                    let dhw = unsafe { self.d_hidden_gates.zeroed_slice(row * width, nb * width) };
                     let gates = block(&tape.gates, width);
                     let hwn = block(&tape.extra, h);
                     let hp = previous(&tape.outputs, &tape.h0);
@@ -1151,6 +1252,12 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                         &self.packed.main,
                     );
                 }
+            }
+            accumulate(projected_sums, dp);
+            if cell == Cell::GruTorch {
+                // SAFETY: as for `dp` (the arm above is done with its slice).
+                let dhw = unsafe { self.d_hidden_gates.slice(row * width, nb * width) };
+                accumulate(hidden_gates_sums, dhw);
             }
         }
     }
