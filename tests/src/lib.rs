@@ -109,6 +109,14 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// What float rounding may change in results as large as `want`'s: 1e-5 relative to its largest
+/// magnitude (or absolute below 1). Two implementations that sum in another order (the host
+/// engines against Burn's tensors) differ by a few ulp of their largest values, and the tests'
+/// random weights make logits of 10 and more.
+pub fn rounding_bound(want: &[f32]) -> f32 {
+    1e-5 * want.iter().fold(1.0f32, |m, x| m.max(x.abs()))
+}
+
 /// A file from the shared data directory (`../shared/data` beside the workspace, or
 /// `$RNNLM_SHARED_DATA`), which tests and CI read instead of downloading.
 pub fn shared_data(name: &str) -> std::path::PathBuf {
