@@ -614,6 +614,9 @@ impl SharedMut {
     /// As for [`SharedMut::slice`] (the elements need not be initialised).
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn zeroed_slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        if len == 0 {
+            return &mut [];
+        }
         // SAFETY: forwarded from the caller; zeroing initialises the elements.
         unsafe {
             std::ptr::write_bytes(self.0.add(offset), 0, len);
@@ -632,6 +635,10 @@ impl SharedMut {
     /// The range must lie inside the buffer and no other thread may use it meanwhile.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        // An empty buffer's pointer is dangling: no offset from it is valid.
+        if len == 0 {
+            return &mut [];
+        }
         // SAFETY: forwarded from the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
