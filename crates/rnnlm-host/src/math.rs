@@ -358,29 +358,42 @@ mod avx512 {
                 let (tile, lda) = (unsafe { a.data.as_ptr().add(t * MR * a.lda + k0) }, a.lda);
                 // SAFETY: row t·MR < m; the caller vouches for the extent of C.
                 let cp = unsafe { c.add(t * MR * ldc + j0) };
-                // SAFETY (each arm): A holds `rows` rows of k steps from `tile`, the panel k of
-                // NR, and C `rows` rows from `cp`.
+                // SAFETY: A holds `rows` rows of k steps from `tile`, the panel k of NR, and C
+                // `rows` rows from `cp`.
                 unsafe {
                     if t == 0 {
-                        match rows {
-                            6 => kernel::<6, true>(k, tile, lda, panel, cp, ldc, masks),
-                            5 => kernel::<5, true>(k, tile, lda, panel, cp, ldc, masks),
-                            4 => kernel::<4, true>(k, tile, lda, panel, cp, ldc, masks),
-                            3 => kernel::<3, true>(k, tile, lda, panel, cp, ldc, masks),
-                            2 => kernel::<2, true>(k, tile, lda, panel, cp, ldc, masks),
-                            _ => kernel::<1, true>(k, tile, lda, panel, cp, ldc, masks),
-                        }
+                        tile_kernel::<true>(rows, k, tile, lda, panel, cp, ldc, masks)
                     } else {
-                        match rows {
-                            6 => kernel::<6, false>(k, tile, lda, panel, cp, ldc, masks),
-                            5 => kernel::<5, false>(k, tile, lda, panel, cp, ldc, masks),
-                            4 => kernel::<4, false>(k, tile, lda, panel, cp, ldc, masks),
-                            3 => kernel::<3, false>(k, tile, lda, panel, cp, ldc, masks),
-                            2 => kernel::<2, false>(k, tile, lda, panel, cp, ldc, masks),
-                            _ => kernel::<1, false>(k, tile, lda, panel, cp, ldc, masks),
-                        }
+                        tile_kernel::<false>(rows, k, tile, lda, panel, cp, ldc, masks)
                     }
                 }
+            }
+        }
+    }
+
+    /// [`kernel`] for a tile of `rows` (1 to [`MR`]) rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_kernel<const PREFETCH: bool>(
+        rows: usize,
+        k: usize,
+        tile: *const f32,
+        lda: usize,
+        panel: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        masks: [__mmask16; 4],
+    ) {
+        // SAFETY (each arm): forwarded from the caller.
+        unsafe {
+            match rows {
+                6 => kernel::<6, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
+                5 => kernel::<5, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
+                4 => kernel::<4, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
+                3 => kernel::<3, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
+                2 => kernel::<2, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
+                _ => kernel::<1, PREFETCH>(k, tile, lda, panel, c, ldc, masks),
             }
         }
     }

@@ -656,9 +656,7 @@ fn scatter_rows(
         for (row, &i) in g.chunks_exact(width).zip(index) {
             // SAFETY: these columns of the table are this thread's alone.
             let to = unsafe { table.slice(i * width + columns.start, columns.len()) };
-            for (d, &v) in to.iter_mut().zip(&row[columns.clone()]) {
-                *d += v;
-            }
+            accumulate(to, &row[columns.clone()]);
         }
     });
     out
@@ -757,9 +755,7 @@ fn column_sums(g: &[f32], width: usize, threads: usize) -> Vec<f32> {
         // SAFETY: these sums are this thread's alone.
         let sums = unsafe { out.slice(columns.start, columns.len()) };
         for row in g.chunks_exact(width) {
-            for (s, &v) in sums.iter_mut().zip(&row[columns.clone()]) {
-                *s += v;
-            }
+            accumulate(sums, &row[columns.clone()]);
         }
     });
     sums
@@ -965,20 +961,11 @@ struct LayerBackward {
     hidden_gates_sums: Vec<f32>,
 }
 
-/// Adds the rows of `block` `[rows, width]` into `sums` `[rows, width]`, row for row.
+/// Adds `block` into `sums` element by element (equally long).
 fn accumulate(sums: &mut [f32], block: &[f32]) {
     for (s, &v) in sums.iter_mut().zip(block) {
         *s += v;
     }
-}
-
-/// The column sums of `per_row` `[batch, width]`, in batch order.
-fn sum_rows(per_row: &[f32], width: usize) -> Vec<f32> {
-    let mut sums = vec![0.0f32; width];
-    for row in per_row.chunks_exact(width) {
-        accumulate(&mut sums, row);
-    }
-    sums
 }
 
 /// A layer's backward pass from the gradient of its outputs `[rows, hidden]`.
@@ -1035,8 +1022,9 @@ fn backward_layer(layer: &Layer, tape: &Tape, d_outputs: &[f32], plan: Plan) -> 
     LayerBackward {
         d_projected,
         d_hidden_gates,
-        projected_sums: sum_rows(&projected_sums, width),
-        hidden_gates_sums: sum_rows(&hidden_gates_sums, width),
+        // Over the batch rows in order (one thread: a few dozen rows).
+        projected_sums: column_sums(&projected_sums, width, 1),
+        hidden_gates_sums: column_sums(&hidden_gates_sums, width, 1),
     }
 }
 
