@@ -68,6 +68,7 @@
 mod cell;
 mod generate;
 mod math;
+mod pool;
 mod train;
 mod weights;
 

@@ -572,19 +572,9 @@ unsafe fn run_avx2<K: Kernel>(kernel: K) {
 }
 
 /// Runs `work(part)` for `parts` parts of the work on as many threads (the calling thread takes
-/// part 0) and returns when all are done.
+/// part 0, [`crate::pool`]'s helpers the others) and returns when all are done.
 pub(crate) fn parallel(parts: usize, work: impl Fn(usize) + Sync) {
-    if parts <= 1 {
-        work(0);
-        return;
-    }
-    std::thread::scope(|scope| {
-        let work = &work;
-        for part in 1..parts {
-            scope.spawn(move || work(part));
-        }
-        work(0);
-    });
+    crate::pool::run(parts, &work);
 }
 
 /// A buffer of `len` floats that the threads of `fill` initialise between them, each zeroing
