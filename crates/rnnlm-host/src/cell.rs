@@ -65,15 +65,17 @@ pub(crate) struct HiddenWeights {
 }
 
 impl HiddenWeights {
-    /// For the forward step, from `weight` `[hidden, width]` row-major.
-    pub fn new(cell: Cell, hidden: usize, weight: &[f32], bias: Vec<f32>) -> Self {
+    /// For the forward step, from `weight` `[hidden, width]` row-major, packed on `threads`
+    /// threads.
+    pub fn new(cell: Cell, hidden: usize, weight: &[f32], bias: Vec<f32>, threads: usize) -> Self {
         let width = cell.gates() * hidden;
+        let pack = |b: &[f32], n: usize| PackedB::new_on(b, hidden, n, width, threads);
         let (main, candidate) = match cell {
             Cell::GruD2l => (
-                PackedB::new(weight, hidden, 2 * hidden, width),
-                Some(PackedB::new(&weight[2 * hidden..], hidden, hidden, width)),
+                pack(weight, 2 * hidden),
+                Some(pack(&weight[2 * hidden..], hidden)),
             ),
-            _ => (PackedB::new(weight, hidden, width, width), None),
+            _ => (pack(weight, width), None),
         };
         Self {
             cell,
@@ -113,20 +115,16 @@ impl HiddenWeights {
         }
     }
 
-    /// The transposes, for the gradient of `h_{t-1}`.
-    pub fn transposed(cell: Cell, hidden: usize, weight: &[f32]) -> Self {
+    /// The transposes, for the gradient of `h_{t-1}`, packed on `threads` threads.
+    pub fn transposed(cell: Cell, hidden: usize, weight: &[f32], threads: usize) -> Self {
         let width = cell.gates() * hidden;
+        let pack = |b: &[f32], k: usize| PackedB::transposed_on(b, hidden, k, width, threads);
         let (main, candidate) = match cell {
             Cell::GruD2l => (
-                PackedB::transposed(weight, hidden, 2 * hidden, width),
-                Some(PackedB::transposed(
-                    &weight[2 * hidden..],
-                    hidden,
-                    hidden,
-                    width,
-                )),
+                pack(weight, 2 * hidden),
+                Some(pack(&weight[2 * hidden..], hidden)),
             ),
-            _ => (PackedB::transposed(weight, hidden, width, width), None),
+            _ => (pack(weight, width), None),
         };
         Self {
             cell,

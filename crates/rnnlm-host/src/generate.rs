@@ -140,6 +140,7 @@ impl HostLm {
                                 hidden,
                                 &layer.hidden_weight,
                                 layer.hidden_bias.clone(),
+                                1,
                             )
                         } else {
                             HiddenWeights::units(

@@ -21,8 +21,10 @@
 //! The per-step products use an AVX-512 micro-kernel over weights packed once per call (checked
 //! at run time; loops the compiler vectorises otherwise, for AVX2 + FMA where present); the
 //! large products use the `gemm` crate, in pieces fixed by their shape that the engine's threads
-//! share (so no result depends on the thread count). The non-linearities use a vectorisable
-//! `exp`. Both
+//! share (so no result depends on the thread count). The threads are started once and stay
+//! awake for a couple of milliseconds after each parallel part of a step, as waking a core
+//! costs more than most parts take; [`profile`] reports where a training step spends its time.
+//! The non-linearities use a vectorisable `exp`. Both
 //! engines compute what the tensor path computes, to float rounding (about 1e-6: another
 //! summation order and an `exp` accurate to a few ulp): the tests check logits, states and
 //! gradients against Burn's autodiff for every cell, and the gradients against finite
@@ -69,6 +71,7 @@ mod cell;
 mod generate;
 mod math;
 mod pool;
+pub mod profile;
 mod train;
 mod weights;
 

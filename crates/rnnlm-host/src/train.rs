@@ -9,8 +9,12 @@
 //! are independent in the recurrence, so the threads never wait for each other inside the
 //! loop), each step is one product of the state with the packed `[hidden, gates·hidden]` weight
 //! and a pass over the gates, and what the backward pass needs (the gate activations, the cells)
-//! is kept from the forward pass. The weight gradients are then one large product per weight
-//! over all steps at once.
+//! is kept from the forward pass (a one-hot first layer's projection is gathered from `W_x`'s
+//! rows by the loop's threads as they go). The output layer, the loss and their gradients run
+//! in fixed pieces of the rows, each piece's logits in cache for its products. The weight
+//! gradients are then one large product per weight over all steps at once. The threads are
+//! [`crate::pool`]'s, which stay awake between these parallel parts; [`crate::profile`] times
+//! the phases.
 //!
 //! The results equal Burn's autodiff to float rounding (a different summation order); the tests
 //! compare losses, logits, states and every gradient with the tensor path for every cell, and
@@ -25,7 +29,10 @@ use burn::tensor::Distribution;
 use rnnlm::{Activation, RecurrentState, RnnLm};
 
 use crate::cell::{Cell, HiddenWeights, StepScratch, step};
-use crate::math::{Isa, SharedMut, View, filled_in_parallel, gemm, gemm_large, parallel, split};
+use crate::math::{
+    Isa, SharedMut, View, filled_in_parallel, gemm, gemm_large, gemm_single, parallel, split,
+};
+use crate::profile::timed;
 use crate::weights::{Layer, Weights, host};
 
 /// The gradient of one parameter, as a tensor of the parameter's shape.
@@ -57,14 +64,6 @@ fn host_ids(tensor: Tensor<2, Int>) -> Vec<i64> {
         .convert::<i64>()
         .try_into_vec::<i64>()
         .expect("int tensor")
-}
-
-/// A layer's input, time-major (row `t · batch + b`).
-enum Input<'a> {
-    /// Token ids standing for one-hot rows.
-    Tokens(&'a [usize]),
-    /// Feature rows `[steps · batch, width]`.
-    Dense(&'a [f32]),
 }
 
 /// What a layer's forward pass keeps for its backward pass.
@@ -222,7 +221,9 @@ fn backward_with(
         "{CALLER}: targets have shape {:?}, expected the tokens' [batch, steps] = {dims:?}",
         targets.dims(),
     );
-    let batch = HostBatch::read(model, CALLER, tokens, state, isa, threads);
+    let batch = timed("read weights and batch", || {
+        HostBatch::read(model, CALLER, tokens, state, isa, threads)
+    });
     let Plan {
         steps,
         batch: rows_per_step,
@@ -257,14 +258,20 @@ fn backward_with(
     };
 
     let forward = forward_pass(&batch, &masks);
-    let logits = output_logits(&batch, &forward.tapes);
-    let (loss, grads) = backward_pass(&batch, &forward, &logits, &targets, &masks, scale, device);
-    HostBackward {
+    let OutputPass {
+        logits,
+        loss,
+        grads: output_grads,
+    } = timed("output layer and loss", || {
+        output_pass(&batch, &forward.tapes, &targets, scale)
+    });
+    let grads = backward_pass(&batch, &forward, output_grads, &masks, device);
+    timed("results to tensors", || HostBackward {
         loss: Tensor::from_data(TensorData::new(vec![loss as f32], [1]), device),
         logits: batch.logits_tensor(&logits, device),
         state: batch.state_tensor(&forward.tapes, device),
         grads,
-    }
+    })
 }
 
 /// `ids` `[batch, steps]` (row-major) as time-major rows `t · batch + b`, each checked against
@@ -457,16 +464,20 @@ fn forward_pass(batch: &HostBatch, masks: &[Vec<f32>]) -> Forward {
                     .collect()
             }));
         }
-        let input = match (&inputs[l], l) {
-            (Some(x), _) => Input::Dense(x),
-            (None, 0) => Input::Tokens(tokens),
-            (None, _) => Input::Dense(&tapes[l - 1].outputs),
+        let dense = |x: &[f32]| {
+            timed("forward: input projections", || {
+                Projection::Computed(project(layer, x, w.input_size(l), plan))
+            })
         };
-        let projected = project(layer, &input, w.input_size(l), plan);
+        let projection = match (&inputs[l], l) {
+            (Some(x), _) => dense(x),
+            (None, 0) => Projection::Gathered(tokens),
+            (None, _) => dense(&tapes[l - 1].outputs),
+        };
         let c0 = batch.c0.get(l).cloned().unwrap_or_default();
         tapes.push(forward_layer(
             layer,
-            projected,
+            projection,
             plan,
             batch.h0[l].clone(),
             c0,
@@ -495,70 +506,25 @@ fn output_logits(batch: &HostBatch, tapes: &[Tape]) -> Vec<f32> {
     logits
 }
 
-/// The loss and the gradient of `scale · loss` for every parameter, top layer first.
-#[allow(clippy::too_many_arguments)]
+/// The gradient of `scale · loss` for every parameter, top layer first, from the output
+/// layer's pass.
 fn backward_pass(
     batch: &HostBatch,
     forward: &Forward,
-    logits: &[f32],
-    targets: &[usize],
+    output: OutputGrads,
     masks: &[Vec<f32>],
-    scale: f32,
     device: &Device,
-) -> (f64, Vec<(ParamId, ParamGrad)>) {
+) -> Vec<(ParamId, ParamGrad)> {
     let (w, plan, tokens, tapes) = (&batch.weights, batch.plan, &batch.tokens, &forward.tapes);
-    let (rows, hidden, vocab, width) = (plan.rows(), plan.hidden, w.vocab, plan.width());
+    let (rows, hidden, width) = (plan.rows(), plan.hidden, plan.width());
     let mut grads = Vec::new();
-
-    // Softmax cross-entropy: d loss / d logits = (softmax - one-hot) / rows.
-    let mut d_logits = vec![0.0f32; rows * vocab];
-    let mut loss = 0.0f64;
-    let grad_scale = scale / rows as f32;
-    for ((z, dz), &target) in logits
-        .chunks_exact(vocab)
-        .zip(d_logits.chunks_exact_mut(vocab))
-        .zip(targets)
-    {
-        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for (d, &v) in dz.iter_mut().zip(z) {
-            *d = (v - max).exp();
-            sum += *d;
-        }
-        loss += (sum.ln() + max - z[target]) as f64;
-        let inv = grad_scale / sum;
-        for d in dz.iter_mut() {
-            *d *= inv;
-        }
-        dz[target] -= grad_scale;
-    }
-    loss /= rows as f64;
-    let top = &tapes[tapes.len() - 1].outputs;
     if let Some(id) = w.output_ids.0 {
-        let g = weight_grad(&[Rows::of(top, hidden)], &d_logits, vocab, rows, plan);
-        grads.push((id, matrix(g, [hidden, vocab], device)));
+        grads.push((id, matrix(output.d_weight, [hidden, w.vocab], device)));
     }
     if let Some(id) = w.output_ids.1 {
-        grads.push((
-            id,
-            vector(column_sums(&d_logits, vocab, plan.threads), device),
-        ));
+        grads.push((id, vector(output.d_bias, device)));
     }
-    let mut d_outputs = vec![0.0f32; rows * hidden];
-    let (d, weight_t) = (
-        View::rows(&d_logits, vocab),
-        View::transposed(&w.output_weight, vocab),
-    );
-    gemm_large(
-        &mut d_outputs,
-        hidden,
-        rows,
-        hidden,
-        vocab,
-        d,
-        weight_t,
-        plan.threads,
-    );
+    let mut d_outputs = output.d_outputs;
 
     for l in (0..w.layers.len()).rev() {
         let (layer, tape) = (&w.layers[l], &tapes[l]);
@@ -579,18 +545,20 @@ fn backward_pass(
         }
         let one_hot = l == 0 && w.embedding.is_none();
         let input = (!one_hot).then(|| Rows::of(forward.input(l), input_size));
-        let (input_grad, hidden_grad) = layer_weight_grads(
-            plan,
-            ids,
-            input,
-            tape,
-            &d_projected,
-            &d_hidden_gates,
-            || {
-                // One-hot rows select rows of W_x: their gradient adds into those rows.
-                scatter_rows(&d_projected, width, tokens, w.vocab, plan.threads)
-            },
-        );
+        let (input_grad, hidden_grad) = timed("backward: weight gradients", || {
+            layer_weight_grads(
+                plan,
+                ids,
+                input,
+                tape,
+                &d_projected,
+                &d_hidden_gates,
+                || {
+                    // One-hot rows select rows of W_x: their gradient adds into those rows.
+                    scatter_rows(&d_projected, width, tokens, w.vocab, plan.threads)
+                },
+            )
+        });
         if let (Some(id), Some(g)) = (ids.input_weight, input_grad) {
             grads.push((id, matrix(g, [input_size, width], device)));
         }
@@ -607,16 +575,18 @@ fn backward_pass(
             View::rows(&d_projected, width),
             View::transposed(&layer.input_weight, width),
         );
-        gemm_large(
-            &mut d_input,
-            input_size,
-            rows,
-            input_size,
-            width,
-            d,
-            weight_t,
-            plan.threads,
-        );
+        timed("backward: input gradients", || {
+            gemm_large(
+                &mut d_input,
+                input_size,
+                rows,
+                input_size,
+                width,
+                d,
+                weight_t,
+                plan.threads,
+            )
+        });
         if l == 0 {
             if let Some((_, dim, Some(id))) = &w.embedding {
                 grads.push((
@@ -637,7 +607,202 @@ fn backward_pass(
             d_outputs = d_input;
         }
     }
-    (loss, grads)
+    grads
+}
+
+/// What the output layer gives.
+struct OutputPass {
+    /// Time-major logits `[rows, vocab]`.
+    logits: Vec<f32>,
+    /// The mean cross-entropy.
+    loss: f64,
+    grads: OutputGrads,
+}
+
+/// The output layer's gradients, for the backward pass.
+struct OutputGrads {
+    /// The gradient of the top layer's outputs `[rows, hidden]`.
+    d_outputs: Vec<f32>,
+    /// The gradients of `W_q` `[hidden, vocab]` and `b_q` `[vocab]`.
+    d_weight: Vec<f32>,
+    d_bias: Vec<f32>,
+}
+
+/// How many pieces of the rows [`output_pass`] works in, whatever the thread count, so that its
+/// partial sums always add up in the same order.
+const OUTPUT_PIECES: usize = 4;
+
+/// The output layer, the softmax cross-entropy and their gradients (of `scale · loss`), in
+/// [`OUTPUT_PIECES`] pieces of the rows shared out over the threads: each piece's logits, loss
+/// and `d logits = (softmax - one-hot) / rows` stay in cache for the products that need them
+/// (`dW_q`, `db_q` as per-piece partial sums, then added in piece order; `d outputs`).
+fn output_pass(batch: &HostBatch, tapes: &[Tape], targets: &[usize], scale: f32) -> OutputPass {
+    let (w, plan) = (&batch.weights, batch.plan);
+    let (rows, hidden, vocab) = (plan.rows(), plan.hidden, w.vocab);
+    let top = &tapes[tapes.len() - 1].outputs;
+    let pieces = OUTPUT_PIECES.min(rows);
+    let parts = plan.threads.clamp(1, pieces);
+    let grad_scale = scale / rows as f32;
+    let mut partial_weights = vec![0.0f32; pieces * hidden * vocab];
+    let mut partial_biases = vec![0.0f32; pieces * vocab];
+    let partial_losses = std::sync::Mutex::new(vec![0.0f64; pieces]);
+    let (weights_out, biases_out) = (
+        SharedMut(partial_weights.as_mut_ptr()),
+        SharedMut(partial_biases.as_mut_ptr()),
+    );
+    let mut d_outputs = Vec::new();
+    // SAFETY: the pieces cover every row, and each writes all of its rows of both buffers.
+    let logits = unsafe {
+        filled_in_parallel(rows * vocab, |logits| {
+            d_outputs = filled_in_parallel(rows * hidden, |d_outputs| {
+                let work = OutputPiece {
+                    weights: w,
+                    top,
+                    targets,
+                    rows,
+                    pieces,
+                    grad_scale,
+                    logits,
+                    d_outputs,
+                    partial_weights: weights_out,
+                    partial_biases: biases_out,
+                };
+                parallel(parts, |part| {
+                    for piece in split(pieces, parts, part) {
+                        let loss = work.run(piece);
+                        partial_losses.lock().expect("no panic holds the lock")[piece] = loss;
+                    }
+                });
+            })
+        })
+    };
+    let in_order = |partials: &[f32], len: usize| {
+        let mut sums = vec![0.0f32; len];
+        for partial in partials.chunks_exact(len) {
+            accumulate(&mut sums, partial);
+        }
+        sums
+    };
+    let losses = partial_losses
+        .into_inner()
+        .expect("no panic holds the lock");
+    OutputPass {
+        logits,
+        loss: losses.iter().sum::<f64>() / rows as f64,
+        grads: OutputGrads {
+            d_outputs,
+            d_weight: in_order(&partial_weights, hidden * vocab),
+            d_bias: in_order(&partial_biases, vocab),
+        },
+    }
+}
+
+/// One piece of [`output_pass`]'s rows.
+struct OutputPiece<'a> {
+    weights: &'a Weights,
+    /// The top layer's outputs `[rows, hidden]`.
+    top: &'a [f32],
+    targets: &'a [usize],
+    rows: usize,
+    pieces: usize,
+    grad_scale: f32,
+    /// `[rows, vocab]` and `[rows, hidden]`, written.
+    logits: SharedMut,
+    d_outputs: SharedMut,
+    /// Per piece, `[hidden, vocab]` and `[vocab]`, zero on entry.
+    partial_weights: SharedMut,
+    partial_biases: SharedMut,
+}
+
+impl OutputPiece<'_> {
+    /// Piece `piece`'s logits, `d outputs` and partial sums; its summed loss.
+    fn run(&self, piece: usize) -> f64 {
+        let w = self.weights;
+        let (hidden, vocab) = (w.hidden, w.vocab);
+        let at = split(self.rows, self.pieces, piece);
+        let (first, n) = (at.start, at.len());
+        let x = &self.top[first * hidden..(first + n) * hidden];
+        // SAFETY: rows `at` of the outputs and this piece's partial sums are written by this
+        // call alone (the caller runs each piece once).
+        let (z, d_x, d_weight, d_bias) = unsafe {
+            (
+                self.logits.zeroed_slice(first * vocab, n * vocab),
+                self.d_outputs.zeroed_slice(first * hidden, n * hidden),
+                self.partial_weights
+                    .slice(piece * hidden * vocab, hidden * vocab),
+                self.partial_biases.slice(piece * vocab, vocab),
+            )
+        };
+        for row in z.chunks_exact_mut(vocab) {
+            row.copy_from_slice(&w.output_bias);
+        }
+        // SAFETY: each C below is one of the slices above, as long as its shape says.
+        unsafe {
+            gemm_single(
+                z.as_mut_ptr(),
+                vocab,
+                [n, vocab, hidden],
+                View::rows(x, hidden),
+                View::rows(&w.output_weight, vocab),
+            )
+        };
+        let mut d_logits = vec![0.0f32; n * vocab];
+        let loss =
+            softmax_cross_entropy(z, &self.targets[at], vocab, self.grad_scale, &mut d_logits);
+        let d = View::rows(&d_logits, vocab);
+        // SAFETY: as above.
+        unsafe {
+            gemm_single(
+                d_x.as_mut_ptr(),
+                hidden,
+                [n, hidden, vocab],
+                d,
+                View::transposed(&w.output_weight, vocab),
+            );
+            gemm_single(
+                d_weight.as_mut_ptr(),
+                vocab,
+                [hidden, vocab, n],
+                View::transposed(x, hidden),
+                d,
+            );
+        }
+        for row in d_logits.chunks_exact(vocab) {
+            accumulate(d_bias, row);
+        }
+        loss
+    }
+}
+
+/// The summed cross-entropy of the rows of `logits` `[rows, vocab]` against `targets`, and
+/// `d_logits = grad_scale · (softmax - one-hot)` for them.
+fn softmax_cross_entropy(
+    logits: &[f32],
+    targets: &[usize],
+    vocab: usize,
+    grad_scale: f32,
+    d_logits: &mut [f32],
+) -> f64 {
+    let mut loss = 0.0f64;
+    for ((z, dz), &target) in logits
+        .chunks_exact(vocab)
+        .zip(d_logits.chunks_exact_mut(vocab))
+        .zip(targets)
+    {
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for (d, &v) in dz.iter_mut().zip(z) {
+            *d = (v - max).exp();
+            sum += *d;
+        }
+        loss += (sum.ln() + max - z[target]) as f64;
+        let inv = grad_scale / sum;
+        for d in dz.iter_mut() {
+            *d *= inv;
+        }
+        dz[target] -= grad_scale;
+    }
+    loss
 }
 
 /// `[table_rows, width]`: each row of `g` `[rows, width]` added into row `index[row]`, as the
@@ -669,37 +834,26 @@ fn by_columns(width: usize, threads: usize, work: impl Fn(std::ops::Range<usize>
     parallel(parts, |part| work(split(width, parts, part)));
 }
 
-/// `[rows, width]`: the input projection of every step plus the input biases.
-fn project(layer: &Layer, input: &Input<'_>, input_size: usize, plan: Plan) -> Vec<f32> {
+/// `[rows, width]`: the input projection of every step of the dense input `x`
+/// `[rows, input_size]`, plus the input biases.
+fn project(layer: &Layer, x: &[f32], input_size: usize, plan: Plan) -> Vec<f32> {
     let (rows, width) = (plan.rows(), plan.width());
-    match input {
-        Input::Tokens(tokens) => {
-            let mut projected = Vec::with_capacity(rows * width);
-            for &token in tokens.iter() {
-                let src = &layer.input_weight[token * width..(token + 1) * width];
-                projected.extend(src.iter().zip(&layer.input_bias).map(|(&x, &b)| x + b));
-            }
-            projected
-        }
-        Input::Dense(x) => {
-            let mut projected = layer.input_bias.repeat(rows);
-            let (x, weight) = (
-                View::rows(x, input_size),
-                View::rows(&layer.input_weight, width),
-            );
-            gemm_large(
-                &mut projected,
-                width,
-                rows,
-                width,
-                input_size,
-                x,
-                weight,
-                plan.threads,
-            );
-            projected
-        }
-    }
+    let mut projected = layer.input_bias.repeat(rows);
+    let (x, weight) = (
+        View::rows(x, input_size),
+        View::rows(&layer.input_weight, width),
+    );
+    gemm_large(
+        &mut projected,
+        width,
+        rows,
+        width,
+        input_size,
+        x,
+        weight,
+        plan.threads,
+    );
+    projected
 }
 
 /// The rows of a layer's input or state over a minibatch, `[rows, width]`: those of `head`
@@ -828,47 +982,78 @@ fn layer_weight_grads(
     }
 }
 
+/// A layer's input projection `[rows, width]` with its biases: computed for every step before
+/// the time loop, or (one-hot tokens) gathered from the rows of `W_x` by the loop's threads, each
+/// for its own rows just before the step that reads them.
+enum Projection<'a> {
+    Computed(Vec<f32>),
+    /// The time-major token ids.
+    Gathered(&'a [usize]),
+}
+
 fn forward_layer(
     layer: &Layer,
-    projected: Vec<f32>,
+    projection: Projection<'_>,
     plan: Plan,
     h0: Vec<f32>,
     c0: Vec<f32>,
 ) -> Tape {
     let (rows, h) = (plan.rows(), plan.hidden);
-    let weights = HiddenWeights::new(
-        plan.cell,
-        h,
-        &layer.hidden_weight,
-        layer.hidden_bias.clone(),
-    );
-    // The projection becomes the gates in place.
-    let mut gates = projected;
-    let gates_out = SharedMut(gates.as_mut_ptr());
+    let weights = timed("forward: pack W_h", || {
+        HiddenWeights::new(
+            plan.cell,
+            h,
+            &layer.hidden_weight,
+            layer.hidden_bias.clone(),
+            plan.threads,
+        )
+    });
     let extra_len = if plan.cell.has_extra() { rows * h } else { 0 };
     let parts = plan.threads.min(plan.batch).max(1);
-    let mut extra = Vec::new();
-    // SAFETY: the parts cover every batch row, and each zeroes its rows of the outputs and
-    // extras at every step before writing them.
-    let outputs = unsafe {
-        filled_in_parallel(rows * h, |outputs_out| {
-            extra = filled_in_parallel(extra_len, |extra_out| {
-                parallel(parts, |part| {
-                    let kernel = ForwardRows {
-                        weights: &weights,
-                        plan,
-                        batch_rows: split(plan.batch, parts, part),
-                        h0: &h0,
-                        c0: &c0,
-                        outputs: outputs_out,
-                        gates: gates_out,
-                        extra: extra_out,
-                    };
-                    crate::math::run(plan.isa, kernel);
+    // The outputs and extras of the loop over the gates at `gates_out`.
+    let run = |gates_out: SharedMut, gather: Option<&[usize]>| {
+        let mut extra = Vec::new();
+        // SAFETY: the parts cover every batch row, and each zeroes its rows of the outputs and
+        // extras (and, gathering, of the gates) at every step before writing them.
+        let outputs = unsafe {
+            filled_in_parallel(rows * h, |outputs_out| {
+                extra = filled_in_parallel(extra_len, |extra_out| {
+                    parallel(parts, |part| {
+                        let kernel = ForwardRows {
+                            weights: &weights,
+                            plan,
+                            batch_rows: split(plan.batch, parts, part),
+                            gather: gather.map(|tokens| (tokens, layer)),
+                            h0: &h0,
+                            c0: &c0,
+                            outputs: outputs_out,
+                            gates: gates_out,
+                            extra: extra_out,
+                        };
+                        crate::math::run(plan.isa, kernel);
+                    });
                 });
-            });
-        })
+            })
+        };
+        (outputs, extra)
     };
+    // The projection becomes the gates in place.
+    let (gates, (outputs, extra)) = timed("forward: time loops", || match projection {
+        Projection::Computed(mut gates) => {
+            let filled = run(SharedMut(gates.as_mut_ptr()), None);
+            (gates, filled)
+        }
+        Projection::Gathered(tokens) => {
+            let mut filled = (Vec::new(), Vec::new());
+            // SAFETY: the loop writes every row of the gates (see above).
+            let gates = unsafe {
+                filled_in_parallel(rows * plan.width(), |gates_out| {
+                    filled = run(gates_out, Some(tokens));
+                })
+            };
+            (gates, filled)
+        }
+    });
     Tape {
         outputs,
         gates: if plan.cell.has_extra() {
@@ -887,11 +1072,15 @@ struct ForwardRows<'a> {
     weights: &'a HiddenWeights,
     plan: Plan,
     batch_rows: std::ops::Range<usize>,
+    /// The time-major tokens whose rows of the layer's `W_x` (plus its biases) are the
+    /// projections, for the loop to write into `gates` (see [`Projection`]).
+    gather: Option<(&'a [usize], &'a Layer)>,
     h0: &'a [f32],
     c0: &'a [f32],
     /// `[rows, hidden]`, written.
     outputs: SharedMut,
-    /// `[rows, width]`: the projections on entry, the gate activations on return.
+    /// `[rows, width]`: the projections on entry (or written first, gathering), the gate
+    /// activations on return.
     gates: SharedMut,
     /// `[rows, hidden]`, written (see [`Tape::extra`]); empty for RNN.
     extra: SharedMut,
@@ -927,11 +1116,24 @@ impl crate::math::Kernel for ForwardRows<'_> {
             // at step t; no other thread touches them.
             let (gates, out, extra) = unsafe {
                 (
-                    self.gates.slice(row * width, nb * width),
+                    if self.gather.is_some() {
+                        self.gates.zeroed_slice(row * width, nb * width)
+                    } else {
+                        self.gates.slice(row * width, nb * width)
+                    },
                     self.outputs.zeroed_slice(row * h, nb * h),
                     self.extra.zeroed_slice(row * h, extra_len),
                 )
             };
+            if let Some((tokens, layer)) = self.gather {
+                for (projected, &token) in gates.chunks_exact_mut(width).zip(&tokens[row..row + nb])
+                {
+                    let weights = &layer.input_weight[token * width..(token + 1) * width];
+                    for ((p, &x), &b) in projected.iter_mut().zip(weights).zip(&layer.input_bias) {
+                        *p = x + b;
+                    }
+                }
+            }
             step::<FMA>(
                 isa,
                 self.weights,
@@ -976,7 +1178,9 @@ fn accumulate(sums: &mut [f32], block: &[f32]) {
 /// loop took a twentieth of a GRU's minibatch).
 fn backward_layer(layer: &Layer, tape: &Tape, d_outputs: &[f32], plan: Plan) -> LayerBackward {
     let (rows, width) = (plan.rows(), plan.width());
-    let packed = HiddenWeights::transposed(plan.cell, plan.hidden, &layer.hidden_weight);
+    let packed = timed("backward: pack W_h transposed", || {
+        HiddenWeights::transposed(plan.cell, plan.hidden, &layer.hidden_weight, plan.threads)
+    });
     let hidden_gates_len = if plan.cell == Cell::GruTorch {
         rows * width
     } else {
@@ -999,7 +1203,7 @@ fn backward_layer(layer: &Layer, tape: &Tape, d_outputs: &[f32], plan: Plan) -> 
     );
     // SAFETY: the parts cover every batch row, and each zeroes its rows of both buffers at
     // every step before writing them.
-    let d_projected = unsafe {
+    let d_projected = timed("backward: time loops", || unsafe {
         filled_in_parallel(rows * width, |projected_out| {
             d_hidden_gates = filled_in_parallel(hidden_gates_len, |hidden_gates_out| {
                 parallel(parts, |part| {
@@ -1018,7 +1222,7 @@ fn backward_layer(layer: &Layer, tape: &Tape, d_outputs: &[f32], plan: Plan) -> 
                 });
             });
         })
-    };
+    });
     LayerBackward {
         d_projected,
         d_hidden_gates,
@@ -1060,7 +1264,8 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
             return;
         }
         let tape = self.tape;
-        // The gradient reaching h_{t} (and c_t) from step t + 1; the final state gets none.
+        // The gradient reaching h_{t} (and c_t) from step t + 1; the final state gets none,
+        // and none is computed for the initial state (truncated BPTT stops there).
         let mut dh_next = vec![0.0f32; nb * h];
         let mut dc_next = vec![0.0f32; nb * h];
         let mut d_reset_h = vec![0.0f32; nb * h];
@@ -1100,16 +1305,18 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             Activation::Relu => 0.0,
                         };
                     }
-                    dh_next.fill(0.0);
-                    gemm(
-                        self.plan.isa,
-                        &mut dh_next,
-                        h,
-                        dp,
-                        width,
-                        nb,
-                        &self.packed.main,
-                    );
+                    if t > 0 {
+                        dh_next.fill(0.0);
+                        gemm(
+                            self.plan.isa,
+                            &mut dh_next,
+                            h,
+                            dp,
+                            width,
+                            nb,
+                            &self.packed.main,
+                        );
+                    }
                 }
                 Cell::Lstm => {
                     let gates = block(&tape.gates, width);
@@ -1132,16 +1339,18 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                         let (dg, d_o) = rest.split_at_mut(h);
                         rows::lstm::<FMA>([i, f, gg, o], c, cp, dhb, dcb, [di, df, dg, d_o]);
                     }
-                    dh_next.fill(0.0);
-                    gemm(
-                        self.plan.isa,
-                        &mut dh_next,
-                        h,
-                        dp,
-                        width,
-                        nb,
-                        &self.packed.main,
-                    );
+                    if t > 0 {
+                        dh_next.fill(0.0);
+                        gemm(
+                            self.plan.isa,
+                            &mut dh_next,
+                            h,
+                            dp,
+                            width,
+                            nb,
+                            &self.packed.main,
+                        );
+                    }
                 }
                 Cell::GruTorch => {
                     // SAFETY: as for `dp`.
@@ -1174,15 +1383,17 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             next,
                         );
                     }
-                    gemm(
-                        self.plan.isa,
-                        &mut dh_next,
-                        h,
-                        dhw,
-                        width,
-                        nb,
-                        &self.packed.main,
-                    );
+                    if t > 0 {
+                        gemm(
+                            self.plan.isa,
+                            &mut dh_next,
+                            h,
+                            dhw,
+                            width,
+                            nb,
+                            &self.packed.main,
+                        );
+                    }
                 }
                 Cell::GruD2l => {
                     let gates = block(&tape.gates, width);
@@ -1230,15 +1441,17 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             next,
                         );
                     }
-                    gemm(
-                        self.plan.isa,
-                        &mut dh_next,
-                        h,
-                        dp,
-                        width,
-                        nb,
-                        &self.packed.main,
-                    );
+                    if t > 0 {
+                        gemm(
+                            self.plan.isa,
+                            &mut dh_next,
+                            h,
+                            dp,
+                            width,
+                            nb,
+                            &self.packed.main,
+                        );
+                    }
                 }
             }
             accumulate(projected_sums, dp);

@@ -119,7 +119,13 @@ impl Weights {
                     .map(|l| Layer {
                         input_weight: host(l.input_weight.val()),
                         // Both biases only ever appear as their sum, and each gets its gradient.
-                        input_bias: host(l.input_bias.val() + l.hidden_bias.val()),
+                        // (Added here rather than by a tensor op, which an autodiff device
+                        // would record.)
+                        input_bias: host(l.input_bias.val())
+                            .into_iter()
+                            .zip(host(l.hidden_bias.val()))
+                            .map(|(a, b)| a + b)
+                            .collect(),
                         hidden_weight: host(l.hidden_weight.val()),
                         hidden_bias: Vec::new(),
                         ids: LayerIds {
