@@ -354,8 +354,10 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
             train_engine: engine,
             gen_engine: engine,
             phases: rnnlm_train::Phases::default(),
+            profile: false,
         };
         let result = rnnlm_train::run_bench(&tiny, "test", &device(), &options);
+        assert!(result.train_profile.is_empty());
         for (name, value) in [
             ("train", result.train_tokens_per_s),
             ("valid", result.valid_tokens_per_s),
@@ -377,6 +379,34 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         }
         assert_eq!(json["train_engine"], engine.name());
         assert_eq!(json["gen_engine"], engine.name());
+
+        // A profile names the host engine's phases (when it trains) and the update's.
+        let profiled = rnnlm_train::BenchOptions {
+            profile: true,
+            ..options.clone()
+        };
+        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &profiled);
+        let phases: Vec<&str> = result
+            .train_profile
+            .iter()
+            .map(|share| share.phase.as_str())
+            .collect();
+        let mut expected = vec!["clip by the global norm", "optimizer step"];
+        if engine == rnnlm_host::Engine::Host {
+            expected.extend(["forward: time loops", "backward: time loops"]);
+        }
+        for phase in expected {
+            assert!(
+                phases.contains(&phase),
+                "{engine:?}: {phase} missing from {phases:?}"
+            );
+        }
+        assert!(
+            result
+                .train_profile
+                .iter()
+                .all(|share| share.ms_per_step.is_finite() && share.ms_per_step >= 0.0)
+        );
 
         // Only the phases asked for run; the others report 0.
         let only_valid = rnnlm_train::BenchOptions {

@@ -32,6 +32,10 @@ pub struct Args {
     /// 0. For profiling one of them.
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Phase>,
+    /// Also print where a training step spends its time, phase by phase (the host engine's
+    /// passes, the clipping, the optimizer's update), in `train_profile` with --json.
+    #[arg(long)]
+    profile: bool,
     /// One JSON object per model and backend, one per line.
     #[arg(long)]
     json: bool,
@@ -83,6 +87,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 generate: args.only.contains(&Phase::Gen),
             }
         },
+        profile: args.profile,
         ..BenchOptions::default()
     };
     if !args.json {
@@ -116,6 +121,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     result.gen_chars_per_s_batch32,
                     result.peak_rss_bytes as f64 / 1e6
                 );
+                if !result.train_profile.is_empty() {
+                    let step = result.train_step_ms;
+                    println!("  training step {step:.2} ms (median), by phase (mean):");
+                    for share in &result.train_profile {
+                        println!(
+                            "    {:<34} {:>7.3} ms {:>5.1}%",
+                            share.phase,
+                            share.ms_per_step,
+                            100.0 * share.ms_per_step / step
+                        );
+                    }
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use burn::optim::SgdConfig;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLm, RnnLmConfig};
+use rnnlm_host::profile;
 use serde::Serialize;
 
 use crate::clip::clip_grad_global_norm;
@@ -77,6 +78,8 @@ pub struct BenchOptions {
     pub gen_engine: rnnlm_host::Engine,
     /// Which measurements to take; the others are reported as 0 (for profiling one of them).
     pub phases: Phases,
+    /// Record where the timed training steps spend their time ([`BenchResult::train_profile`]).
+    pub profile: bool,
 }
 
 /// The measurements of [`run_bench`].
@@ -112,6 +115,7 @@ impl Default for BenchOptions {
             train_engine: rnnlm_host::Engine::Host,
             gen_engine: rnnlm_host::Engine::Host,
             phases: Phases::default(),
+            profile: false,
         }
     }
 }
@@ -149,6 +153,20 @@ pub struct BenchResult {
     pub gen_chars_per_s_batch32: f64,
     /// Peak resident memory of the process while this model ran (Linux; 0 elsewhere).
     pub peak_rss_bytes: u64,
+    /// With [`BenchOptions::profile`]: milliseconds per timed training step in each phase, in
+    /// the order they run (the host engine's phases, see `rnnlm_host::profile`, then the
+    /// clipping and the optimizer's update); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub train_profile: Vec<PhaseShare>,
+}
+
+/// One phase of a training step in [`BenchResult::train_profile`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseShare {
+    /// What ran.
+    pub phase: String,
+    /// Mean wall time per training step, in milliseconds.
+    pub ms_per_step: f64,
 }
 
 /// Dense-equivalent FLOP per training token: three times the forward's matmuls (the backward
@@ -263,6 +281,10 @@ pub fn run_bench(
     let mut state = lm.begin_state(b, &ad);
     let mut step_seconds = Vec::with_capacity(options.steps);
     for step in 0..timed(options.phases.train) {
+        if options.profile && step == options.warmup {
+            let _ = profile::take();
+            profile::enable(true);
+        }
         let (x, y) = batches[step % batches.len()].clone();
         let started = Instant::now();
         let pass = TrainableLm::new(lm.clone(), options.train_engine).train_pass(
@@ -272,14 +294,32 @@ pub fn run_bench(
         );
         state = pass.state;
         let mut grads = pass.grads;
-        let _ = clip_grad_global_norm(&lm, &mut grads, 1.0);
-        lm = optimizer.step(0.1, lm, grads);
-        // Wait for the update too, so a lazy backend's queue is not carried into the next step.
-        let _ = lm.output.b_q.val().narrow(0, 0, 1).into_scalar::<f32>();
+        profile::timed("clip by the global norm", || {
+            clip_grad_global_norm(&lm, &mut grads, 1.0)
+        });
+        lm = profile::timed("optimizer step", || {
+            let lm = optimizer.step(0.1, lm, grads);
+            // Wait for the update too, so a lazy backend's queue is not carried into the next
+            // step.
+            let _ = lm.output.b_q.val().narrow(0, 0, 1).into_scalar::<f32>();
+            lm
+        });
         if step >= options.warmup {
             step_seconds.push(started.elapsed().as_secs_f64());
         }
     }
+    let train_profile = if options.profile {
+        profile::enable(false);
+        profile::take()
+            .into_iter()
+            .map(|time| PhaseShare {
+                phase: time.phase.to_string(),
+                ms_per_step: time.total.as_secs_f64() * 1e3 / options.steps as f64,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let train_rate = rate_of(tokens, &step_seconds);
     let train_step = median(step_seconds);
 
@@ -358,5 +398,6 @@ pub fn run_bench(
         gen_chars_per_s_batch1: gen1,
         gen_chars_per_s_batch32: gen32,
         peak_rss_bytes: peak_rss(),
+        train_profile,
     }
 }
