@@ -316,7 +316,7 @@ fn host_gradients_agree_with_finite_differences() {
                 .max_by(|&a, &b| grad[a].abs().total_cmp(&grad[b].abs()))
                 .expect("non-empty");
             for index in [0, big, grad.len() - 1] {
-                // Small enough that no ReLU crosses its kink, large enough for f32 losses.
+                // Small enough that a ReLU seldom crosses its kink, large enough for f32 losses.
                 let eps = 1e-3f32;
                 let nudged = |delta| {
                     let moved = model.clone().map(&mut Nudge {
@@ -326,10 +326,19 @@ fn host_gradients_agree_with_finite_differences() {
                     });
                     loss_of(&moved, &start)
                 };
-                let numeric = (nudged(eps) - nudged(-eps)) / (2.0 * eps as f64);
+                let (up, down) = (nudged(eps), nudged(-eps));
+                let numeric = (up - down) / (2.0 * eps as f64);
                 let want = grad[index] as f64;
+                let close = |numeric: f64| (numeric - want).abs() <= 2e-3 + 2e-2 * want.abs();
+                // The weights are random: now and then a ReLU's kink falls inside
+                // [x - eps, x + eps] and bends the central difference. Then the side without
+                // the kink must still agree.
+                let one_sided = || {
+                    let here = loss_of(&model, &start);
+                    close((up - here) / eps as f64) || close((here - down) / eps as f64)
+                };
                 assert!(
-                    (numeric - want).abs() <= 2e-3 + 2e-2 * want.abs(),
+                    close(numeric) || name.contains("relu") && one_sided(),
                     "{name}: parameter {id} entry {index}: analytic {want}, numeric {numeric}"
                 );
             }
