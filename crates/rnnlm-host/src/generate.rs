@@ -262,26 +262,21 @@ impl HostLm {
     /// steps until `work` returns.
     fn with_team<R>(&self, batch: usize, isa: Isa, work: impl FnOnce(&Team<'_>) -> R) -> R {
         let team = Team::new(self, batch, isa);
-        if self.parts.len() == 1 {
-            let result = work(&team);
-            team.finish();
-            return result;
+        // The helpers are released even if `work` panics.
+        struct Finish<'a, 'b>(&'a Team<'b>);
+        impl Drop for Finish<'_, '_> {
+            fn drop(&mut self) {
+                self.0.finish();
+            }
         }
-        std::thread::scope(|scope| {
-            for part in 1..self.parts.len() {
-                let team = &team;
-                scope.spawn(move || team.serve(part));
-            }
-            // The helpers are released (and the scope can end) even if `work` panics.
-            struct Finish<'a, 'b>(&'a Team<'b>);
-            impl Drop for Finish<'_, '_> {
-                fn drop(&mut self) {
-                    self.0.finish();
-                }
-            }
-            let _finish = Finish(&team);
-            work(&team)
-        })
+        crate::pool::run_beside(
+            self.parts.len(),
+            || {
+                let _finish = Finish(&team);
+                work(&team)
+            },
+            &|part| team.serve(part),
+        )
     }
 }
 

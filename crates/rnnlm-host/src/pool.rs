@@ -140,7 +140,7 @@ impl Slot {
 }
 
 /// The helpers, started as calls need them.
-fn helpers() -> &'static Mutex<Vec<Arc<Slot>>> {
+fn helper_slots() -> &'static Mutex<Vec<Arc<Slot>>> {
     static HELPERS: OnceLock<Mutex<Vec<Arc<Slot>>>> = OnceLock::new();
     HELPERS.get_or_init(|| Mutex::new(Vec::new()))
 }
@@ -148,13 +148,23 @@ fn helpers() -> &'static Mutex<Vec<Arc<Slot>>> {
 /// Runs `work(part)` for every part in `0..parts` (the calling thread takes part 0) and returns
 /// when all are done, re-raising a part's panic.
 pub(crate) fn run(parts: usize, work: &(dyn Fn(usize) + Sync)) {
+    run_beside(parts, || work(0), work);
+}
+
+/// Runs `own` on the calling thread while `helpers(part)` runs for each part in `1..parts` on
+/// other threads; returns what `own` returns once all are done, re-raising a part's panic
+/// (`own`'s first). `own` never leaves the calling thread, so it need not be `Send`.
+pub(crate) fn run_beside<R>(
+    parts: usize,
+    own: impl FnOnce() -> R,
+    helpers: &(dyn Fn(usize) + Sync),
+) -> R {
     if parts <= 1 {
-        work(0);
-        return;
+        return own();
     }
-    let Ok(mut slots) = helpers().try_lock() else {
+    let Ok(mut slots) = helper_slots().try_lock() else {
         // Busy with another caller's region (or this is nested in one): threads of our own.
-        return scoped(parts, work);
+        return scoped(parts, own, helpers);
     };
     while slots.len() < parts - 1 {
         let slot = Arc::new(Slot::new());
@@ -164,47 +174,55 @@ pub(crate) fn run(parts: usize, work: &(dyn Fn(usize) + Sync)) {
             .spawn(move || serving.serve());
         if started.is_err() {
             drop(slots);
-            return scoped(parts, work);
+            return scoped(parts, own, helpers);
         }
         slots.push(slot);
     }
     // SAFETY: the lifetime is erased for the helpers; every posted job is waited for below
-    // before this function returns or unwinds, so `work` outlives its use.
-    let erased: Work = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Work>(work) };
+    // before this function returns or unwinds, so `helpers` outlives its use.
+    let erased: Work = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Work>(helpers) };
     for (part, slot) in (1..parts).zip(slots.iter()) {
         // SAFETY: as above.
         unsafe { slot.post(erased, part) };
     }
-    let own = catch_unwind(AssertUnwindSafe(|| work(0)));
-    let mut panic = own.err();
+    let result = catch_unwind(AssertUnwindSafe(own));
+    let mut panic = None;
     for slot in slots.iter().take(parts - 1) {
         if let Some(payload) = slot.wait() {
             panic.get_or_insert(payload);
         }
     }
     drop(slots);
-    if let Some(payload) = panic {
-        resume_unwind(payload);
+    finish(result, panic)
+}
+
+/// `own`'s result, or the first panic: `own`'s, then a helper's.
+fn finish<R>(
+    result: std::thread::Result<R>,
+    helper_panic: Option<Box<dyn std::any::Any + Send>>,
+) -> R {
+    match (result, helper_panic) {
+        (Err(payload), _) | (Ok(_), Some(payload)) => resume_unwind(payload),
+        (Ok(value), None) => value,
     }
 }
 
-/// [`run`] on threads spawned for this call (re-raising a part's own panic, as the helpers do).
-fn scoped(parts: usize, work: &(dyn Fn(usize) + Sync)) {
-    let panic = std::thread::scope(|scope| {
+/// [`run_beside`] on threads spawned for this call.
+fn scoped<R>(parts: usize, own: impl FnOnce() -> R, helpers: &(dyn Fn(usize) + Sync)) -> R {
+    let (result, panic) = std::thread::scope(|scope| {
         let spawned: Vec<_> = (1..parts)
-            .map(|part| scope.spawn(move || work(part)))
+            .map(|part| scope.spawn(move || helpers(part)))
             .collect();
-        let mut panic = catch_unwind(AssertUnwindSafe(|| work(0))).err();
+        let result = catch_unwind(AssertUnwindSafe(own));
+        let mut panic = None;
         for thread in spawned {
             if let Err(payload) = thread.join() {
                 panic.get_or_insert(payload);
             }
         }
-        panic
+        (result, panic)
     });
-    if let Some(payload) = panic {
-        resume_unwind(payload);
-    }
+    finish(result, panic)
 }
 
 #[cfg(test)]
@@ -259,7 +277,7 @@ mod tests {
     #[test]
     fn threads_of_its_own_reraise_a_parts_panic_too() {
         let payload = catch_unwind(|| {
-            scoped(3, &|part| {
+            scoped(3, || (), &|part| {
                 if part == 2 {
                     panic!("part two fails");
                 }
@@ -267,6 +285,23 @@ mod tests {
         })
         .expect_err("the panic is re-raised");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"part two fails"));
+    }
+
+    #[test]
+    fn the_callers_own_work_returns_its_result() {
+        let helped = AtomicUsize::new(0);
+        let own = std::cell::Cell::new(0); // not Sync: it stays on this thread
+        let result = run_beside(
+            3,
+            || {
+                own.set(5);
+                own.get() * 2
+            },
+            &|part| {
+                helped.fetch_add(part, Ordering::Relaxed);
+            },
+        );
+        assert_eq!((result, helped.load(Ordering::Relaxed)), (10, 3));
     }
 
     #[test]
