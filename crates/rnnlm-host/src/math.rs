@@ -75,8 +75,9 @@ impl PackedB {
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0; panels * k * NR];
         let out = SharedMut(data.as_mut_ptr());
-        parallel(threads.clamp(1, panels.max(1)), |part| {
-            for p in split(panels, threads.clamp(1, panels.max(1)), part) {
+        let parts = threads.clamp(1, panels.max(1));
+        parallel(parts, |part| {
+            for p in split(panels, parts, part) {
                 // SAFETY: panel p is this thread's alone, inside `data`.
                 let panel = unsafe { out.slice(p * k * NR, k * NR) };
                 fill(p * NR, NR.min(n - p * NR), panel);

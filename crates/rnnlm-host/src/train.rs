@@ -1011,7 +1011,7 @@ fn forward_layer(
     let extra_len = if plan.cell.has_extra() { rows * h } else { 0 };
     let parts = plan.threads.min(plan.batch).max(1);
     // The outputs and extras of the loop over the gates at `gates_out`.
-    let run = |gates_out: SharedMut, gather: Option<&[usize]>| {
+    let time_loops = |gates_out: SharedMut, gather: Option<&[usize]>| {
         let mut extra = Vec::new();
         // SAFETY: the parts cover every batch row, and each zeroes its rows of the outputs and
         // extras (and, gathering, of the gates) at every step before writing them.
@@ -1040,7 +1040,7 @@ fn forward_layer(
     // The projection becomes the gates in place.
     let (gates, (outputs, extra)) = timed("forward: time loops", || match projection {
         Projection::Computed(mut gates) => {
-            let filled = run(SharedMut(gates.as_mut_ptr()), None);
+            let filled = time_loops(SharedMut(gates.as_mut_ptr()), None);
             (gates, filled)
         }
         Projection::Gathered(tokens) => {
@@ -1048,7 +1048,7 @@ fn forward_layer(
             // SAFETY: the loop writes every row of the gates (see above).
             let gates = unsafe {
                 filled_in_parallel(rows * plan.width(), |gates_out| {
-                    filled = run(gates_out, Some(tokens));
+                    filled = time_loops(gates_out, Some(tokens));
                 })
             };
             (gates, filled)
