@@ -1264,8 +1264,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
             return;
         }
         let tape = self.tape;
-        // The gradient reaching h_{t} (and c_t) from step t + 1; the final state gets none,
-        // and none is computed for the initial state (truncated BPTT stops there).
+        // The gradient reaching h_{t} (and c_t) from step t + 1; the final state gets none.
         let mut dh_next = vec![0.0f32; nb * h];
         let mut dc_next = vec![0.0f32; nb * h];
         let mut d_reset_h = vec![0.0f32; nb * h];
@@ -1296,7 +1295,11 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
             for ((d, &up), &next) in dh.iter_mut().zip(block(self.d_outputs, h)).zip(&dh_next) {
                 *d = up + next;
             }
-            match cell {
+            // Each arm gives the left operand of the product for dh_{t-1} (the gradient of what
+            // multiplied W_h: `dp`, or PyTorch's GRU's gradient of `h W_hh + b_hh`; d2l's
+            // W_hrz reads the `r z` columns of `dp`), and whether it already wrote the direct
+            // part of dh_{t-1} into `dh_next`.
+            let (source, direct): (&[f32], bool) = match cell {
                 Cell::Rnn(activation) => {
                     for ((d, &g), &out) in dp.iter_mut().zip(&dh).zip(block(&tape.outputs, h)) {
                         *d = match activation {
@@ -1305,18 +1308,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             Activation::Relu => 0.0,
                         };
                     }
-                    if t > 0 {
-                        dh_next.fill(0.0);
-                        gemm(
-                            self.plan.isa,
-                            &mut dh_next,
-                            h,
-                            dp,
-                            width,
-                            nb,
-                            &self.packed.main,
-                        );
-                    }
+                    (&*dp, false)
                 }
                 Cell::Lstm => {
                     let gates = block(&tape.gates, width);
@@ -1339,18 +1331,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                         let (dg, d_o) = rest.split_at_mut(h);
                         rows::lstm::<FMA>([i, f, gg, o], c, cp, dhb, dcb, [di, df, dg, d_o]);
                     }
-                    if t > 0 {
-                        dh_next.fill(0.0);
-                        gemm(
-                            self.plan.isa,
-                            &mut dh_next,
-                            h,
-                            dp,
-                            width,
-                            nb,
-                            &self.packed.main,
-                        );
-                    }
+                    (&*dp, false)
                 }
                 Cell::GruTorch => {
                     // SAFETY: as for `dp`.
@@ -1383,17 +1364,7 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             next,
                         );
                     }
-                    if t > 0 {
-                        gemm(
-                            self.plan.isa,
-                            &mut dh_next,
-                            h,
-                            dhw,
-                            width,
-                            nb,
-                            &self.packed.main,
-                        );
-                    }
+                    (&*dhw, true)
                 }
                 Cell::GruD2l => {
                     let gates = block(&tape.gates, width);
@@ -1441,24 +1412,28 @@ impl<'a> crate::math::Kernel for BackwardRows<'a> {
                             next,
                         );
                     }
-                    if t > 0 {
-                        gemm(
-                            self.plan.isa,
-                            &mut dh_next,
-                            h,
-                            dp,
-                            width,
-                            nb,
-                            &self.packed.main,
-                        );
-                    }
+                    (&*dp, true)
                 }
+            };
+            // dh_{t-1} = the direct part (if the arm wrote one) + source · W_hᵀ; none is needed
+            // for the initial state (truncated BPTT stops there).
+            if t > 0 {
+                if !direct {
+                    dh_next.fill(0.0);
+                }
+                gemm(
+                    self.plan.isa,
+                    &mut dh_next,
+                    h,
+                    source,
+                    width,
+                    nb,
+                    &self.packed.main,
+                );
             }
             accumulate(projected_sums, dp);
             if cell == Cell::GruTorch {
-                // SAFETY: as for `dp` (the arm above is done with its slice).
-                let dhw = unsafe { self.d_hidden_gates.slice(row * width, nb * width) };
-                accumulate(hidden_gates_sums, dhw);
+                accumulate(hidden_gates_sums, source);
             }
         }
     }
