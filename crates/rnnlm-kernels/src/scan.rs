@@ -1,0 +1,819 @@
+//! One layer's whole time loop, forwards and backwards, generic over the [`Cell`].
+//!
+//! The batch's rows are split between threads: rows are independent in the recurrence, so the
+//! threads never wait for each other inside the loop. A step is one product of the state with
+//! the packed `[hidden, gates·hidden]` weight and one pass over the gates; the forward pass
+//! keeps what the backward pass needs (the tape), and the backward pass sums the bias gradients
+//! while each step is in cache, then takes the weight gradient as one large product over all
+//! steps. Every sum runs in an order fixed by the shapes, so the results do not depend on the
+//! number of threads.
+
+use crate::cell::{BackwardStep, Cell, CellKind, ForwardStep, GradientSources, HiddenWeights, Scratch};
+use crate::math::{Isa, Kernel, run};
+use crate::profile::timed;
+use crate::shared::{SharedMut, SharedUninit, filled_in_parallel, parallel, split};
+
+/// The sizes of one layer's scan: `steps` time steps of `batch` rows of `hidden` units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanShape {
+    /// Time steps.
+    pub steps: usize,
+    /// Rows per step (independent sequences).
+    pub batch: usize,
+    /// Units of the layer.
+    pub hidden: usize,
+}
+
+impl ScanShape {
+    fn rows(self) -> usize {
+        self.steps * self.batch
+    }
+}
+
+/// How a scan runs: on how many threads, with loops compiled for which instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Threads (at most one per batch row is used).
+    pub threads: usize,
+    /// The instruction set of the loops ([`Isa::detect`], or less for tests).
+    pub isa: Isa,
+}
+
+impl Default for Plan {
+    /// [`crate::threads`] threads and the best instruction set of this CPU.
+    fn default() -> Self {
+        Self {
+            threads: crate::threads(),
+            isa: Isa::detect(),
+        }
+    }
+}
+
+/// The input projection of every step without its bias, `[steps · batch, gates·hidden]`,
+/// row-major and time-major (row `t · batch + b`).
+#[derive(Debug)]
+pub enum Projected<'a> {
+    /// Read; the gates are written to a buffer of their own.
+    Borrowed(&'a [f32]),
+    /// Handed over: the gates are computed in place, and the buffer becomes the tape's gates
+    /// (no second buffer of the same size, and half the memory traffic).
+    Owned(Vec<f32>),
+}
+
+impl Projected<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Projected::Borrowed(values) => values.len(),
+            Projected::Owned(values) => values.len(),
+        }
+    }
+}
+
+/// What a layer's forward scan reads besides the projection, all row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanInputs<'a> {
+    /// The bias added to every row of the projection, `[gates·hidden]` (empty: none).
+    pub input_bias: &'a [f32],
+    /// The initial state `h_0`, `[batch, hidden]`.
+    pub h0: &'a [f32],
+    /// The LSTM's initial cell `c_0`, `[batch, hidden]`; empty for the other cells.
+    pub c0: &'a [f32],
+    /// The hidden weight `W_h`, `[hidden, gates·hidden]`.
+    pub weight: &'a [f32],
+    /// PyTorch's GRU: `b_hh`, `[gates·hidden]` (empty: none); empty for the other cells.
+    pub hidden_bias: &'a [f32],
+}
+
+/// What a forward scan gives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanOutput {
+    /// `h_1 .. h_T`, then (LSTM) `c_T`: `[steps (+ 1), batch, hidden]`.
+    pub output: Vec<f32>,
+    /// Tape: the gate activations `[steps · batch, gates·hidden]` (empty when no tape was kept,
+    /// and for the RNN, which needs none).
+    pub gates: Vec<f32>,
+    /// Tape: the cell's extra block per step, `[steps · batch, hidden]` (empty when no tape was
+    /// kept, and for the RNN).
+    pub extra: Vec<f32>,
+}
+
+/// The forward scan of one layer: every step's `h` (and the LSTM's final cell), and, when
+/// `keep_tape`, what [`backward`] needs.
+///
+/// # Panics
+/// If a slice does not have the length its shape asks for.
+pub fn forward(
+    kind: CellKind,
+    shape: ScanShape,
+    projected: Projected<'_>,
+    inputs: ScanInputs<'_>,
+    keep_tape: bool,
+    plan: Plan,
+) -> ScanOutput {
+    crate::dispatch!(kind, |cell| forward_cell(cell, shape, projected, inputs, keep_tape, plan))
+}
+
+fn expect_len(what: &str, slice: &[f32], len: usize, shape: &str) {
+    assert_eq!(
+        slice.len(),
+        len,
+        "scan: {what} holds {} values, expected {shape} = {len}",
+        slice.len()
+    );
+}
+
+fn forward_cell<C: Cell>(
+    cell: C,
+    shape: ScanShape,
+    mut projected: Projected<'_>,
+    inputs: ScanInputs<'_>,
+    keep_tape: bool,
+    plan: Plan,
+) -> ScanOutput {
+    let ScanShape { steps, batch, hidden } = shape;
+    let width = C::GATES * hidden;
+    let rows = shape.rows();
+    assert_eq!(
+        projected.len(),
+        rows * width,
+        "scan: projected holds {} values, expected [steps · batch, gates · hidden] = {}",
+        projected.len(),
+        rows * width
+    );
+    if !inputs.input_bias.is_empty() {
+        expect_len("input_bias", inputs.input_bias, width, "[gates · hidden]");
+    }
+    expect_len("h0", inputs.h0, batch * hidden, "[batch, hidden]");
+    expect_len("c0", inputs.c0, if C::HAS_CELL { batch * hidden } else { 0 }, "[batch, hidden]");
+    expect_len("weight", inputs.weight, hidden * width, "[hidden, gates · hidden]");
+    if !inputs.hidden_bias.is_empty() {
+        expect_len("hidden_bias", inputs.hidden_bias, width, "[gates · hidden]");
+    }
+    let parts = plan.threads.clamp(1, batch.max(1));
+    let weights = timed("scan forward: pack W_h", || {
+        cell.pack(inputs.weight, inputs.hidden_bias, hidden, parts)
+    });
+    let output_len = (steps + usize::from(C::HAS_CELL)) * batch * hidden;
+    let in_place = matches!(projected, Projected::Owned(_));
+    // Gates computed in place need no buffer of their own.
+    let gates_len = if keep_tape && C::KEEPS_GATES && !in_place {
+        rows * width
+    } else {
+        0
+    };
+    let extra_len = if keep_tape && C::HAS_EXTRA { rows * hidden } else { 0 };
+    let (mut gates, mut extra) = (Vec::new(), Vec::new());
+    let source = match &mut projected {
+        Projected::Borrowed(values) => Source::Read(values),
+        Projected::Owned(values) => Source::InPlace(SharedMut::new(values)),
+    };
+    let output = timed("scan forward: time loop", || {
+        // SAFETY: the parts cover every batch row, and each zeroes and writes its rows of the
+        // three buffers at every step (and its rows of the final cell).
+        unsafe {
+            filled_in_parallel(output_len, |output| {
+                gates = filled_in_parallel(gates_len, |gates| {
+                    extra = filled_in_parallel(extra_len, |extra| {
+                        parallel(parts, |part| {
+                            let rows = ForwardRows {
+                                cell,
+                                shape,
+                                batch_rows: split(batch, parts, part),
+                                source,
+                                inputs,
+                                isa: plan.isa,
+                                weights: &weights,
+                                output,
+                                gates: keep_tape.then_some(gates),
+                                extra: keep_tape.then_some(extra),
+                            };
+                            run(plan.isa, rows);
+                        })
+                    })
+                })
+            })
+        }
+    });
+    if let Projected::Owned(values) = projected
+        && keep_tape
+        && C::KEEPS_GATES
+    {
+        gates = values;
+    }
+    ScanOutput { output, gates, extra }
+}
+
+/// Where a forward scan's threads find the projection.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Read, the gates written elsewhere.
+    Read(&'a [f32]),
+    /// Turned into the gates in place.
+    InPlace(SharedMut<'a>),
+}
+
+/// One thread's share of a forward scan: the batch rows `batch_rows` over every step.
+struct ForwardRows<'a, C> {
+    cell: C,
+    shape: ScanShape,
+    batch_rows: std::ops::Range<usize>,
+    source: Source<'a>,
+    inputs: ScanInputs<'a>,
+    isa: Isa,
+    weights: &'a HiddenWeights,
+    /// `[steps (+ 1), batch, hidden]`.
+    output: SharedUninit<'a>,
+    /// The tapes, where they are kept (else each step's gates and extra block are scratch).
+    gates: Option<SharedUninit<'a>>,
+    extra: Option<SharedUninit<'a>>,
+}
+
+impl<C: Cell> Kernel for ForwardRows<'_, C> {
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let width = C::GATES * h;
+        let (start, nb) = (self.batch_rows.start, self.batch_rows.len());
+        if nb == 0 {
+            return;
+        }
+        let inputs = self.inputs;
+        let mut cell_state = if C::HAS_CELL {
+            inputs.c0[start * h..(start + nb) * h].to_vec()
+        } else {
+            Vec::new()
+        };
+        // Where the gates are neither computed in place nor kept, a step's gates live here;
+        // where no tape is kept, its extra block.
+        let mut local_gates = match (self.source, self.gates) {
+            (Source::InPlace(_), _) => Vec::new(),
+            (_, Some(_)) if C::KEEPS_GATES => Vec::new(),
+            _ => vec![0.0f32; nb * width],
+        };
+        let mut local_extra = if self.extra.is_some() || !C::HAS_EXTRA {
+            Vec::new()
+        } else {
+            vec![0.0f32; nb * h]
+        };
+        let mut scratch = Scratch::default();
+        let mut h_prev: &[f32] = &inputs.h0[start * h..(start + nb) * h];
+        for t in 0..steps {
+            let row = t * batch + start;
+            let rows = row * width..(row + nb) * width;
+            // SAFETY (all four): rows `row .. row + nb` at step t are this thread's alone.
+            let gates: &mut [f32] = match (self.source, self.gates) {
+                (Source::InPlace(projected), _) => unsafe { projected.slice(rows.start, rows.len()) },
+                (_, Some(tape)) if C::KEEPS_GATES => unsafe { tape.zeroed_slice(rows.start, rows.len()) },
+                _ => &mut local_gates,
+            };
+            let extra: &mut [f32] = match self.extra {
+                Some(tape) if C::HAS_EXTRA => unsafe { tape.zeroed_slice(row * h, nb * h) },
+                _ => &mut local_extra,
+            };
+            let out = unsafe { self.output.zeroed_slice(row * h, nb * h) };
+            if let Source::Read(projected) = self.source {
+                gates.copy_from_slice(&projected[rows]);
+            }
+            if !inputs.input_bias.is_empty() {
+                for g in gates.chunks_exact_mut(width) {
+                    for (g, &b) in g.iter_mut().zip(inputs.input_bias) {
+                        *g += b;
+                    }
+                }
+            }
+            self.cell.forward::<FMA>(
+                self.isa,
+                self.weights,
+                nb,
+                ForwardStep {
+                    gates,
+                    h_prev,
+                    h_prev_units: h_prev,
+                    cell: &mut cell_state,
+                    h: &mut *out,
+                    extra,
+                },
+                &mut scratch,
+            );
+            h_prev = out;
+        }
+        if C::HAS_CELL {
+            // SAFETY: these rows of the final cell's block are this thread's alone.
+            let last = unsafe { self.output.zeroed_slice((steps * batch + start) * h, nb * h) };
+            last.copy_from_slice(&cell_state);
+        }
+    }
+}
+
+/// What a backward scan reads: the forward scan's inputs and outputs, with its tape.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanTape<'a> {
+    /// `h_0`, `[batch, hidden]`.
+    pub h0: &'a [f32],
+    /// The LSTM's `c_0`, `[batch, hidden]`; empty otherwise.
+    pub c0: &'a [f32],
+    /// `W_h`, `[hidden, gates·hidden]`.
+    pub weight: &'a [f32],
+    /// [`ScanOutput::output`].
+    pub output: &'a [f32],
+    /// [`ScanOutput::gates`].
+    pub gates: &'a [f32],
+    /// [`ScanOutput::extra`].
+    pub extra: &'a [f32],
+}
+
+/// Which gradients a backward scan computes besides the projection's (which every other one
+/// is computed from): those whose inputs take part in the caller's graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Of the input bias (the column sums of the projection's gradient).
+    pub input_bias: bool,
+    /// Of `h_0`.
+    pub h0: bool,
+    /// Of the LSTM's `c_0`.
+    pub c0: bool,
+    /// Of `W_h`.
+    pub weight: bool,
+    /// Of PyTorch's GRU's `b_hh`.
+    pub hidden_bias: bool,
+}
+
+/// What a backward scan gives: each gradient has its input's shape, or is empty where it was
+/// not [`Wanted`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanGradients {
+    /// Of the projection, `[steps · batch, gates·hidden]`.
+    pub projected: Vec<f32>,
+    /// Of the input bias, `[gates·hidden]`.
+    pub input_bias: Vec<f32>,
+    /// Of `h_0`, `[batch, hidden]`.
+    pub h0: Vec<f32>,
+    /// Of `c_0`, `[batch, hidden]`.
+    pub c0: Vec<f32>,
+    /// Of `W_h`, `[hidden, gates·hidden]`.
+    pub weight: Vec<f32>,
+    /// Of `b_hh`, `[gates·hidden]`.
+    pub hidden_bias: Vec<f32>,
+}
+
+/// The backward scan of one layer: from the gradient of its output (`d_output`, shaped as
+/// [`ScanOutput::output`]: every `h_t`, then the LSTM's final cell), the gradients of its
+/// inputs.
+///
+/// # Panics
+/// If a slice does not have the length its shape asks for, or the tape was not kept.
+pub fn backward(
+    kind: CellKind,
+    shape: ScanShape,
+    tape: ScanTape<'_>,
+    d_output: &[f32],
+    wanted: Wanted,
+    plan: Plan,
+) -> ScanGradients {
+    crate::dispatch!(kind, |cell| backward_cell(cell, shape, tape, d_output, wanted, plan))
+}
+
+fn backward_cell<C: Cell>(
+    cell: C,
+    shape: ScanShape,
+    tape: ScanTape<'_>,
+    d_output: &[f32],
+    wanted: Wanted,
+    plan: Plan,
+) -> ScanGradients {
+    let ScanShape { steps, batch, hidden } = shape;
+    let width = C::GATES * hidden;
+    let rows = shape.rows();
+    let state = batch * hidden;
+    let output_len = (steps + usize::from(C::HAS_CELL)) * state;
+    expect_len("h0", tape.h0, state, "[batch, hidden]");
+    expect_len("c0", tape.c0, if C::HAS_CELL { state } else { 0 }, "[batch, hidden]");
+    expect_len("weight", tape.weight, hidden * width, "[hidden, gates · hidden]");
+    expect_len("output", tape.output, output_len, "[steps (+ 1), batch, hidden]");
+    expect_len("d_output", d_output, output_len, "[steps (+ 1), batch, hidden]");
+    expect_len("tape gates", tape.gates, if C::KEEPS_GATES { rows * width } else { 0 }, "[steps · batch, gates · hidden]");
+    expect_len("tape extra", tape.extra, if C::HAS_EXTRA { rows * hidden } else { 0 }, "[steps · batch, hidden]");
+
+    let parts = plan.threads.clamp(1, batch.max(1));
+    let transposed = timed("scan backward: pack W_h transposed", || {
+        cell.pack_transposed(tape.weight, hidden, parts)
+    });
+    let hidden_sums_wanted = C::HIDDEN_GRADIENT && wanted.hidden_bias;
+    // Per batch row, the sums over the steps of its rows of dp (and dq); then over the rows in
+    // order, so the bias gradients do not depend on the thread count.
+    let mut projected_sums = vec![0.0f32; if wanted.input_bias { batch * width } else { 0 }];
+    let mut hidden_sums = vec![0.0f32; if hidden_sums_wanted { batch * width } else { 0 }];
+    let mut d_h0 = vec![0.0f32; if wanted.h0 { state } else { 0 }];
+    let mut d_c0 = vec![0.0f32; if wanted.c0 && C::HAS_CELL { state } else { 0 }];
+    let dq_len = if C::HIDDEN_GRADIENT { rows * width } else { 0 };
+    let mut dq = Vec::new();
+    let sinks = Sinks {
+        projected_sums: SharedMut::new(&mut projected_sums),
+        hidden_sums: SharedMut::new(&mut hidden_sums),
+        d_h0: SharedMut::new(&mut d_h0),
+        d_c0: SharedMut::new(&mut d_c0),
+    };
+    let dp = timed("scan backward: time loop", || {
+        // SAFETY: the parts cover every batch row, and each zeroes and writes its rows of dp
+        // (and dq) at every step.
+        unsafe {
+            filled_in_parallel(rows * width, |dp| {
+                dq = filled_in_parallel(dq_len, |dq| {
+                    parallel(parts, |part| {
+                        let rows = BackwardRows {
+                            cell,
+                            shape,
+                            batch_rows: split(batch, parts, part),
+                            isa: plan.isa,
+                            transposed: &transposed,
+                            tape,
+                            d_output,
+                            wanted,
+                            dp,
+                            dq,
+                            sinks,
+                        };
+                        run(plan.isa, rows);
+                    })
+                })
+            })
+        }
+    });
+    let weight = if wanted.weight {
+        timed("scan backward: weight gradient", || {
+            let sources = GradientSources {
+                h0: tape.h0,
+                outputs: &tape.output[..rows * hidden],
+                dp: &dp,
+                dq: &dq,
+                extra: tape.extra,
+                batch,
+            };
+            cell.weight_gradient(&sources, hidden, plan.threads)
+        })
+    } else {
+        Vec::new()
+    };
+    ScanGradients {
+        input_bias: column_sums(&projected_sums, width),
+        hidden_bias: column_sums(&hidden_sums, width),
+        projected: dp,
+        h0: d_h0,
+        c0: d_c0,
+        weight,
+    }
+}
+
+/// The sums of the columns of `g` `[rows, width]`, every sum in row order (empty for an empty
+/// `g`).
+fn column_sums(g: &[f32], width: usize) -> Vec<f32> {
+    if g.is_empty() {
+        return Vec::new();
+    }
+    let mut sums = vec![0.0f32; width];
+    for row in g.chunks_exact(width) {
+        accumulate(&mut sums, row);
+    }
+    sums
+}
+
+/// Adds `block` into `sums` element by element (equally long).
+#[inline(always)]
+pub(crate) fn accumulate(sums: &mut [f32], block: &[f32]) {
+    for (s, &v) in sums.iter_mut().zip(block) {
+        *s += v;
+    }
+}
+
+/// Where the threads of a backward scan leave their batch rows' results besides dp and dq.
+#[derive(Clone, Copy)]
+struct Sinks<'a> {
+    /// `[batch, gates·hidden]`: per batch row, the sum of its rows of dp over the steps.
+    projected_sums: SharedMut<'a>,
+    /// The same for dq (empty unless wanted).
+    hidden_sums: SharedMut<'a>,
+    /// `[batch, hidden]` each (empty unless wanted).
+    d_h0: SharedMut<'a>,
+    d_c0: SharedMut<'a>,
+}
+
+/// One thread's share of a backward scan: its batch rows, last step first.
+struct BackwardRows<'a, C> {
+    cell: C,
+    shape: ScanShape,
+    batch_rows: std::ops::Range<usize>,
+    isa: Isa,
+    transposed: &'a HiddenWeights,
+    tape: ScanTape<'a>,
+    d_output: &'a [f32],
+    wanted: Wanted,
+    dp: SharedUninit<'a>,
+    dq: SharedUninit<'a>,
+    sinks: Sinks<'a>,
+}
+
+impl<C: Cell> Kernel for BackwardRows<'_, C> {
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let width = C::GATES * h;
+        let (start, nb) = (self.batch_rows.start, self.batch_rows.len());
+        if nb == 0 {
+            return;
+        }
+        let (tape, d_output) = (self.tape, self.d_output);
+        // This thread's rows of step t in a buffer of `cols` columns.
+        let block = |t: usize, cols: usize| (t * batch + start) * cols..(t * batch + start + nb) * cols;
+        let initial = start * h..(start + nb) * h;
+        // The gradient reaching h_t from step t + 1; the final state's own arrives in d_output.
+        let mut dh_next = vec![0.0f32; nb * h];
+        let mut dh = vec![0.0f32; nb * h];
+        // LSTM: the gradient of c_t, starting from the final cell's.
+        let mut dc = if C::HAS_CELL {
+            d_output[block(steps, h)].to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut scratch = Scratch::default();
+        // SAFETY (the sums): these batch rows are this thread's alone.
+        let projected_sums = if self.wanted.input_bias {
+            unsafe { self.sinks.projected_sums.slice(start * width, nb * width) }
+        } else {
+            &mut []
+        };
+        let hidden_sums = if C::HIDDEN_GRADIENT && self.wanted.hidden_bias {
+            unsafe { self.sinks.hidden_sums.slice(start * width, nb * width) }
+        } else {
+            &mut []
+        };
+        for t in (0..steps).rev() {
+            for ((d, &up), &next) in dh.iter_mut().zip(&d_output[block(t, h)]).zip(&dh_next) {
+                *d = up + next;
+            }
+            // SAFETY: rows `block(t)` are this thread's alone.
+            let dp = unsafe { self.dp.zeroed_slice((t * batch + start) * width, nb * width) };
+            let dq: &mut [f32] = if C::HIDDEN_GRADIENT {
+                unsafe { self.dq.zeroed_slice((t * batch + start) * width, nb * width) }
+            } else {
+                &mut []
+            };
+            let h_prev = if t == 0 {
+                &tape.h0[initial.clone()]
+            } else {
+                &tape.output[block(t - 1, h)]
+            };
+            let cell_prev: &[f32] = match (C::HAS_CELL, t) {
+                (false, _) => &[],
+                (true, 0) => &tape.c0[initial.clone()],
+                (true, _) => &tape.extra[block(t - 1, h)],
+            };
+            let wants_dh_prev = t > 0 || self.wanted.h0;
+            self.cell.backward::<FMA>(
+                self.isa,
+                self.transposed,
+                nb,
+                BackwardStep {
+                    gates: if C::KEEPS_GATES { &tape.gates[block(t, width)] } else { &[] },
+                    extra: if C::HAS_EXTRA { &tape.extra[block(t, h)] } else { &[] },
+                    cell_prev,
+                    h: &tape.output[block(t, h)],
+                    h_prev,
+                    dh: &dh,
+                    dc: &mut dc,
+                    dp: &mut *dp,
+                    dq: &mut *dq,
+                    dh_prev: wants_dh_prev.then_some(&mut dh_next[..]),
+                },
+                &mut scratch,
+            );
+            if !projected_sums.is_empty() {
+                accumulate(projected_sums, dp);
+            }
+            if !hidden_sums.is_empty() {
+                accumulate(hidden_sums, dq);
+            }
+        }
+        // SAFETY: these batch rows are this thread's alone.
+        if self.wanted.h0 {
+            unsafe { self.sinks.d_h0.slice(start * h, nb * h) }.copy_from_slice(&dh_next);
+        }
+        if C::HAS_CELL && self.wanted.c0 {
+            unsafe { self.sinks.d_c0.slice(start * h, nb * h) }.copy_from_slice(&dc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Activation;
+
+    const KINDS: [CellKind; 5] = [
+        CellKind::Rnn(Activation::Tanh),
+        CellKind::Rnn(Activation::Relu),
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::GruD2l,
+    ];
+
+    /// Reproducible values in `[-scale, scale)` (xorshift).
+    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// Every input of a scan of `kind` with `shape`, as owned buffers.
+    struct Case {
+        kind: CellKind,
+        shape: ScanShape,
+        projected: Vec<f32>,
+        input_bias: Vec<f32>,
+        h0: Vec<f32>,
+        c0: Vec<f32>,
+        weight: Vec<f32>,
+        hidden_bias: Vec<f32>,
+    }
+
+    impl Case {
+        fn new(kind: CellKind, shape: ScanShape, seed: u64) -> Self {
+            let ScanShape { steps, batch, hidden } = shape;
+            let width = kind.gates() * hidden;
+            Self {
+                kind,
+                shape,
+                projected: values(steps * batch * width, seed, 1.0),
+                input_bias: values(width, seed + 1, 0.5),
+                h0: values(batch * hidden, seed + 2, 0.8),
+                c0: if kind.has_cell() { values(batch * hidden, seed + 3, 0.8) } else { Vec::new() },
+                weight: values(hidden * width, seed + 4, 0.6),
+                hidden_bias: if kind.has_hidden_bias() { values(width, seed + 5, 0.5) } else { Vec::new() },
+            }
+        }
+
+        fn inputs(&self) -> ScanInputs<'_> {
+            ScanInputs {
+                input_bias: &self.input_bias,
+                h0: &self.h0,
+                c0: &self.c0,
+                weight: &self.weight,
+                hidden_bias: &self.hidden_bias,
+            }
+        }
+
+        fn forward(&self, keep_tape: bool, plan: Plan) -> ScanOutput {
+            let projected = Projected::Borrowed(&self.projected);
+            forward(self.kind, self.shape, projected, self.inputs(), keep_tape, plan)
+        }
+
+        fn backward(&self, out: &ScanOutput, d_output: &[f32], plan: Plan) -> ScanGradients {
+            let tape = ScanTape {
+                h0: &self.h0,
+                c0: &self.c0,
+                weight: &self.weight,
+                output: &out.output,
+                gates: &out.gates,
+                extra: &out.extra,
+            };
+            let wanted = Wanted { input_bias: true, h0: true, c0: true, weight: true, hidden_bias: true };
+            backward(self.kind, self.shape, tape, d_output, wanted, plan)
+        }
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Baseline].into_iter().filter(|isa| isa.supported()).collect()
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let shape = ScanShape { steps: 5, batch: 7, hidden: 70 };
+        for kind in KINDS {
+            let case = Case::new(kind, shape, 11);
+            let plan = |threads| Plan { threads, isa: Isa::detect() };
+            let one = case.forward(true, plan(1));
+            let d_output = values(one.output.len(), 99, 1.0);
+            let grads = case.backward(&one, &d_output, plan(1));
+            for threads in 2..=4 {
+                let out = case.forward(true, plan(threads));
+                assert_eq!(out, one, "{kind:?}, {threads} threads: forward");
+                assert_eq!(case.backward(&out, &d_output, plan(threads)), grads, "{kind:?}, {threads} threads: backward");
+            }
+            // Without a tape the same states come out, and nothing else.
+            let untracked = case.forward(false, plan(2));
+            assert_eq!(untracked.output, one.output, "{kind:?}: untracked forward");
+            assert!(untracked.gates.is_empty() && untracked.extra.is_empty());
+            // Gates computed in the projection's own buffer: the same output and tape.
+            for keep_tape in [true, false] {
+                let owned = Projected::Owned(case.projected.clone());
+                let in_place = forward(kind, shape, owned, case.inputs(), keep_tape, plan(3));
+                let expected = if keep_tape { &one } else { &untracked };
+                assert_eq!(&in_place, expected, "{kind:?}: in place, tape {keep_tape}");
+            }
+        }
+    }
+
+    fn close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tolerance * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_results_to_rounding() {
+        let shape = ScanShape { steps: 4, batch: 9, hidden: 67 };
+        for kind in KINDS {
+            let case = Case::new(kind, shape, 5);
+            let reference = Plan { threads: 2, isa: Isa::Baseline };
+            let base = case.forward(true, reference);
+            let d_output = values(base.output.len(), 3, 1.0);
+            let base_grads = case.backward(&base, &d_output, reference);
+            for isa in isas() {
+                let plan = Plan { threads: 2, isa };
+                let out = case.forward(true, plan);
+                close(&out.output, &base.output, 1e-5, &format!("{kind:?} {isa:?} output"));
+                let grads = case.backward(&out, &d_output, plan);
+                close(&grads.projected, &base_grads.projected, 1e-4, &format!("{kind:?} {isa:?} d projected"));
+                close(&grads.weight, &base_grads.weight, 1e-4, &format!("{kind:?} {isa:?} d weight"));
+                close(&grads.h0, &base_grads.h0, 1e-4, &format!("{kind:?} {isa:?} d h0"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_scan_equals_two_short_ones_carrying_the_state() {
+        let shape = ScanShape { steps: 6, batch: 3, hidden: 20 };
+        let plan = Plan::default();
+        for kind in KINDS {
+            let case = Case::new(kind, shape, 8);
+            let whole = case.forward(false, plan);
+            let width = kind.gates() * shape.hidden;
+            let state = shape.batch * shape.hidden;
+            let half = ScanShape { steps: 3, ..shape };
+            let first = Case { shape: half, projected: case.projected[..3 * shape.batch * width].to_vec(), ..Case::new(kind, half, 8) };
+            let first = Case { h0: case.h0.clone(), c0: case.c0.clone(), weight: case.weight.clone(), input_bias: case.input_bias.clone(), hidden_bias: case.hidden_bias.clone(), ..first };
+            let a = first.forward(false, plan);
+            let second = Case {
+                projected: case.projected[3 * shape.batch * width..].to_vec(),
+                h0: a.output[2 * state..3 * state].to_vec(),
+                c0: if kind.has_cell() { a.output[3 * state..].to_vec() } else { Vec::new() },
+                ..Case { shape: half, ..first }
+            };
+            let b = second.forward(false, plan);
+            assert_eq!(&whole.output[..3 * state], &a.output[..3 * state], "{kind:?}: first half");
+            assert_eq!(&whole.output[3 * state..], &b.output[..], "{kind:?}: second half");
+        }
+    }
+
+    /// `Σ output ⊙ weights`, summed in f64.
+    fn loss(out: &ScanOutput, weights: &[f32]) -> f64 {
+        out.output.iter().zip(weights).map(|(&o, &w)| o as f64 * w as f64).sum()
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
+        let plan = Plan::default();
+        // ReLU's kink makes differences unreliable; its backward row is checked by hand.
+        for kind in KINDS.into_iter().filter(|k| *k != CellKind::Rnn(Activation::Relu)) {
+            let case = Case::new(kind, shape, 21);
+            let out = case.forward(true, plan);
+            let d_output = values(out.output.len(), 77, 1.0);
+            let grads = case.backward(&out, &d_output, plan);
+            let eps = 1e-3f32;
+            let fields: [(&str, fn(&mut Case) -> &mut Vec<f32>, &Vec<f32>); 6] = [
+                ("projected", |c| &mut c.projected, &grads.projected),
+                ("input_bias", |c| &mut c.input_bias, &grads.input_bias),
+                ("h0", |c| &mut c.h0, &grads.h0),
+                ("c0", |c| &mut c.c0, &grads.c0),
+                ("weight", |c| &mut c.weight, &grads.weight),
+                ("hidden_bias", |c| &mut c.hidden_bias, &grads.hidden_bias),
+            ];
+            for (name, field, analytic) in fields {
+                let mut probe = Case::new(kind, shape, 21);
+                let len = field(&mut probe).len();
+                assert_eq!(analytic.len(), len, "{kind:?} {name}: gradient length");
+                for i in (0..len).step_by(len.div_ceil(12).max(1)) {
+                    let at = field(&mut probe)[i];
+                    field(&mut probe)[i] = at + eps;
+                    let up = loss(&probe.forward(false, plan), &d_output);
+                    field(&mut probe)[i] = at - eps;
+                    let down = loss(&probe.forward(false, plan), &d_output);
+                    field(&mut probe)[i] = at;
+                    let numeric = (up - down) / (2.0 * eps as f64);
+                    let a = analytic[i] as f64;
+                    assert!(
+                        (a - numeric).abs() <= 2e-3 + 1e-2 * numeric.abs(),
+                        "{kind:?} d {name}[{i}]: analytic {a}, numeric {numeric}"
+                    );
+                }
+            }
+        }
+    }
+}
