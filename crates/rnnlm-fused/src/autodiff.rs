@@ -1,0 +1,90 @@
+//! The operation on an autodiff device: one graph node over the whole time loop, whose backward
+//! pass is [`ScanKernels::scan_backward`].
+
+use burn::backend::Backend;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use rnnlm_kernels::CellKind;
+use rnnlm_kernels::scan::Wanted;
+
+use crate::op::{ScanBackend, ScanInputs, ScanKernels, ScanSaved};
+
+/// The node's backward pass; its parents are the six inputs in the order of
+/// [`ScanBackend::recurrent_scan`].
+#[derive(Debug)]
+struct Scan;
+
+impl<B: Backend + ScanKernels> Backward<B, 6> for Scan {
+    type State = ScanSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let d_output = grads.consume::<B>(&ops.node);
+        let [projected, input_bias, h0, c0, weight, hidden_bias] = ops.parents;
+        // Parents that take no gradient (constants, frozen or detached tensors, the empty
+        // stand-ins of the inputs a cell lacks) arrive as `None`: their work is skipped.
+        let wanted = Wanted {
+            input_bias: input_bias.is_some(),
+            h0: h0.is_some(),
+            c0: c0.is_some(),
+            weight: weight.is_some(),
+            hidden_bias: hidden_bias.is_some(),
+        };
+        let result = B::scan_backward(ops.state, d_output, wanted);
+        let pairs = [
+            (projected, Some(result.projected)),
+            (input_bias, result.input_bias),
+            (h0, result.h0),
+            (c0, result.c0),
+            (weight, result.weight),
+            (hidden_bias, result.hidden_bias),
+        ];
+        for (node, grad) in pairs {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B, C> {
+    fn recurrent_scan(
+        cell: CellKind,
+        projected: FloatTensor<Self>,
+        input_bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        hidden_bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // The guards first: the primitives move into the inputs below.
+        let guards = [
+            projected.node(),
+            input_bias.node(),
+            h0.node(),
+            c0.node(),
+            weight.node(),
+            hidden_bias.node(),
+        ];
+        let inputs = ScanInputs {
+            projected: projected.into_primitive(),
+            input_bias: input_bias.into_primitive(),
+            h0: h0.into_primitive(),
+            c0: c0.into_primitive(),
+            weight: weight.into_primitive(),
+            hidden_bias: hidden_bias.into_primitive(),
+        };
+        // Compute-bound: a checkpointing strategy must keep the tape rather than run the loop
+        // again.
+        match Scan.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (output, saved) = B::scan_forward(cell, inputs, true);
+                prep.finish(saved.expect("a tracked scan keeps its tape"), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::scan_forward(cell, inputs, false).0),
+        }
+    }
+}

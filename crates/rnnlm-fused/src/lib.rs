@@ -1,0 +1,314 @@
+//! A recurrent layer's whole time loop as one Burn operation with its own backward pass.
+//!
+//! Through Burn's tensor operations, one time step of a layer is a dozen small operations, each
+//! recorded on the autodiff tape and replayed backwards; on a CPU that overhead, not arithmetic,
+//! sets the speed of the chapter's models. [`try_scan`] runs all steps of a layer as one
+//! operation instead (a backend extension, [`ScanBackend`]), computed by [`rnnlm_kernels`]: on an
+//! autodiff device it records one graph node whose backward pass gives the gradients of the
+//! projected inputs, the initial state and the hidden weight and bias, the weight's as one
+//! product over all steps.
+//!
+//! It runs on the backends this crate is built for, by cargo feature: `flex` and `ndarray`
+//! (each turns on Burn's feature of the same name and `autodiff`), for `f32` tensors. Anywhere
+//! else (another backend, another float type, a backend whose feature is off here, or the
+//! composite [`Mode`]) [`try_scan`] returns `None` and the caller runs its per-step tensor
+//! operations. [`status`] says which applies to a device and why.
+//!
+//! ```
+//! # #[cfg(feature = "flex")] {
+//! use burn::prelude::*;
+//! use rnnlm_fused::{CellKind, ScanTensors};
+//!
+//! let device = Device::flex();
+//! assert!(rnnlm_fused::is_active(&device));
+//! let (steps, batch, hidden) = (5, 2, 8);
+//! let projected = Tensor::<3>::zeros([steps, batch, 4 * hidden], &device);
+//! let input_bias = Tensor::<1>::zeros([4 * hidden], &device);
+//! let h0 = Tensor::<2>::zeros([batch, hidden], &device);
+//! let weight = Tensor::<2>::zeros([hidden, 4 * hidden], &device);
+//! let inputs = ScanTensors {
+//!     projected: &projected,
+//!     input_bias: &input_bias,
+//!     h0: &h0,
+//!     c0: Some(&h0),
+//!     weight: &weight,
+//!     hidden_bias: None,
+//! };
+//! let out = rnnlm_fused::try_scan(CellKind::Lstm, inputs).expect("flex runs the fused scan");
+//! assert_eq!(out.dims(), [steps + 1, batch, hidden]); // every h, then the final cell
+//! # }
+//! ```
+//!
+//! The kernels are shaped so that a GPU implementation can be added: implement
+//! [`ScanKernels`] (forward with its tape, backward) for the backend and list it on
+//! [`ScanBackend`].
+
+// burn-ndarray is deprecated in Burn 0.22; its implementation stays while it ships.
+#![cfg_attr(feature = "ndarray", allow(deprecated))]
+
+#[cfg(feature = "autodiff")]
+mod autodiff;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod host;
+mod op;
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::prelude::*;
+use burn::tensor::DType;
+
+pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
+pub use rnnlm_kernels::{Activation, CellKind};
+
+/// Whether the fused operation runs where it can, or the composite tensor operations run
+/// everywhere (for tests that compare the two, and for debugging).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The fused scan on every device where [`status`] is [`Status::Active`].
+    Fused,
+    /// The composite tensor operations everywhere.
+    Composite,
+}
+
+/// The process-wide mode: 0 = not set (the environment decides), 1 = fused, 2 = composite.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+thread_local! {
+    static THREAD_MODE: Cell<Option<Mode>> = const { Cell::new(None) };
+}
+
+/// `RNNLM_FUSED`, read once: `off`, `0`, `false` or `composite` force the composite path.
+fn mode_from_env() -> Mode {
+    static FROM_ENV: OnceLock<Mode> = OnceLock::new();
+    *FROM_ENV.get_or_init(|| match std::env::var("RNNLM_FUSED") {
+        Err(_) => Mode::Fused,
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "1" | "on" | "true" | "fused" => Mode::Fused,
+            "0" | "off" | "false" | "composite" => Mode::Composite,
+            _ => {
+                eprintln!(
+                    "warning: RNNLM_FUSED={value:?} is not one of on, off, 1, 0, true, false, \
+                     fused, composite; the fused scan stays on"
+                );
+                Mode::Fused
+            }
+        },
+    })
+}
+
+/// The mode in force on this thread: [`with_mode`]'s, else [`set_mode`]'s, else the environment
+/// variable `RNNLM_FUSED` (`off` forces the composite path), else [`Mode::Fused`].
+pub fn mode() -> Mode {
+    if let Some(mode) = THREAD_MODE.with(Cell::get) {
+        return mode;
+    }
+    match MODE.load(Ordering::Relaxed) {
+        1 => Mode::Fused,
+        2 => Mode::Composite,
+        _ => mode_from_env(),
+    }
+}
+
+/// Sets the mode for the whole process (every thread without a [`with_mode`] of its own),
+/// overriding `RNNLM_FUSED`.
+pub fn set_mode(mode: Mode) {
+    MODE.store(
+        match mode {
+            Mode::Fused => 1,
+            Mode::Composite => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Runs `work` with `mode` in force on this thread only (tests comparing the two paths side by
+/// side): the forward passes inside record the operations of that mode; a backward pass
+/// follows whatever was recorded.
+pub fn with_mode<R>(mode: Mode, work: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Mode>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_MODE.with(|m| m.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_MODE.with(|m| m.replace(Some(mode))));
+    work()
+}
+
+/// Whether the fused scan runs on a device, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// It runs (for `f32` tensors).
+    Active,
+    /// The device's backend has an implementation, but this build lacks the cargo feature
+    /// that compiles it (Burn's own feature of that name is on, this crate's is not).
+    NotCompiled {
+        /// `flex` or `ndarray`: the feature to turn on (`rnnlm = { features = [..] }`).
+        feature: &'static str,
+    },
+    /// The backend has no implementation (wgpu, cuda, tch, cpu, ...): the composite path runs.
+    Unsupported,
+    /// [`Mode::Composite`] is in force.
+    Disabled,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Active => write!(f, "fused"),
+            Status::NotCompiled { feature } => write!(
+                f,
+                "composite: built without rnnlm's `{feature}` feature (turn it on next to burn's)"
+            ),
+            Status::Unsupported => write!(f, "composite: no fused kernel for this backend"),
+            Status::Disabled => write!(f, "composite: forced (RNNLM_FUSED=off or --fused off)"),
+        }
+    }
+}
+
+/// The backend of a device whose implementation this build compiled, if any.
+fn compiled_for(device: &Device) -> bool {
+    let inner = device.clone().inner();
+    match inner.as_dispatch() {
+        #[cfg(feature = "flex")]
+        burn::backend::DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        burn::backend::DispatchDevice::NdArray(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Whether the fused scan runs on `device` (for `f32` tensors), and if not, why.
+pub fn status(device: &Device) -> Status {
+    if compiled_for(device) {
+        if device.is_autodiff() && !cfg!(feature = "autodiff") {
+            return Status::NotCompiled { feature: "autodiff" };
+        }
+        return if mode() == Mode::Fused {
+            Status::Active
+        } else {
+            Status::Disabled
+        };
+    }
+    // Another backend, or one whose implementation this build left out (Burn's feature on,
+    // ours off): told apart by the device's name alone, since its variant is not visible here.
+    let name = format!("{:?}", device.clone().inner().as_dispatch());
+    if name.starts_with("Flex") {
+        Status::NotCompiled { feature: "flex" }
+    } else if name.starts_with("NdArray") {
+        Status::NotCompiled { feature: "ndarray" }
+    } else {
+        Status::Unsupported
+    }
+}
+
+/// Whether the fused scan runs on `device`: [`status`] is [`Status::Active`].
+pub fn is_active(device: &Device) -> bool {
+    status(device) == Status::Active
+}
+
+/// The inputs of one layer's scan, time-major (see [`ScanBackend`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ScanTensors<'a> {
+    /// The input projection of every step, without its bias: `[steps, batch, gates·hidden]`.
+    pub projected: &'a Tensor<3>,
+    /// The bias added to every step's projection: `[gates·hidden]`.
+    pub input_bias: &'a Tensor<1>,
+    /// The initial state: `[batch, hidden]`.
+    pub h0: &'a Tensor<2>,
+    /// The LSTM's initial cell: `[batch, hidden]`; `None` for the other cells.
+    pub c0: Option<&'a Tensor<2>>,
+    /// The hidden weight `W_h`: `[hidden, gates·hidden]`.
+    pub weight: &'a Tensor<2>,
+    /// PyTorch's GRU's `b_hh`: `[gates·hidden]`; `None` for the other cells (and a GRU without
+    /// one).
+    pub hidden_bias: Option<&'a Tensor<1>>,
+}
+
+/// One layer's whole time loop as one operation: every step's `h`, then (LSTM) the final
+/// cell, `[steps (+ 1), batch, hidden]`; `None` where the fused scan does not run for these
+/// tensors (see [`status`]; also for a float type other than `f32`), so the caller runs its
+/// composite operations instead.
+///
+/// # Panics
+/// If the shapes do not fit each other, naming the tensor, its shape and the expected one (the
+/// cores check their inputs before this).
+pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Option<Tensor<3>> {
+    let device = inputs.projected.device();
+    if !is_active(&device) {
+        return None;
+    }
+    let all_f32 = [
+        inputs.projected.dtype(),
+        inputs.input_bias.dtype(),
+        inputs.h0.dtype(),
+        inputs.weight.dtype(),
+    ]
+    .into_iter()
+    .chain(inputs.c0.map(Tensor::dtype))
+    .chain(inputs.hidden_bias.map(Tensor::dtype))
+    .all(|dtype| dtype == DType::F32);
+    if !all_f32 {
+        return None;
+    }
+    check_shapes(cell, &inputs);
+    // The inputs a cell lacks are empty stand-ins: constants, so autodiff asks no gradient.
+    let absent = || Tensor::<1>::zeros([0], &device);
+    let c0 = match inputs.c0 {
+        Some(c0) => c0.clone().into_dispatch(),
+        None => absent().into_dispatch(),
+    };
+    let hidden_bias = match inputs.hidden_bias {
+        Some(bias) => bias.clone().into_dispatch(),
+        None => absent().into_dispatch(),
+    };
+    let out = <burn::backend::Dispatch as ScanBackend>::recurrent_scan(
+        cell,
+        inputs.projected.clone().into_dispatch(),
+        inputs.input_bias.clone().into_dispatch(),
+        inputs.h0.clone().into_dispatch(),
+        c0,
+        inputs.weight.clone().into_dispatch(),
+        hidden_bias,
+    );
+    Some(Tensor::from_dispatch(out))
+}
+
+fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
+    let [steps, batch, width] = inputs.projected.dims();
+    let [h0_batch, hidden] = inputs.h0.dims();
+    let gates = cell.gates();
+    let expect = |what: &str, dims: &[usize], expected: &[usize], names: &str| {
+        assert!(
+            dims == expected,
+            "rnnlm_fused::try_scan: {what} has shape {dims:?}, expected {names} = {expected:?}"
+        );
+    };
+    expect("h0", &[h0_batch, hidden], &[batch, hidden], "[batch, hidden]");
+    expect(
+        "projected",
+        &[steps, batch, width],
+        &[steps, batch, gates * hidden],
+        "[steps, batch, gates·hidden]",
+    );
+    assert!(steps > 0 && batch > 0 && hidden > 0, "rnnlm_fused::try_scan: projected has shape {:?}, expected every size at least 1", [steps, batch, width]);
+    expect("input_bias", &inputs.input_bias.dims(), &[width], "[gates·hidden]");
+    expect("weight", &inputs.weight.dims(), &[hidden, width], "[hidden, gates·hidden]");
+    match (inputs.c0, cell.has_cell()) {
+        (Some(c0), true) => expect("c0", &c0.dims(), &[batch, hidden], "[batch, hidden]"),
+        (None, true) => panic!("rnnlm_fused::try_scan: the LSTM needs c0 [batch, hidden]"),
+        (Some(_), false) => panic!("rnnlm_fused::try_scan: c0 is given, but a {cell:?} has no cell"),
+        (None, false) => {}
+    }
+    match inputs.hidden_bias {
+        Some(_) if !cell.has_hidden_bias() => {
+            panic!("rnnlm_fused::try_scan: hidden_bias is given, but a {cell:?} has none")
+        }
+        Some(bias) => expect("hidden_bias", &bias.dims(), &[width], "[gates·hidden]"),
+        None => {}
+    }
+}
