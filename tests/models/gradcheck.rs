@@ -1,7 +1,7 @@
 //! Finite-difference gradient checks: every parameter entry of a small two-layer language model
 //! of each kind, through the one-hot gather (and the embedding), every cell and the output layer.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLm, RnnLmConfig, WeightInit};
@@ -18,22 +18,6 @@ fn loss(model: &RnnLm, x: Tensor<2, Int>, y: Tensor<2, Int>) -> Tensor<1> {
         logits.reshape([BATCH * STEPS, VOCAB]),
         y.reshape([BATCH * STEPS]),
     )
-}
-
-/// Every float parameter's id and analytic gradient.
-struct Collect<'a> {
-    grads: &'a burn::tensor::Gradients,
-    params: Vec<(ParamId, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collect<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let grad = param
-            .val()
-            .grad(self.grads)
-            .expect("every parameter takes part in the loss");
-        self.params.push((param.id, values(grad)));
-    }
 }
 
 /// Adds `delta` to entry `index` of parameter `id`.
@@ -69,11 +53,7 @@ fn check(config: RnnLmConfig) {
         ids(&ys, [BATCH, STEPS], &ad),
     )
     .backward();
-    let mut collect = Collect {
-        grads: &grads,
-        params: Vec::new(),
-    };
-    model.visit(&mut collect);
+    let analytic_grads = rnnlm_tests::param_grads(&model, &grads);
 
     let plain = model.valid();
     let dev = device();
@@ -84,7 +64,7 @@ fn check(config: RnnLmConfig) {
     let eval = |m: RnnLm| values(loss(&m, x.clone(), y.clone()))[0] as f64;
     let eps = 5e-3f32;
     let (mut checked, mut largest) = (0, 0.0f32);
-    for (id, grads) in &collect.params {
+    for (id, grads) in &analytic_grads {
         for (index, &grad) in grads.iter().enumerate() {
             let plus = eval(plain.clone().map(&mut Nudge {
                 id: *id,

@@ -100,6 +100,45 @@ pub fn parameters(model: &rnnlm::RnnLm) -> Vec<f32> {
     collect.0
 }
 
+/// The gradient of every parameter of `module` that has one, by parameter id, row-major.
+pub fn param_grads<M: burn::module::Module>(
+    module: &M,
+    grads: &burn::tensor::Gradients,
+) -> std::collections::HashMap<burn::module::ParamId, Vec<f32>> {
+    struct Collect<'a> {
+        grads: &'a burn::tensor::Gradients,
+        out: std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
+    }
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(grad) = param.val().grad(self.grads) {
+                self.out.insert(param.id, values(grad));
+            }
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        out: std::collections::HashMap::new(),
+    };
+    module.visit(&mut collect);
+    collect.out
+}
+
+/// Runs `work` with the fused scan's mode set for the whole process (data-parallel workers and
+/// burn-train run on threads of their own, which [`rnnlm::fused::with_mode`] would not reach),
+/// then puts [`rnnlm::fused::Mode::Fused`] back. Tests that call it take turns.
+pub fn in_mode<R>(mode: rnnlm::fused::Mode, work: impl FnOnce() -> R) -> R {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            rnnlm::fused::set_mode(rnnlm::fused::Mode::Fused);
+        }
+    }
+    let _restore = Restore;
+    rnnlm::fused::set_mode(mode);
+    work()
+}
+
 /// Largest absolute element-wise difference of two equally long slices.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
@@ -110,11 +149,16 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// What float rounding may change in results as large as `want`'s: 1e-5 relative to its largest
-/// magnitude (or absolute below 1). Two implementations that sum in another order (the host
-/// engines against Burn's tensors) differ by a few ulp of their largest values, and the tests'
-/// random weights make logits of 10 and more.
+/// magnitude (or absolute below 1). Two implementations that sum in another order (the fused
+/// kernels against Burn's tensor operations) differ by a few ulp of their largest values, and
+/// the tests' random weights make logits of 10 and more.
 pub fn rounding_bound(want: &[f32]) -> f32 {
     1e-5 * want.iter().fold(1.0f32, |m, x| m.max(x.abs()))
+}
+
+/// A file of the workspace, by its path from the workspace root (`configs/quick.toml`).
+pub fn workspace_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
 /// A file from the shared data directory (`../shared/data` beside the workspace, or
@@ -144,8 +188,7 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 
 /// A small training experiment on the first `tokens` characters of The Time Machine: writes
 /// the text and the config (the given TOML tables after the defaults below) into `dir`, and
-/// returns the options for [`rnnlm_train::train`] with artifacts in `dir/run`, on the host
-/// engine (what `rnnlm train` picks on CPU backends).
+/// returns the options for [`rnnlm_train::train`] with artifacts in `dir/run`.
 pub fn tiny_experiment(
     dir: &std::path::Path,
     tokens: usize,
@@ -168,7 +211,6 @@ pub fn tiny_experiment(
         artifacts: dir.join("run"),
         resume: false,
         device: device(),
-        engine: rnnlm_host::Engine::Host,
         devices: Vec::new(),
         cache_dir: None,
         progress: rnnlm_train::Progress::Lines,

@@ -215,17 +215,17 @@ fn a_small_run_lowers_perplexity_and_writes_every_artifact() {
     // eval with the checkpoint's own vocabulary and preprocessing.
     let loaded = rnnlm_train::load_model(&options.artifacts, &device()).unwrap();
     let text = std::fs::read_to_string(dir.join("text.txt")).unwrap() + " ~~~";
-    let evaluation =
-        rnnlm_train::evaluate(&loaded, &text, 4, &device(), rnnlm_host::Engine::Tensor).unwrap();
+    let evaluation = rnnlm_train::evaluate(&loaded, &text, 4, &device()).unwrap();
     assert!(evaluation.perplexity.is_finite() && evaluation.perplexity < 28.0);
-    let on_host =
-        rnnlm_train::evaluate(&loaded, &text, 4, &device(), rnnlm_host::Engine::Host).unwrap();
-    assert_eq!(on_host.tokens, evaluation.tokens);
+    let composite = rnnlm::fused::with_mode(rnnlm::fused::Mode::Composite, || {
+        rnnlm_train::evaluate(&loaded, &text, 4, &device()).unwrap()
+    });
+    assert_eq!(composite.tokens, evaluation.tokens);
     assert!(
-        (on_host.perplexity - evaluation.perplexity).abs() < 1e-4 * evaluation.perplexity,
-        "perplexity {} on the host, {} through tensors",
-        on_host.perplexity,
-        evaluation.perplexity
+        (composite.perplexity - evaluation.perplexity).abs() < 1e-4 * evaluation.perplexity,
+        "perplexity {} through the fused scan, {} through the composite path",
+        evaluation.perplexity,
+        composite.perplexity
     );
     // d2l-lines preprocessing maps '~' to a space, so nothing is unknown here.
     assert!(evaluation.unknown.is_empty());
@@ -343,7 +343,7 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         config: RnnLmConfig::new(CellKind::Gru, 28, 8),
         peer: "gru",
     };
-    for engine in [rnnlm_host::Engine::Tensor, rnnlm_host::Engine::Host] {
+    for mode in [rnnlm::fused::Mode::Composite, rnnlm::fused::Mode::Fused] {
         let options = rnnlm_train::BenchOptions {
             batch_size: 4,
             num_steps: 5,
@@ -351,8 +351,7 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
             warmup: 1,
             gen_chars: 3,
             seed: 1,
-            train_engine: engine,
-            gen_engine: engine,
+            mode,
             phases: rnnlm_train::Phases::default(),
             profile: false,
         };
@@ -366,7 +365,7 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         ] {
             assert!(
                 value.is_finite() && value > 0.0,
-                "{engine:?}, {name}: {value}"
+                "{mode:?}, {name}: {value}"
             );
         }
         let json = serde_json::to_value(&result).unwrap();
@@ -377,10 +376,10 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         ] {
             assert!(json.get(key).is_some(), "JSON lacks {key}");
         }
-        assert_eq!(json["train_engine"], engine.name());
-        assert_eq!(json["gen_engine"], engine.name());
+        let fused = mode == rnnlm::fused::Mode::Fused && rnnlm::fused::is_active(&device());
+        assert_eq!(json["fused"], fused);
 
-        // A profile names the host engine's phases (when it trains) and the update's.
+        // A profile names the fused scan's phases (when it runs) and the update's.
         let profiled = rnnlm_train::BenchOptions {
             profile: true,
             ..options.clone()
@@ -392,13 +391,13 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
             .map(|share| share.phase.as_str())
             .collect();
         let mut expected = vec!["clip by the global norm", "optimizer step"];
-        if engine == rnnlm_host::Engine::Host {
-            expected.extend(["forward: time loops", "backward: time loops"]);
+        if fused {
+            expected.extend(["scan forward: time loop", "scan backward: time loop"]);
         }
         for phase in expected {
             assert!(
                 phases.contains(&phase),
-                "{engine:?}: {phase} missing from {phases:?}"
+                "{mode:?}: {phase} missing from {phases:?}"
             );
         }
         assert!(

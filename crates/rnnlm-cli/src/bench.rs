@@ -23,22 +23,24 @@ pub struct Args {
     /// Characters per timed generation run.
     #[arg(long, default_value_t = 500)]
     gen_chars: usize,
-    /// What computes the training gradients and runs the generation steps: host or tensor
-    /// (default: as `rnnlm train` and `rnnlm generate` pick for the backend: host on CPU
-    /// backends, tensor on wgpu and cuda).
-    #[arg(long, value_enum)]
-    engine: Option<crate::generate::EngineArg>,
     /// Take only these measurements (comma-separated: train, valid, gen); the others print as
     /// 0. For profiling one of them.
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Phase>,
-    /// Also print where a training step spends its time, phase by phase (the host engine's
-    /// passes, the clipping, the optimizer's update), in `train_profile` with --json.
+    /// Also print where a training step spends its time, phase by phase (the fused kernels'
+    /// passes, the clipping, the optimizer's update, the rest: Burn's operations), in
+    /// `train_profile` with --json.
     #[arg(long)]
     profile: bool,
     /// One JSON object per model and backend, one per line.
     #[arg(long)]
     json: bool,
+    /// Instead of the language models, a Burn user's own model on rnnlm's cores: the primer's
+    /// sequence classifier (`[batch, 28, 28]` -> 2-layer core -> last step -> Linear 10, Adam
+    /// 1e-3, plain Burn autodiff): lstm-256 (batch 128), gru-256 (batch 128), lstm-512
+    /// (batch 32), or all. Its peer is scripts/peer_classifier.py.
+    #[arg(long, value_name = "CASE")]
+    classifier: Option<String>,
 }
 
 /// A measurement of `rnnlm bench`.
@@ -53,6 +55,9 @@ pub enum Phase {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(name) = &args.classifier {
+        return run_classifier(args, name);
+    }
     let models: Vec<_> = bench_models()
         .into_iter()
         .filter(|m| args.model == "all" || m.name == args.model)
@@ -68,16 +73,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.steps == 0 || args.gen_chars == 0 {
         bail!("--steps and --gen-chars must be at least 1");
     }
-    let devices: Vec<String> = match &args.device {
-        Some(name) => vec![name.clone()],
-        None => device::compiled().iter().map(|s| s.to_string()).collect(),
-    };
-    let options = |device_name: &str| BenchOptions {
+    let devices = devices(args);
+    let options = BenchOptions {
         steps: args.steps,
         warmup: args.warmup,
         gen_chars: args.gen_chars,
-        train_engine: crate::generate::engine_for(args.engine, device_name),
-        gen_engine: crate::generate::engine_for(args.engine, device_name),
+        mode: rnnlm::fused::mode(),
         phases: if args.only.is_empty() {
             Phases::default()
         } else {
@@ -92,9 +93,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "{:<12} {:<8} {:>12} {:>9} {:>12} {:>12} {:>12} {:>9}",
+            "{:<12} {:<8} {:<9} {:>12} {:>9} {:>12} {:>12} {:>12} {:>9}",
             "model",
             "device",
+            "layers",
             "train tok/s",
             "GFLOP/s",
             "valid tok/s",
@@ -106,14 +108,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for name in &devices {
         let device = device::by_name(name)?;
         for model in &models {
-            let result = run_bench(model, name, &device, &options(name));
+            let result = run_bench(model, name, &device, &options);
             if args.json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
                 println!(
-                    "{:<12} {:<8} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
+                    "{:<12} {:<8} {:<9} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
                     result.model,
                     result.device,
+                    if result.fused { "fused" } else { "composite" },
                     result.train_tokens_per_s,
                     result.train_gflop_per_s,
                     result.valid_tokens_per_s,
@@ -126,13 +129,77 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     println!("  training step {step:.2} ms (median), by phase (mean):");
                     for share in &result.train_profile {
                         println!(
-                            "    {:<34} {:>7.3} ms {:>5.1}%",
+                            "    {:<42} {:>7.3} ms {:>5.1}%",
                             share.phase,
                             share.ms_per_step,
                             100.0 * share.ms_per_step / step
                         );
                     }
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn devices(args: &Args) -> Vec<String> {
+    match &args.device {
+        Some(name) => vec![name.clone()],
+        None => device::compiled().iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// `rnnlm bench --classifier CASE`.
+fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
+    let cases: Vec<_> = rnnlm_train::classifier_cases()
+        .into_iter()
+        .filter(|case| name == "all" || case.name == name)
+        .collect();
+    if cases.is_empty() {
+        let names: Vec<&str> = rnnlm_train::classifier_cases()
+            .iter()
+            .map(|case| case.name)
+            .collect();
+        bail!(
+            "unknown --classifier {name:?}: choose one of {} or all",
+            names.join(", ")
+        );
+    }
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if !args.json {
+        println!(
+            "{:<10} {:<8} {:<9} {:>6} {:>10} {:>11} {:>9} {:>8}",
+            "case", "device", "layers", "batch", "samples/s", "step ms", "peak MB", "malloc"
+        );
+    }
+    for device_name in devices(args) {
+        let device = device::by_name(&device_name)?;
+        for case in &cases {
+            let result = rnnlm_train::run_classifier_bench(
+                case,
+                &device_name,
+                &device,
+                args.steps,
+                args.warmup,
+                0,
+                rnnlm::fused::mode(),
+            );
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!(
+                    "{:<10} {:<8} {:<9} {:>6} {:>10.1} {:>11.2} {:>9.0} {:>8}",
+                    result.case,
+                    result.device,
+                    if result.fused { "fused" } else { "composite" },
+                    result.batch_size,
+                    result.samples_per_s,
+                    result.step_ms_median,
+                    result.peak_rss_bytes as f64 / 1e6,
+                    if result.freed_memory_kept { "kept" } else { "default" },
+                );
             }
         }
     }

@@ -132,7 +132,10 @@ pub fn report() {
     for (name, feature) in BACKENDS {
         let status = if compiled().contains(&name) {
             match by_name(name) {
-                Ok(_) => "compiled in, runs".to_owned(),
+                Ok(device) => format!(
+                    "compiled in, runs; recurrent layers: {}",
+                    rnnlm::fused::status(&device)
+                ),
                 Err(error) => format!("compiled in, does not run: {error}"),
             }
         } else {

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure};
 use burn::prelude::Device;
-use rnnlm::sample::{Decoding, beam_search};
+use rnnlm::sample::{Decoding, beam_search, generate};
 use rnnlm_data::encode;
-use rnnlm_host::{Engine, generate_with};
 use rnnlm_train::LoadedModel;
 
 /// What to generate, as given on the command line.
@@ -41,29 +40,6 @@ pub struct Request {
     /// Samples per prefix (with sampling; each gets its own random stream).
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
-    /// Where the steps run: `host` (plain Rust on a host copy of the weights; the default on
-    /// the CPU backends flex, ndarray, cpu and tch) or `tensor` (Burn tensors on the device; the
-    /// default on wgpu and cuda). Both choose the same tokens, to float rounding.
-    #[arg(long, value_enum)]
-    engine: Option<EngineArg>,
-}
-
-/// `--engine` of `generate`, `train` and `bench`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngineArg {
-    /// Hand-written loops on a host copy of the weights.
-    Host,
-    /// Burn tensors on the device.
-    Tensor,
-}
-
-/// The engine for `device_name` unless one is asked for ([`Engine::for_backend`]).
-pub fn engine_for(asked: Option<EngineArg>, device_name: &str) -> Engine {
-    match asked {
-        Some(EngineArg::Host) => Engine::Host,
-        Some(EngineArg::Tensor) => Engine::Tensor,
-        None => Engine::for_backend(device_name),
-    }
 }
 
 impl Request {
@@ -98,13 +74,7 @@ impl Request {
     }
 }
 
-pub fn run(
-    loaded: &LoadedModel,
-    request: &Request,
-    device: &Device,
-    device_name: &str,
-) -> anyhow::Result<()> {
-    let engine = engine_for(request.engine, device_name);
+pub fn run(loaded: &LoadedModel, request: &Request, device: &Device) -> anyhow::Result<()> {
     let texts = request.texts()?;
     ensure!(
         request.len > 0,
@@ -166,8 +136,7 @@ pub fn run(
         let mut out = std::io::stdout().lock();
         write!(out, "{}{separator}", shown(&batch[0]))?;
         out.flush()?;
-        generate_with(
-            engine,
+        generate(
             model,
             &batch,
             request.len,
@@ -181,8 +150,7 @@ pub fn run(
         );
         writeln!(out)?;
     } else {
-        let continuations = generate_with(
-            engine,
+        let continuations = generate(
             model,
             &batch,
             request.len,

@@ -22,6 +22,19 @@ use rnnlm_train::{Progress, TrainOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Run each recurrent layer's time loop as one fused operation where the backend has it
+    /// (`on`, the default: flex and ndarray), or as per-step tensor operations everywhere
+    /// (`off`, for comparisons and debugging; also `RNNLM_FUSED=off`). Both give the same
+    /// numbers, to float rounding.
+    #[arg(long, global = true, value_enum)]
+    fused: Option<Fused>,
+}
+
+/// `--fused`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Fused {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,12 +68,6 @@ enum Command {
         /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
-        /// What computes the gradients: `host` (hand-written loops on a host copy of the
-        /// weights; the default on the CPU backends flex, ndarray, tch and cpu) or `tensor`
-        /// (Burn's autodiff on the device; the default on wgpu and cuda). Both give the same
-        /// gradients, to float rounding.
-        #[arg(long, value_enum)]
-        engine: Option<generate::EngineArg>,
     },
     /// Turn PyTorch weights (nn.RNN, nn.GRU or nn.LSTM with an nn.Linear head, from a .pt or
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
@@ -88,10 +95,6 @@ enum Command {
         /// Parallel streams the text is cut into.
         #[arg(long, default_value_t = 32)]
         streams: usize,
-        /// What runs the forward passes: `host` or `tensor` (default: host on CPU backends; see
-        /// `train --help`).
-        #[arg(long, value_enum)]
-        engine: Option<generate::EngineArg>,
     },
     /// Continue a prefix with a trained model, streaming the text as it is produced.
     ///
@@ -123,6 +126,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(fused) = cli.fused {
+        rnnlm::fused::set_mode(match fused {
+            Fused::On => rnnlm::fused::Mode::Fused,
+            Fused::Off => rnnlm::fused::Mode::Composite,
+        });
+    }
     match cli.command {
         Command::Train {
             config,
@@ -133,7 +142,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mut overrides,
             devices,
             cache_dir,
-            engine,
         } => {
             if !devices.is_empty() {
                 let quoted: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
@@ -151,9 +159,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     device::by_name(name).with_context(|| format!("train.devices: {name:?}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            // With data parallelism, the devices are all of one kind (checked when training).
-            let engine =
-                generate::engine_for(engine, experiment.train.devices.first().unwrap_or(&device));
             let device = device::by_name(&device)?;
             let dashboard = cfg!(feature = "tui")
                 && std::io::stdout().is_terminal()
@@ -169,7 +174,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 artifacts,
                 resume,
                 device,
-                engine,
                 devices,
                 cache_dir,
                 progress: if dashboard {
@@ -201,10 +205,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             request,
             device,
         } => {
-            let device_name = device;
-            let device = device::by_name(&device_name)?;
+            let device = device::by_name(&device)?;
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
-            generate::run(&loaded, &request, &device, &device_name)
+            generate::run(&loaded, &request, &device)
         }
         Command::Import(args) => import::run(&args),
         Command::Bench(args) => bench::run(&args),
@@ -217,13 +220,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             device,
             streams,
-            engine,
         } => {
-            let engine = generate::engine_for(engine, &device);
             let device = device::by_name(&device)?;
             let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
             let text = rnnlm_data::read_text(&data)?;
-            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device, engine)?;
+            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device)?;
             if !result.unknown.is_empty() {
                 let total: usize = result.unknown.iter().map(|(_, n)| n).sum();
                 let listed: Vec<String> = result

@@ -1,8 +1,9 @@
 //! The `rnnlm` binary on every backend compiled into it: `rnnlm train --config
-//! configs/quick.toml --device NAME` for one epoch as a user runs it (the engine the backend
-//! gets by default: host on CPU backends, tensor on wgpu and cuda), then with `--engine tensor`
-//! where that is not the default, so that the backend itself does the training's arithmetic;
-//! `rnnlm backends`; and the messages for a backend that is not compiled in.
+//! configs/quick.toml --device NAME` for one epoch as a user runs it (the recurrent layers on
+//! the fused scan where the backend has it: flex and ndarray), then with `--fused off` on those,
+//! so that the backend's own operations do all of the training's arithmetic; `rnnlm backends`,
+//! which says which path each backend's layers take; and the messages for a backend that is not
+//! compiled in.
 //!
 //! With the default features this runs flex only. CI builds it together with the cross-backend
 //! suite, in one cargo invocation so burn is compiled once for both:
@@ -117,59 +118,55 @@ fn train_one_epoch(name: &str, label: &str, extra: &[&str]) -> Option<(f64, f64,
     Some(epoch)
 }
 
+/// The backends whose recurrent layers run the fused scan (rnnlm's features of those names).
+const FUSED: [&str; 2] = ["flex", "ndarray"];
+
 #[test]
 fn the_quick_config_trains_one_epoch_on_every_backend() {
+    // CubeCL's CPU runtime runs d2l's GRU at minutes per minibatch on two cores (its kernels
+    // are JIT-compiled and slow), so there the epoch is a small model on the book's first 3000
+    // characters.
+    let small: &[&str] = &[
+        "--set",
+        "model.hidden_size=16",
+        "--set",
+        "data.max_tokens=3000",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "data.num_steps=10",
+    ];
     for name in compiled() {
-        let default = rnnlm_host::Engine::for_backend(name);
-        let Some((train, valid, tokens_per_second)) = train_one_epoch(name, "default", &[]) else {
-            continue;
-        };
-        // One epoch takes a 28-token model well below the uniform guess (perplexity 28).
-        assert!(
-            train < 20.0 && valid < 20.0,
-            "{name}: perplexities after one epoch: train {train}, validation {valid}"
-        );
-        eprintln!(
-            "{name}, {} engine: one epoch of configs/quick.toml: train perplexity {train:.3}, \
-             validation {valid:.3}, {tokens_per_second:.0} tokens/s",
-            default.name()
-        );
-        if default == rnnlm_host::Engine::Tensor {
-            continue;
+        let fused = FUSED.contains(&name);
+        let mut runs = vec![("default", Vec::new())];
+        if fused {
+            runs.push(("composite", vec!["--fused", "off"]));
         }
-        // The backend's own autodiff. CubeCL's CPU runtime runs d2l's GRU at minutes per
-        // minibatch on two cores (its kernels are JIT-compiled and slow), so there the epoch
-        // is a small model on the book's first 3000 characters.
-        let small: &[&str] = &[
-            "--set",
-            "model.hidden_size=16",
-            "--set",
-            "data.max_tokens=3000",
-            "--set",
-            "data.batch_size=8",
-            "--set",
-            "data.num_steps=10",
-        ];
-        let mut args = vec!["--engine", "tensor"];
-        if name == "cpu" {
-            args.extend_from_slice(small);
-        }
-        let (train, valid, tokens_per_second) =
-            train_one_epoch(name, "tensor", &args).expect("not cuda");
-        let bound = if name == "cpu" { 28.0 } else { 20.0 };
-        assert!(
-            train < bound && valid < bound,
-            "{name}, tensor engine: perplexities after one epoch: train {train}, validation {valid}"
-        );
-        eprintln!(
-            "{name}, tensor engine: one epoch of configs/quick.toml{}: train perplexity \
-             {train:.3}, validation {valid:.3}, {tokens_per_second:.0} tokens/s",
+        for (label, mut args) in runs {
             if name == "cpu" {
-                " (small: hidden 16, 3000 characters)"
-            } else {
-                ""
+                args.extend_from_slice(small);
             }
-        );
+            let Some((train, valid, tokens_per_second)) = train_one_epoch(name, label, &args)
+            else {
+                break;
+            };
+            // One epoch takes a 28-token model well below the uniform guess (perplexity 28).
+            let bound = if name == "cpu" { 28.0 } else { 20.0 };
+            assert!(
+                train < bound && valid < bound,
+                "{name}, {label}: perplexities after one epoch: train {train}, validation {valid}"
+            );
+            let layers = if fused && label == "default" { "fused" } else { "composite" };
+            eprintln!(
+                "{name}, {label} ({layers} layers): one epoch of configs/quick.toml{}: train \
+                 perplexity {train:.3}, validation {valid:.3}, {tokens_per_second:.0} tokens/s",
+                if name == "cpu" {
+                    " (small: hidden 16, 3000 characters)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
@@ -187,6 +184,12 @@ fn backends_lists_every_backend_and_checks_those_compiled_in() {
             assert!(line.contains(&format!("--features {name}")), "{line}");
         } else if name != "cuda" {
             assert!(line.contains("compiled in, runs"), "{line}");
+            let layers = if FUSED.contains(&name) {
+                "recurrent layers: fused"
+            } else {
+                "recurrent layers: composite: no fused kernel for this backend"
+            };
+            assert!(line.contains(layers), "{name}: {line}");
         }
     }
 }

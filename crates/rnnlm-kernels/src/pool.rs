@@ -171,7 +171,7 @@ pub(crate) fn run_beside<R>(
         let slot = Arc::new(Slot::new());
         let serving = Arc::clone(&slot);
         let started = std::thread::Builder::new()
-            .name(format!("rnnlm-host-{}", slots.len() + 1))
+            .name(format!("rnnlm-kernels-{}", slots.len() + 1))
             .spawn(move || serving.serve());
         if started.is_err() {
             drop(slots);

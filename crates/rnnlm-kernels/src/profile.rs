@@ -1,5 +1,5 @@
-//! Wall time per phase of the host engine's training pass, to see what a change should attack
-//! (`rnnlm bench --profile` prints it). Off unless [`enable`]d; off, a phase costs one relaxed
+//! Wall time per phase of the fused kernels (scan forward and backward), to see what a change
+//! should attack (`rnnlm bench --profile` prints it). Off unless [`enable`]d; off, a phase costs one relaxed
 //! atomic load.
 //!
 //! The figures are process-wide sums over every call while enabled: profile one training loop

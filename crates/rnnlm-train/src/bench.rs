@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::optim::SgdConfig;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLm, RnnLmConfig};
-use rnnlm_host::profile;
+use rnnlm_kernels::profile;
 use serde::Serialize;
 
 use crate::clip::clip_grad_global_norm;
@@ -72,10 +72,9 @@ pub struct BenchOptions {
     pub gen_chars: usize,
     /// Seed of the weights and the token ids.
     pub seed: u64,
-    /// What computes the training gradients (what `rnnlm train` picks for the backend).
-    pub train_engine: rnnlm_host::Engine,
-    /// What runs the generation steps (what `rnnlm generate` picks for the backend).
-    pub gen_engine: rnnlm_host::Engine,
+    /// Whether the fused scan runs where it can ([`rnnlm::fused::Mode::Fused`]), or the
+    /// composite path everywhere.
+    pub mode: rnnlm::fused::Mode,
     /// Which measurements to take; the others are reported as 0 (for profiling one of them).
     pub phases: Phases,
     /// Record where the timed training steps spend their time ([`BenchResult::train_profile`]).
@@ -112,8 +111,7 @@ impl Default for BenchOptions {
             warmup: 3,
             gen_chars: 500,
             seed: 0,
-            train_engine: rnnlm_host::Engine::Host,
-            gen_engine: rnnlm_host::Engine::Host,
+            mode: rnnlm::fused::Mode::Fused,
             phases: Phases::default(),
             profile: false,
         }
@@ -131,9 +129,9 @@ pub struct BenchResult {
     pub batch_size: usize,
     /// Minibatch shape.
     pub num_steps: usize,
-    /// What computed the training gradients and ran validation: `host` or `tensor` (see
-    /// `rnnlm_host::Engine`).
-    pub train_engine: String,
+    /// Whether the layers ran as fused scans (`true`) or per-step tensor operations, as
+    /// [`rnnlm::fused::status`] said for the device and the mode.
+    pub fused: bool,
     /// Training: forward, backward, global-norm clipping and an SGD update, tokens per second.
     pub train_tokens_per_s: f64,
     /// Median training step.
@@ -145,8 +143,6 @@ pub struct BenchResult {
     pub train_flop_per_token: f64,
     /// Validation (forward and loss, no autodiff), tokens per second.
     pub valid_tokens_per_s: f64,
-    /// What ran the generation steps: `host` or `tensor` (see `rnnlm_host::Engine`).
-    pub gen_engine: String,
     /// Greedy generation of one sequence, characters per second.
     pub gen_chars_per_s_batch1: f64,
     /// Greedy generation of 32 sequences at once, characters per second (all sequences).
@@ -154,8 +150,9 @@ pub struct BenchResult {
     /// Peak resident memory of the process while this model ran (Linux; 0 elsewhere).
     pub peak_rss_bytes: u64,
     /// With [`BenchOptions::profile`]: milliseconds per timed training step in each phase, in
-    /// the order they run (the host engine's phases, see `rnnlm_host::profile`, then the
-    /// clipping and the optimizer's update); empty otherwise.
+    /// the order they first run (the fused kernels' phases, see `rnnlm_kernels::profile`, the
+    /// clipping and the optimizer's update), then the rest of the step (Burn's operations);
+    /// empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub train_profile: Vec<PhaseShare>,
 }
@@ -191,6 +188,26 @@ pub fn train_flop_per_token(config: &RnnLmConfig) -> f64 {
     3.0 * forward
 }
 
+/// The recorded phases per timed step (taking them), then what the rest of the step took:
+/// Burn's own operations, between the kernels.
+fn phase_shares(step_seconds: &[f64], steps: usize) -> Vec<PhaseShare> {
+    let per_step = |seconds: f64| seconds * 1e3 / steps.max(1) as f64;
+    let mut shares: Vec<PhaseShare> = profile::take()
+        .into_iter()
+        .map(|time| PhaseShare {
+            phase: time.phase.to_string(),
+            ms_per_step: per_step(time.total.as_secs_f64()),
+        })
+        .collect();
+    let recorded: f64 = shares.iter().map(|share| share.ms_per_step).sum();
+    let total = per_step(step_seconds.iter().sum());
+    shares.push(PhaseShare {
+        phase: "Burn's operations (the rest of the step)".to_owned(),
+        ms_per_step: (total - recorded).max(0.0),
+    });
+    shares
+}
+
 /// `tokens` over the median of `seconds`; 0 for a phase that did not run.
 fn rate_of(tokens: f64, seconds: &[f64]) -> f64 {
     if seconds.is_empty() {
@@ -200,7 +217,7 @@ fn rate_of(tokens: f64, seconds: &[f64]) -> f64 {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -224,11 +241,11 @@ fn token_ids(seed: u64, rows: usize, cols: usize, vocab: usize) -> Vec<i64> {
 
 /// Resets the kernel's peak-RSS counter of this process (Linux), so the next reading covers
 /// what runs from here on.
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -242,6 +259,15 @@ fn peak_rss() -> u64 {
 
 /// Runs every measurement for `model` on `device` (without autodiff; it is added for training).
 pub fn run_bench(
+    model: &BenchModel,
+    device_name: &str,
+    device: &Device,
+    options: &BenchOptions,
+) -> BenchResult {
+    rnnlm::fused::with_mode(options.mode, || run_lm_bench(model, device_name, device, options))
+}
+
+fn run_lm_bench(
     model: &BenchModel,
     device_name: &str,
     device: &Device,
@@ -287,7 +313,7 @@ pub fn run_bench(
         }
         let (x, y) = batches[step % batches.len()].clone();
         let started = Instant::now();
-        let pass = TrainableLm::new(lm.clone(), options.train_engine).train_pass(
+        let pass = TrainableLm::new(lm.clone()).train_pass(
             SequenceBatch { x, y },
             Some(state),
             1.0,
@@ -310,21 +336,14 @@ pub fn run_bench(
     }
     let train_profile = if options.profile {
         profile::enable(false);
-        profile::take()
-            .into_iter()
-            .map(|time| PhaseShare {
-                phase: time.phase.to_string(),
-                ms_per_step: time.total.as_secs_f64() * 1e3 / options.steps as f64,
-            })
-            .collect()
+        phase_shares(&step_seconds, options.steps)
     } else {
         Vec::new()
     };
     let train_rate = rate_of(tokens, &step_seconds);
     let train_step = median(step_seconds);
 
-    // Validation: forward and loss without autodiff, by the training engine (as the trainer
-    // validates).
+    // Validation: forward and loss without autodiff (as the trainer validates).
     let lm = lm.valid();
     let valid_batches: Vec<(Tensor<2, Int>, Tensor<2, Int>)> = batches
         .iter()
@@ -335,10 +354,7 @@ pub fn run_bench(
     for step in 0..timed(options.phases.valid) {
         let (x, y) = valid_batches[step % valid_batches.len()].clone();
         let started = Instant::now();
-        let (logits, next) = match options.train_engine {
-            rnnlm_host::Engine::Tensor => lm.forward(x, state),
-            rnnlm_host::Engine::Host => rnnlm_host::forward(&lm, x, state, device),
-        };
+        let (logits, next) = lm.forward(x, state);
         state = next;
         let _ = sequence_loss(logits, y).into_scalar::<f32>();
         if step >= options.warmup {
@@ -355,8 +371,7 @@ pub fn run_bench(
         let prefixes = vec![prefix.clone(); batch];
         let run = |len: usize| {
             let started = Instant::now();
-            let _ = rnnlm_host::generate_with(
-                options.gen_engine,
+            let _ = rnnlm::sample::generate(
                 &lm,
                 &prefixes,
                 len,
@@ -393,8 +408,7 @@ pub fn run_bench(
         train_gflop_per_s: train_rate * flop / 1e9,
         train_flop_per_token: flop,
         valid_tokens_per_s: rate_of(tokens, &valid_seconds),
-        train_engine: options.train_engine.name().to_owned(),
-        gen_engine: options.gen_engine.name().to_owned(),
+        fused: rnnlm::fused::is_active(device),
         gen_chars_per_s_batch1: gen1,
         gen_chars_per_s_batch32: gen32,
         peak_rss_bytes: peak_rss(),

@@ -6,6 +6,7 @@
 mod alloc;
 mod bench;
 mod checkpoint;
+mod classifier_bench;
 mod clip;
 mod device;
 mod experiment;
@@ -17,10 +18,14 @@ mod strategy;
 
 use std::path::Path;
 
-pub use alloc::keep_freed_memory;
+pub use alloc::{freed_memory_kept, keep_freed_memory};
 pub use bench::{
     BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, Phases, bench_models, run_bench,
     train_flop_per_token,
+};
+pub use classifier_bench::{
+    CLASSIFIER_CLASSES, CLASSIFIER_FEATURES, CLASSIFIER_STEPS, ClassifierCase, ClassifierCell,
+    ClassifierResult, classifier_cases, run_classifier_bench,
 };
 pub use checkpoint::{
     AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,

@@ -13,7 +13,6 @@ use burn::train::metric::{LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use rnnlm::RnnLm;
 use rnnlm_data::{Corpus, CorpusOptions, CorpusSource, Vocab, encode};
-use rnnlm_host::Engine;
 
 use crate::TrainError;
 use crate::checkpoint::{
@@ -64,10 +63,6 @@ pub struct TrainOptions {
     pub resume: bool,
     /// The device to train on (without autodiff; it is added here).
     pub device: Device,
-    /// What computes the gradients: Burn's autodiff on the device ([`Engine::Tensor`]) or the
-    /// host engine ([`Engine::Host`], several times faster on CPU backends; see
-    /// [`Engine::for_backend`]). The results agree to float rounding.
-    pub engine: Engine,
     /// Data-parallel training on these devices (without autodiff), the first holding the
     /// optimizer and running validation; each runs its share of the minibatch's parallel
     /// streams. Empty trains on `device` alone.
@@ -263,7 +258,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         None => options.device.clone().autodiff(),
     };
     device.seed(config.train.seed);
-    let model = TrainableLm::new(config.model.init(&device), options.engine);
+    let model = TrainableLm::new(config.model.init(&device));
     let optimizer = match config.optimizer.kind {
         OptimizerKind::Sgd => SgdConfig::new().init(),
         OptimizerKind::Adam => AdamConfig::new()
@@ -541,7 +536,7 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel, TrainError
     let model = config.model.init(device);
     let model = match model.clone().try_load_record(record_for_bare) {
         Ok(model) => model,
-        Err(_) => TrainableLm::new(model, Engine::Tensor)
+        Err(_) => TrainableLm::new(model)
             .try_load_record(record)
             .map(|wrapper| wrapper.lm)
             .map_err(|e| {
@@ -576,14 +571,12 @@ pub struct Evaluation {
 
 /// Scores `text` with the model's own preprocessing and vocabulary. The text is cut into up
 /// to `streams` contiguous streams read in parallel, `num_steps` tokens at a time, with the
-/// state carried through each stream. `engine` runs the forward passes: Burn tensors on
-/// `device`, or the host engine ([`rnnlm_host::forward`]).
+/// state carried through each stream.
 pub fn evaluate(
     loaded: &LoadedModel,
     text: &str,
     streams: usize,
     device: &Device,
-    engine: Engine,
 ) -> Result<Evaluation, TrainError> {
     let tokenizer = loaded.config.data.tokenizer();
     let (ids, unknown) = encode(text, &tokenizer, &loaded.vocab);
@@ -615,10 +608,7 @@ pub fn evaluate(
         }
         let x = Tensor::<2, Int>::from_data(TensorData::new(x, [streams, width]), device);
         let y = Tensor::<2, Int>::from_data(TensorData::new(y, [streams, width]), device);
-        let (logits, next) = match engine {
-            Engine::Tensor => model.forward(x, state),
-            Engine::Host => rnnlm_host::forward(model, x, state, device),
-        };
+        let (logits, next) = model.forward(x, state);
         state = next;
         let loss = crate::strategy::sequence_loss(logits, y).into_scalar::<f64>();
         nll += loss * (streams * width) as f64;

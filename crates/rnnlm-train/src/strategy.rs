@@ -23,7 +23,6 @@ use burn::train::{
 };
 use rnnlm::{RecurrentState, RnnLm};
 use rnnlm_data::{BatchConfig, MinibatchDataset, SequenceBatch, SequenceBatcher, Vocab, epoch_rng};
-use rnnlm_host::{Engine, ParamGrad};
 
 use crate::TrainError;
 use crate::checkpoint::{EpochMetrics, EpochState, save_epoch_state};
@@ -42,14 +41,14 @@ pub fn sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 /// The model as burn-train sees it. Its [`TrainStep`] runs one [`ShardBatch`] from the state
 /// the shard carries in (zero when it carries none) and hands the final state back;
 /// [`TbpttStrategy`] decides what is carried from one minibatch to the next.
+///
+/// The gradients are Burn's autodiff over [`RnnLm`]: where the fused scan runs
+/// ([`rnnlm::fused::is_active`]), each layer's time loop is one node of the graph with its own
+/// backward pass; elsewhere, per-step tensor operations.
 #[derive(Module, Debug)]
 pub struct TrainableLm {
     /// The language model.
     pub lm: RnnLm,
-    /// What computes the gradients: Burn's autodiff on the device, or the host engine
-    /// ([`rnnlm_host::backward`]).
-    #[module(skip)]
-    pub engine: Engine,
 }
 
 /// A training pass over one shard: what the metrics see, the gradients, the loss and the state
@@ -66,73 +65,35 @@ pub struct TrainPass {
 }
 
 impl TrainableLm {
-    /// The language model run by `engine`.
-    pub fn new(lm: RnnLm, engine: Engine) -> Self {
-        Self { lm, engine }
+    /// The language model, for burn-train.
+    pub fn new(lm: RnnLm) -> Self {
+        Self { lm }
     }
 
-    /// Forward and backward pass on `batch` from `state` (zero when `None`), by the model's
-    /// engine; the gradients are those of `share ·` the mean loss.
+    /// Forward and backward pass on `batch` from `state` (zero when `None`); the gradients are
+    /// those of `share ·` the mean loss.
     pub fn train_pass(
         &self,
         batch: SequenceBatch,
         state: Option<RecurrentState>,
         share: f32,
     ) -> TrainPass {
-        match self.engine {
-            Engine::Tensor => {
-                let (output, state) = self.run(batch, state);
-                let loss = output.loss.clone().into_scalar::<f64>();
-                let grads = if loss.is_finite() {
-                    GradientsParams::from_grads(
-                        output.loss.clone().mul_scalar(share).backward(),
-                        self,
-                    )
-                } else {
-                    GradientsParams::new()
-                };
-                TrainPass {
-                    output,
-                    grads,
-                    loss,
-                    state: state.detach(),
-                }
-            }
-            Engine::Host => {
-                let device = batch.x.device();
-                let state =
-                    state.unwrap_or_else(|| self.lm.begin_state(batch.x.dims()[0], &device));
-                // Gradients live on the device without autodiff, as backward() leaves them.
-                let plain = device.clone().inner();
-                let pass =
-                    rnnlm_host::backward(&self.lm, batch.x, batch.y.clone(), state, share, &plain);
-                let loss = pass.loss.clone().into_scalar::<f64>();
-                let mut grads = GradientsParams::new();
-                if loss.is_finite() {
-                    for (id, grad) in pass.grads {
-                        match grad {
-                            ParamGrad::Vector(g) => grads.register(id, g),
-                            ParamGrad::Matrix(g) => grads.register(id, g),
-                        }
-                    }
-                }
-                TrainPass {
-                    output: SequenceOutput::new(
-                        pass.loss,
-                        pass.logits,
-                        None,
-                        batch.y.to_device(&plain),
-                    ),
-                    grads,
-                    loss,
-                    state: pass.state,
-                }
-            }
+        let (output, state) = self.run(batch, state);
+        let loss = output.loss.clone().into_scalar::<f64>();
+        let grads = if loss.is_finite() {
+            GradientsParams::from_grads(output.loss.clone().mul_scalar(share).backward(), self)
+        } else {
+            GradientsParams::new()
+        };
+        TrainPass {
+            output,
+            grads,
+            loss,
+            state: state.detach(),
         }
     }
 
-    /// Forward pass and loss on `batch` from `state` (zero when `None`), by the model's engine;
-    /// the host engine runs without a graph (validation).
+    /// Forward pass and loss on `batch` from `state` (zero when `None`).
     fn run(
         &self,
         batch: SequenceBatch,
@@ -140,10 +101,7 @@ impl TrainableLm {
     ) -> (SequenceOutput, RecurrentState) {
         let device = batch.x.device();
         let state = state.unwrap_or_else(|| self.lm.begin_state(batch.x.dims()[0], &device));
-        let (logits, state) = match self.engine {
-            Engine::Tensor => self.lm.forward(batch.x, state),
-            Engine::Host => rnnlm_host::forward(&self.lm, batch.x, state, &device),
-        };
+        let (logits, state) = self.lm.forward(batch.x, state);
         let loss = sequence_loss(logits.clone(), batch.y.clone());
         (SequenceOutput::new(loss, logits, None, batch.y), state)
     }
@@ -511,8 +469,7 @@ impl TbpttStrategy {
             return;
         }
         let device = self.device.clone().inner();
-        let tokens = rnnlm_host::generate_with(
-            model.engine,
+        let tokens = rnnlm::sample::generate(
             &model.lm,
             std::slice::from_ref(&spec.prefix),
             spec.len,

@@ -141,6 +141,24 @@ impl RecurrentLayer for GruLayer {
         Some(self.input_bias.val())
     }
 
+    fn hidden_weight(&self) -> Tensor<2> {
+        self.hidden_weight.val()
+    }
+
+    fn hidden_bias(&self) -> Option<Tensor<1>> {
+        match self.formula {
+            GruFormula::PyTorch => self.hidden_bias.as_ref().map(|b| b.val()),
+            GruFormula::D2l => None,
+        }
+    }
+
+    fn recurrence(&self) -> rnnlm_fused::CellKind {
+        match self.formula {
+            GruFormula::PyTorch => rnnlm_fused::CellKind::Gru,
+            GruFormula::D2l => rnnlm_fused::CellKind::GruD2l,
+        }
+    }
+
     fn step_weights(&self) -> GruStepWeights {
         let weight = self.hidden_weight.val();
         let h = weight.dims()[0];

@@ -25,20 +25,32 @@
 //! assert_eq!(logits.dims(), [2, 1, 28]);
 //! ```
 //!
-//! Speed comes from the layout, not from changing the math: each layer projects the inputs of
-//! all time steps in one matmul (one-hot input is a row gather, never a dense one-hot matmul),
-//! packs its gates so a time step costs one hidden matmul, and stacks its per-step outputs once.
+//! # Speed
+//!
+//! Each layer projects the inputs of all time steps in one matmul (one-hot input is a row
+//! gather, never a dense one-hot matmul) and packs its gates so that a time step costs one
+//! hidden product. The time loop itself is, where the backend has it, **one Burn operation**
+//! per layer with its own backward pass ([`fused`]: a backend extension whose kernels are the
+//! crate `rnnlm-kernels`), so that autodiff records one node per layer instead of a dozen per
+//! step. It runs on flex and ndarray for `f32` tensors when this crate's feature of the same
+//! name is on, in training, validation, inference and generation alike, in this crate's models
+//! and in any model of your own that holds its cores. Everywhere else (wgpu, cuda, tch, cpu,
+//! another float type, or `RNNLM_FUSED=off`) the layers run the same equations as per-step
+//! tensor operations: the same numbers to float rounding, slower. [`fused::status`] says which
+//! path a device takes and why.
 //!
 //! # Guide
 //!
 //! ## Adding the crate
 //!
 //! `rnnlm` enables no backend: the application does, through `burn`'s features, and every
-//! module here runs on whichever device it is handed.
+//! module here runs on whichever device it is handed. Turn on rnnlm's feature of the same name
+//! next to burn's for the backends it accelerates (`flex`, `ndarray`); without it those
+//! backends run the composite path ([`fused::status`] says `NotCompiled` and names the feature).
 //!
 //! ```toml
 //! [dependencies]
-//! rnnlm = { path = "../burn-rnnlm/crates/rnnlm" } # wherever the checkout lives
+//! rnnlm = { path = "../burn-rnnlm/crates/rnnlm", features = ["flex"] } # wherever the checkout lives
 //! burn = { version = "=0.22.1", default-features = false, features = ["std", "flex"] }
 //! # training also needs "optim" (which brings autodiff); GPUs: "wgpu", "cuda"; LibTorch: "tch"
 //! ```
@@ -131,10 +143,6 @@
 //! }
 //! ```
 //!
-//! On CPU backends the crate `rnnlm-host` computes the same loss and gradients several times
-//! faster, on a host copy of the weights (`rnnlm_host::backward`), and `rnnlm-train` uses it
-//! there.
-//!
 //! ## Generating text
 //!
 //! [`sample`] warms the state up on a prefix in one forward call, then feeds back one token per
@@ -167,12 +175,18 @@
 #![deny(missing_docs)]
 
 mod config;
+mod decoder;
 mod gru;
 mod lm;
 mod lstm;
 mod recurrent;
 mod rnn_scratch;
 pub mod sample;
+
+/// The fused time loops: whether they run on a device ([`fused::is_active`], [`fused::status`]),
+/// and the switch that forces the composite path ([`fused::set_mode`], [`fused::with_mode`],
+/// `RNNLM_FUSED=off`). See the crate documentation's [Speed](crate#speed).
+pub use rnnlm_fused as fused;
 
 pub use config::{
     Activation, CellKind, ConfigError, GruFormula, InputEncoding, RnnLmConfig, WeightInit,

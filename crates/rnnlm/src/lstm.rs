@@ -120,6 +120,14 @@ impl RecurrentLayer for LstmLayer {
         Some(self.input_bias.val() + self.hidden_bias.val())
     }
 
+    fn hidden_weight(&self) -> Tensor<2> {
+        self.hidden_weight.val()
+    }
+
+    fn recurrence(&self) -> rnnlm_fused::CellKind {
+        rnnlm_fused::CellKind::Lstm
+    }
+
     fn step_weights(&self) -> Tensor<2> {
         self.hidden_weight.val()
     }

@@ -6,6 +6,11 @@
 //! - the time loop, where each step costs one `[batch, hidden] x [hidden, gates·hidden]` matmul
 //!   plus element-wise gate arithmetic.
 //!
+//! The time loop is one fused operation where the device runs it ([`rnnlm_fused::try_scan`],
+//! with its own backward pass), and per-step tensor operations (the composite path, each cell's
+//! [`RecurrentLayer::step`]) everywhere else; both take the same projected inputs, so autodiff
+//! gives the projection's gradient either way.
+//!
 //! The engine works time-major (`[steps, batch, ..]`) so that step `t` is a contiguous
 //! `[batch, ..]` block and the per-step outputs, stacked once at the end, are directly the next
 //! layer's input without a transpose.
@@ -225,17 +230,27 @@ pub(crate) struct LayerState {
     pub c: Option<Tensor<2>>,
 }
 
-/// What a cell type contributes to the engine: its input weights and its per-step update.
+/// What a cell type contributes to the engine: its weights, its per-step update for the
+/// composite path, and which recurrence the fused scan runs for it.
 pub(crate) trait RecurrentLayer {
-    /// Per-step weights, fetched (and for the d2l GRU, split) once per sequence, not per step.
+    /// Per-step weights of the composite path, fetched (and for the d2l GRU, split) once per
+    /// sequence, not per step.
     type StepWeights;
 
     /// `W_x`: `[input, gates·hidden]`.
     fn input_weight(&self) -> Tensor<2>;
     /// Bias added to the input projection: `[gates·hidden]`.
     fn input_bias(&self) -> Option<Tensor<1>>;
+    /// `W_h`: `[hidden, gates·hidden]`.
+    fn hidden_weight(&self) -> Tensor<2>;
+    /// PyTorch's GRU's `b_hh`: `[gates·hidden]`; `None` for the other cells.
+    fn hidden_bias(&self) -> Option<Tensor<1>> {
+        None
+    }
+    /// The recurrence, for the fused scan.
+    fn recurrence(&self) -> rnnlm_fused::CellKind;
     fn step_weights(&self) -> Self::StepWeights;
-    /// One step from the projected input `[batch, gates·hidden]`.
+    /// One step of the composite path from the projected input `[batch, gates·hidden]`.
     fn step(weights: &Self::StepWeights, projected: Tensor<2>, state: LayerState) -> LayerState;
 }
 
@@ -263,8 +278,8 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
     let mut layer_input = input;
     let mut finals = Vec::with_capacity(layers.len());
     for (index, layer) in layers.iter().enumerate() {
-        let projected = project_input(layer, layer_input, steps, batch);
-        let (outputs, final_state) = scan(layer, projected, state.layer(index));
+        let (projected, bias) = project_input(layer, layer_input, steps, batch);
+        let (outputs, final_state) = scan(layer, projected, bias, state.layer(index));
         finals.push(final_state);
         if index == last {
             return (outputs, RecurrentState::from_layers(finals));
@@ -275,13 +290,14 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
     unreachable!("{}: a core has at least one layer", shape.name)
 }
 
-/// `[steps, batch, gates·hidden]`: the input projection of every step, in one matmul or gather.
+/// `[steps, batch, gates·hidden]`: the input projection of every step, in one matmul or gather,
+/// and the bias to add to it.
 fn project_input<L: RecurrentLayer>(
     layer: &L,
     input: SequenceInput,
     steps: usize,
     batch: usize,
-) -> Tensor<3> {
+) -> (Tensor<3>, Option<Tensor<1>>) {
     let weight = layer.input_weight();
     let width = weight.dims()[1];
     let flat = match input {
@@ -291,17 +307,50 @@ fn project_input<L: RecurrentLayer>(
         }
         SequenceInput::OneHot(ids) => weight.select(0, ids.reshape([steps * batch])),
     };
-    let flat = match layer.input_bias() {
-        Some(bias) => flat + bias.unsqueeze_dim(0),
-        None => flat,
-    };
-    flat.reshape([steps, batch, width])
+    (flat.reshape([steps, batch, width]), layer.input_bias())
 }
 
-/// The time loop. Outputs are stacked once at the end: one copy, instead of a
-/// `slice_assign` into a preallocated tensor per step (each of which the autodiff graph
-/// records as a full-size operation).
+/// The time loop: one fused operation where it runs ([`rnnlm_fused::try_scan`]: the bias is
+/// added inside its loop, and its gradient summed there), per-step tensor operations otherwise.
 fn scan<L: RecurrentLayer>(
+    layer: &L,
+    projected: Tensor<3>,
+    bias: Option<Tensor<1>>,
+    state: LayerState,
+) -> (Tensor<3>, LayerState) {
+    let [steps, _, width] = projected.dims();
+    let recurrence = layer.recurrence();
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([width], &projected.device()));
+    let (weight, hidden_bias) = (layer.hidden_weight(), layer.hidden_bias());
+    let fused = rnnlm_fused::try_scan(
+        recurrence,
+        rnnlm_fused::ScanTensors {
+            projected: &projected,
+            input_bias: &bias,
+            h0: &state.h,
+            c0: state.c.as_ref(),
+            weight: &weight,
+            hidden_bias: hidden_bias.as_ref(),
+        },
+    );
+    if let Some(out) = fused {
+        // Every step's h, then (LSTM) the final cell.
+        let (outputs, c) = if recurrence.has_cell() {
+            let c = out.clone().narrow(0, steps, 1).squeeze_dim(0);
+            (out.narrow(0, 0, steps), Some(c))
+        } else {
+            (out, None)
+        };
+        let h = outputs.clone().narrow(0, steps - 1, 1).squeeze_dim(0);
+        return (outputs, LayerState { h, c });
+    }
+    composite_scan(layer, projected + bias.reshape([1, 1, width]), state)
+}
+
+/// The time loop as per-step tensor operations. Outputs are stacked once at the end: one copy,
+/// instead of a `slice_assign` into a preallocated tensor per step (each of which the autodiff
+/// graph records as a full-size operation).
+fn composite_scan<L: RecurrentLayer>(
     layer: &L,
     projected: Tensor<3>,
     mut state: LayerState,

@@ -111,6 +111,17 @@ impl RecurrentLayer for RnnScratchLayer {
         Some(self.b_h.val())
     }
 
+    fn hidden_weight(&self) -> Tensor<2> {
+        self.w_hh.val()
+    }
+
+    fn recurrence(&self) -> rnnlm_fused::CellKind {
+        rnnlm_fused::CellKind::Rnn(match self.activation {
+            Activation::Tanh => rnnlm_fused::Activation::Tanh,
+            Activation::Relu => rnnlm_fused::Activation::Relu,
+        })
+    }
+
     fn step_weights(&self) -> Self::StepWeights {
         (self.w_hh.val(), self.activation)
     }

@@ -4,8 +4,9 @@
 //!
 //! Every strategy warms the state up on the whole prefix in one forward call (prefixes of equal
 //! length share a call), then produces one token per step for every sequence of the batch.
-//! [`decode`] is the token loop itself, for an engine of one's own (the crate `rnnlm-host` runs
-//! it on a host copy of the model, several times faster on CPU backends).
+//! [`decode`] is the token loop itself, for an engine of one's own. Where the fused scan runs
+//! ([`crate::fused::is_active`]), [`generate`] steps a host copy of the weights instead of
+//! tensor operations (the same cell rows as the fused scan), several times faster.
 
 use std::ops::ControlFlow;
 
@@ -231,6 +232,9 @@ pub fn generate(
     if len == 0 {
         return vec![Vec::new(); prefixes.len()];
     }
+    if rnnlm_fused::is_active(device) {
+        return generate_on_host(model, prefixes, len, decoding, on_step);
+    }
     let (state, logits) = warm_up(model, prefixes, device);
     // Moved into each step's forward call and replaced by its result.
     let mut state = Some(state);
@@ -248,6 +252,42 @@ pub fn generate(
         let (next_logits, next_state) = model.forward(input, state.take().expect("set"));
         state = Some(next_state);
         rows(next_logits.reshape([batch, vocab]))
+    })
+}
+
+/// [`generate`] where the fused scan runs: the same choices from the same logits (to float
+/// rounding) on a host copy of the weights, with the units of every layer split between
+/// threads that stay up for the whole text ([`rnnlm_kernels::decode`]); the prefixes are
+/// warmed up token by token on it as well.
+fn generate_on_host(
+    model: &RnnLm,
+    prefixes: &[Vec<u32>],
+    len: usize,
+    decoding: &Decoding,
+    on_step: impl FnMut(&[u32]) -> ControlFlow<()>,
+) -> Vec<Vec<u32>> {
+    assert!(!prefixes.is_empty(), "generate: no prefix given");
+    let vocab = model.vocab_size;
+    for (row, prefix) in prefixes.iter().enumerate() {
+        assert!(
+            !prefix.is_empty(),
+            "generate: prefix {row} is empty; give at least one token"
+        );
+        if let Some(&bad) = prefix.iter().find(|&&t| t as usize >= vocab) {
+            panic!(
+                "generate: prefix {row} holds token id {bad}, expected ids in 0..{vocab} (the vocabulary size)"
+            );
+        }
+    }
+    let decoder = rnnlm_kernels::decode::Decoder::new(&crate::decoder::stack_weights(model));
+    let (mut state, first) = decoder.warm_up(prefixes);
+    let batch = prefixes.len();
+    decoder.session(batch, |session| {
+        let mut logits = Vec::new();
+        decode(batch, vocab, len, decoding, first, on_step, |step| {
+            session.step(step, &mut state, &mut logits);
+            logits.clone()
+        })
     })
 }
 

@@ -1,0 +1,418 @@
+//! The fused scan (`rnnlm::fused`) against the composite tensor operations it stands in for:
+//! every core, 1 to 3 layers, a non-zero initial state, batch 1 and steps 1, strided inputs;
+//! the same outputs and final states, and through autodiff the same gradients of every
+//! parameter, of the inputs and of the initial state. Then finite differences on the operation
+//! itself, and its shape errors. (Dropout, which draws from the backend's global generator,
+//! is compared in the determinism tests, which take turns.)
+
+use std::collections::HashMap;
+
+use burn::module::ParamId;
+use burn::prelude::*;
+use rnnlm::fused::{CellKind as ScanCell, Mode, ScanTensors, with_mode};
+use rnnlm::{
+    Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentCore, RecurrentState,
+    RnnScratchConfig, WeightInit,
+};
+use rnnlm_tests::{device, max_diff, param_grads, rounding_bound, values};
+
+const INPUT: usize = 6;
+/// Not a multiple of the vector width, so the kernels meet partial blocks.
+const HIDDEN: usize = 13;
+
+/// Reproducible values in `[-scale, scale]` without the backend's generator (other tests of
+/// this binary draw from it meanwhile).
+fn pattern(len: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| scale * ((i * 7 + salt * 13) as f32 * 0.618).sin())
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], salt: usize, scale: f32, dev: &Device) -> Tensor<D> {
+    let len = shape.iter().product();
+    Tensor::from_data(TensorData::new(pattern(len, salt, scale), shape), dev)
+}
+
+/// Every core kind with `layers` layers, weights large enough that the gates work away from
+/// their linear middle.
+fn cores(layers: usize, dev: &Device) -> Vec<(&'static str, RecurrentCore)> {
+    let init = WeightInit::Normal { sigma: 0.5 };
+    let mut no_hidden_bias = GruConfig::new(INPUT, HIDDEN)
+        .with_num_layers(layers)
+        .with_init(init)
+        .init(dev);
+    for layer in &mut no_hidden_bias.layers {
+        layer.hidden_bias = None;
+    }
+    vec![
+        (
+            "rnn-scratch tanh",
+            RecurrentCore::RnnScratch(
+                RnnScratchConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_init(init)
+                    .init(dev),
+            ),
+        ),
+        (
+            "rnn-scratch relu",
+            RecurrentCore::RnnScratch(
+                RnnScratchConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_activation(Activation::Relu)
+                    .with_init(WeightInit::Normal { sigma: 0.2 })
+                    .init(dev),
+            ),
+        ),
+        (
+            "gru (PyTorch)",
+            RecurrentCore::Gru(
+                GruConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_init(init)
+                    .init(dev),
+            ),
+        ),
+        ("gru (PyTorch) without b_hh", RecurrentCore::Gru(no_hidden_bias)),
+        (
+            "gru (d2l)",
+            RecurrentCore::Gru(
+                GruConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_formula(GruFormula::D2l)
+                    .with_init(init)
+                    .init(dev),
+            ),
+        ),
+        (
+            "lstm",
+            RecurrentCore::Lstm(
+                DeepLstmConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_init(init)
+                    .init(dev),
+            ),
+        ),
+    ]
+}
+
+/// How the input reaches the core.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// A contiguous `[batch, steps, input]` leaf.
+    Contiguous,
+    /// `[batch, input, steps]` with its last two dimensions swapped.
+    Transposed,
+    /// A slice of the feature dimension of a wider leaf.
+    Narrowed,
+}
+
+/// What one pass gives: the outputs and final state, the gradients of every parameter, of the
+/// input and of the initial state.
+struct Pass {
+    outputs: Vec<f32>,
+    hidden: Vec<f32>,
+    cell: Option<Vec<f32>>,
+    grads: HashMap<ParamId, Vec<f32>>,
+    d_input: Vec<f32>,
+    d_h0: Vec<f32>,
+    d_c0: Option<Vec<f32>>,
+}
+
+fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: Mode) -> Pass {
+    let ad = device().autodiff();
+    let (leaf, input) = match layout {
+        Layout::Contiguous => {
+            let leaf = tensor([batch, steps, INPUT], 1, 1.0, &ad).require_grad();
+            (leaf.clone(), leaf)
+        }
+        Layout::Transposed => {
+            let leaf = tensor([batch, INPUT, steps], 1, 1.0, &ad).require_grad();
+            (leaf.clone(), leaf.swap_dims(1, 2))
+        }
+        Layout::Narrowed => {
+            let leaf = tensor([batch, steps, INPUT + 3], 1, 1.0, &ad).require_grad();
+            (leaf.clone(), leaf.narrow(2, 2, INPUT))
+        }
+    };
+    let layers = core.num_layers();
+    let h0 = tensor([layers, batch, HIDDEN], 2, 0.8, &ad).require_grad();
+    let c0 = core
+        .has_cell()
+        .then(|| tensor([layers, batch, HIDDEN], 3, 0.8, &ad).require_grad());
+    let start = RecurrentState {
+        hidden: h0.clone(),
+        cell: c0.clone(),
+    };
+    let (outputs, end) = with_mode(mode, || core.forward(input, start));
+    assert_eq!(outputs.dims(), [batch, steps, HIDDEN]);
+    // A loss that weighs every output and every part of the final state differently.
+    let mut loss = (outputs.clone() * tensor([batch, steps, HIDDEN], 4, 1.0, &ad)).sum()
+        + (end.hidden.clone() * tensor([layers, batch, HIDDEN], 5, 1.0, &ad)).sum();
+    if let Some(cell) = &end.cell {
+        loss = loss + (cell.clone() * tensor([layers, batch, HIDDEN], 6, 1.0, &ad)).sum();
+    }
+    let grads = loss.backward();
+    Pass {
+        outputs: values(outputs),
+        hidden: values(end.hidden),
+        cell: end.cell.map(values),
+        grads: param_grads(core, &grads),
+        d_input: values(leaf.grad(&grads).expect("the input's gradient")),
+        d_h0: values(h0.grad(&grads).expect("h0's gradient")),
+        d_c0: c0.map(|c0| values(c0.grad(&grads).expect("c0's gradient"))),
+    }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let (diff, bound) = (max_diff(got, want), rounding_bound(want));
+    assert!(diff <= bound, "{what}: fused and composite differ by {diff} (bound {bound})");
+}
+
+#[test]
+fn fused_equals_composite_for_every_core_shape_and_layout() {
+    let dev = device().autodiff();
+    assert!(
+        rnnlm::fused::is_active(&dev),
+        "the tests' default backend runs the fused scan: {}",
+        rnnlm::fused::status(&dev)
+    );
+    let shapes = [
+        (1, 5, 1, Layout::Contiguous),
+        (2, 4, 6, Layout::Transposed),
+        (3, 3, 5, Layout::Narrowed),
+        (2, 1, 7, Layout::Contiguous),
+        (1, 2, 1, Layout::Narrowed),
+    ];
+    for (layers, batch, steps, layout) in shapes {
+        for (name, core) in cores(layers, &dev) {
+            let name = format!("{name}, {layers} layers, batch {batch}, steps {steps}, {layout:?}");
+            let fused = pass(&core, batch, steps, layout, Mode::Fused);
+            let composite = pass(&core, batch, steps, layout, Mode::Composite);
+            assert_close(&format!("{name}: outputs"), &fused.outputs, &composite.outputs);
+            assert_close(&format!("{name}: final h"), &fused.hidden, &composite.hidden);
+            if let (Some(got), Some(want)) = (&fused.cell, &composite.cell) {
+                assert_close(&format!("{name}: final c"), got, want);
+            }
+            assert_eq!(
+                fused.grads.len(),
+                composite.grads.len(),
+                "{name}: parameters with a gradient"
+            );
+            for (id, want) in &composite.grads {
+                let got = fused.grads.get(id).unwrap_or_else(|| {
+                    panic!("{name}: parameter {id} has no gradient through the fused scan")
+                });
+                assert_close(&format!("{name}: gradient of parameter {id}"), got, want);
+            }
+            assert_close(&format!("{name}: input gradient"), &fused.d_input, &composite.d_input);
+            assert_close(&format!("{name}: h0 gradient"), &fused.d_h0, &composite.d_h0);
+            if let (Some(got), Some(want)) = (&fused.d_c0, &composite.d_c0) {
+                assert_close(&format!("{name}: c0 gradient"), got, want);
+            }
+        }
+    }
+}
+
+/// A user's model through plain Burn autodiff, the primer's classifier in small: the last
+/// step's output feeds a linear layer; the fused and composite paths give the same loss and
+/// gradients, inference (no autodiff) the same logits.
+#[test]
+fn a_classifier_on_the_last_step_trains_the_same_through_both_paths() {
+    let ad = device().autodiff();
+    let (batch, steps, classes) = (4, 9, 3);
+    let lstm = DeepLstmConfig::new(INPUT, HIDDEN).with_num_layers(2).init(&ad);
+    let head = burn::nn::LinearConfig::new(HIDDEN, classes).init(&ad);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2, 1, 2], [batch]), &ad);
+    let run = |mode: Mode| {
+        let x = tensor([batch, steps, INPUT], 7, 1.0, &ad);
+        let state = lstm.begin_state(batch, &ad);
+        let (outputs, _) = with_mode(mode, || lstm.forward(x, state));
+        let last = outputs.narrow(1, steps - 1, 1).reshape([batch, HIDDEN]);
+        let logits = head.forward(last);
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+            .init(&ad)
+            .forward(logits, labels.clone());
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = loss.backward();
+        (value, param_grads(&lstm, &grads), param_grads(&head, &grads))
+    };
+    let (fused, fused_lstm, fused_head) = run(Mode::Fused);
+    let (composite, composite_lstm, composite_head) = run(Mode::Composite);
+    assert!((fused - composite).abs() <= 1e-5 * composite.abs(), "loss {fused} vs {composite}");
+    assert_eq!(fused_lstm.len(), 2 * 4, "every LSTM parameter has a gradient");
+    for (id, want) in composite_lstm.iter().chain(&composite_head) {
+        let got = fused_lstm.get(id).or_else(|| fused_head.get(id)).unwrap();
+        assert_close(&format!("parameter {id}"), got, want);
+    }
+    // Inference: the inner (non-autodiff) module.
+    let inner = lstm.valid();
+    let dev = device();
+    let infer = |mode: Mode| {
+        let x = tensor([batch, steps, INPUT], 7, 1.0, &dev);
+        values(with_mode(mode, || inner.forward(x, inner.begin_state(batch, &dev))).0)
+    };
+    assert_close("inference outputs", &infer(Mode::Fused), &infer(Mode::Composite));
+}
+
+/// The inputs of one scan of `cell`, as plain values.
+struct ScanCase {
+    cell: ScanCell,
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    projected: Vec<f32>,
+    input_bias: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+    weight: Vec<f32>,
+    hidden_bias: Vec<f32>,
+}
+
+impl ScanCase {
+    fn new(cell: ScanCell) -> Self {
+        let (steps, batch, hidden) = (4, 2, 5);
+        let width = cell.gates() * hidden;
+        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu)) { 0.3 } else { 0.7 };
+        Self {
+            cell,
+            steps,
+            batch,
+            hidden,
+            projected: pattern(steps * batch * width, 11, 1.0),
+            input_bias: pattern(width, 12, 0.4),
+            h0: pattern(batch * hidden, 13, 0.8),
+            c0: if cell.has_cell() { pattern(batch * hidden, 14, 0.8) } else { Vec::new() },
+            weight: pattern(hidden * width, 15, scale),
+            hidden_bias: if cell.has_hidden_bias() { pattern(width, 16, 0.4) } else { Vec::new() },
+        }
+    }
+
+    /// The operation's inputs as tensors on `dev` (`[steps, batch, width]`, ...), in the order
+    /// `projected, input_bias, h0, c0, weight, hidden_bias` (absent ones `None`).
+    fn tensors(&self, dev: &Device) -> Vec<Option<Tensor<2>>> {
+        let width = self.cell.gates() * self.hidden;
+        let make = |v: &Vec<f32>, shape: [usize; 2]| {
+            (!v.is_empty()).then(|| Tensor::<2>::from_data(TensorData::new(v.clone(), shape), dev))
+        };
+        vec![
+            make(&self.projected, [self.steps * self.batch, width]),
+            make(&self.input_bias, [1, width]),
+            make(&self.h0, [self.batch, self.hidden]),
+            make(&self.c0, [self.batch, self.hidden]),
+            make(&self.weight, [self.hidden, width]),
+            make(&self.hidden_bias, [1, width]),
+        ]
+    }
+
+    /// A weighted sum of everything the scan returns.
+    fn loss(&self, inputs: &[Option<Tensor<2>>]) -> Tensor<1> {
+        let width = self.cell.gates() * self.hidden;
+        let get = |i: usize| inputs[i].clone();
+        let projected = get(0).unwrap().reshape([self.steps, self.batch, width]);
+        let input_bias = get(1).unwrap().reshape([width]);
+        let (h0, weight) = (get(2).unwrap(), get(4).unwrap());
+        let c0 = get(3);
+        let hidden_bias = get(5).map(|b| b.reshape([width]));
+        let out = rnnlm::fused::try_scan(
+            self.cell,
+            ScanTensors {
+                projected: &projected,
+                input_bias: &input_bias,
+                h0: &h0,
+                c0: c0.as_ref(),
+                weight: &weight,
+                hidden_bias: hidden_bias.as_ref(),
+            },
+        )
+        .expect("the fused scan runs on the tests' backend");
+        let dims = out.dims();
+        assert_eq!(dims, [self.steps + usize::from(self.cell.has_cell()), self.batch, self.hidden]);
+        let weights = tensor(dims, 17, 1.0, &out.device());
+        (out * weights).sum()
+    }
+}
+
+#[test]
+fn the_operations_gradients_match_finite_differences() {
+    let ad = device().autodiff();
+    let dev = device();
+    let names = ["projected", "input_bias", "h0", "c0", "weight", "hidden_bias"];
+    for cell in [
+        ScanCell::Rnn(rnnlm::fused::Activation::Tanh),
+        ScanCell::Rnn(rnnlm::fused::Activation::Relu),
+        ScanCell::Lstm,
+        ScanCell::Gru,
+        ScanCell::GruD2l,
+    ] {
+        let case = ScanCase::new(cell);
+        let inputs: Vec<Option<Tensor<2>>> = case
+            .tensors(&ad)
+            .into_iter()
+            .map(|t| t.map(Tensor::require_grad))
+            .collect();
+        let grads = case.loss(&inputs).backward();
+        for (index, input) in inputs.iter().enumerate() {
+            let Some(input) = input else { continue };
+            let analytic = values(input.grad(&grads).unwrap_or_else(|| {
+                panic!("{cell:?}: {} has no gradient", names[index])
+            }));
+            // Central differences in f64 of the f32 loss, on a spread of entries.
+            let base = case.tensors(&dev);
+            let len = analytic.len();
+            for entry in (0..len).step_by(len.div_ceil(7).max(1)) {
+                let eps = 1e-2f32;
+                let at = |delta: f32| {
+                    let mut shifted = base.clone();
+                    let tensor = shifted[index].take().unwrap();
+                    let shape = tensor.dims();
+                    let mut v = values(tensor);
+                    v[entry] += delta;
+                    shifted[index] = Some(Tensor::from_data(TensorData::new(v, shape), &dev));
+                    f64::from(case.loss(&shifted).into_scalar::<f32>())
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+                let got = f64::from(analytic[entry]);
+                assert!(
+                    (got - numeric).abs() <= 5e-3 + 1e-2 * numeric.abs(),
+                    "{cell:?}: d loss / d {}[{entry}]: {got} by the backward pass, {numeric} \
+                     by finite differences",
+                    names[index]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "rnnlm_fused::try_scan: weight has shape [5, 16], expected [hidden, gates·hidden] = [5, 20]")]
+fn a_weight_of_the_wrong_shape_is_named() {
+    let dev = device();
+    let case = ScanCase::new(ScanCell::Lstm);
+    let mut inputs = case.tensors(&dev);
+    inputs[4] = Some(Tensor::zeros([5, 16], &dev));
+    case.loss(&inputs);
+}
+
+#[test]
+#[should_panic(expected = "rnnlm_fused::try_scan: the LSTM needs c0 [batch, hidden]")]
+fn an_lstm_without_a_cell_is_named() {
+    let dev = device();
+    let case = ScanCase::new(ScanCell::Lstm);
+    let mut inputs = case.tensors(&dev);
+    inputs[3] = None;
+    case.loss(&inputs);
+}
+
+/// The composite switch reaches the device's status, and the status names the fix.
+#[test]
+fn the_status_says_why_the_composite_path_runs() {
+    let dev = device();
+    assert_eq!(rnnlm::fused::status(&dev), rnnlm::fused::Status::Active);
+    let forced = with_mode(Mode::Composite, || rnnlm::fused::status(&dev));
+    assert_eq!(forced, rnnlm::fused::Status::Disabled);
+    assert!(forced.to_string().contains("RNNLM_FUSED=off"), "{forced}");
+    let missing = rnnlm::fused::Status::NotCompiled { feature: "flex" };
+    assert!(missing.to_string().contains("rnnlm's `flex` feature"), "{missing}");
+}
