@@ -8,7 +8,8 @@
 # PyTorch is measured with oneDNN on and off and its better figure is kept for each metric
 # (oneDNN's LSTM is slow at batch-1 generation). Needs a built `target/release/rnnlm` (or
 # RNNLM=path) and a Python with torch (PY=path; default: the reference's .venv, then
-# ~/.cache/rnnlm/peer-venv).
+# ~/.cache/rnnlm/peer-venv). BASELINE=path runs another rnnlm binary (the landed one, say) in
+# every round as well, alternating with ours, and adds its figures and ratios to the table.
 #
 # Timing on a shared machine: the kernel shares CPU per session (autogroup), so this script
 # runs itself in its own session and lowers that session's autogroup nice, as run_all.sh does.
@@ -37,6 +38,9 @@ for round in $(seq "$ROUNDS"); do
         ours=${pair%%:*} theirs=${pair##*:}
         echo "=== round $round: $ours ($(date +%T))"
         "$RNNLM" bench --model "$ours" --device flex --json --steps "${STEPS:-30}" >> "$OUT/ours.jsonl"
+        if [ -n "${BASELINE:-}" ]; then
+            "$BASELINE" bench --model "$ours" --device flex --json --steps "${STEPS:-30}" >> "$OUT/baseline.jsonl"
+        fi
         for mkldnn in on off; do
             "$PY" "$PEER/d2l_charlm.py" --model "$theirs" --epochs 2 --threads 2 --mkldnn "$mkldnn" \
                 --gen-chars 500 --gen-repeats 3 --json "$OUT/peer.$theirs.$mkldnn.$round.json" > /dev/null
@@ -47,9 +51,13 @@ done
 import glob, json, statistics, sys
 out = sys.argv[1]
 ours = [json.loads(line) for line in open(f"{out}/ours.jsonl")]
+try:
+    base = [json.loads(line) for line in open(f"{out}/baseline.jsonl")]
+except FileNotFoundError:
+    base = []
 pairs = {"rnn-scratch": "rnn_scratch", "gru": "gru", "lstm": "lstm", "deep-lstm": "lstm2"}
-print(f"\n{'model':<12} {'ours train':>11} {'torch train':>11} {'ratio':>6} {'GFLOP/s':>8} "
-      f"{'ours gen b1':>11} {'torch gen b1':>12} {'ratio':>6} {'ours gen b32':>12} {'valid tok/s':>11}")
+print("\n| model | train tok/s, ours | PyTorch | ratio | our GFLOP/s | gen batch 1 chars/s, ours | PyTorch | ratio | ours: gen batch 32 | ours: valid tok/s | ours: peak MB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for model, peer in pairs.items():
     mine = [r for r in ours if r["model"] == model]
     theirs = [json.load(open(p)) for p in glob.glob(f"{out}/peer.{peer}.*.json")]
@@ -67,6 +75,14 @@ for model, peer in pairs.items():
                            if any(t["mkldnn"] == m for t in theirs))
     t_train = best("steady_tok_per_s_step_median")
     t_gen = best("gen_chars_per_s_nograd")
-    print(f"{model:<12} {train:>11.0f} {t_train:>11.0f} {train / t_train:>6.2f} {gflops:>8.1f} "
-          f"{gen1:>11.0f} {t_gen:>12.0f} {gen1 / t_gen:>6.2f} {gen32:>12.0f} {valid:>11.0f}")
+    mem = med([r["peak_rss_bytes"] for r in mine]) / 1e6
+    print(f"| {model} | {train:.0f} | {t_train:.0f} | {train / t_train:.2f} | {gflops:.1f} | "
+          f"{gen1:.0f} | {t_gen:.0f} | {gen1 / t_gen:.2f} | {gen32:.0f} | {valid:.0f} | {mem:.0f} |")
+    theirs_base = [r for r in base if r["model"] == model]
+    if theirs_base:
+        b_train = med([r["train_tokens_per_s"] for r in theirs_base])
+        b_gen = med([r["gen_chars_per_s_batch1"] for r in theirs_base])
+        b_mem = med([r["peak_rss_bytes"] for r in theirs_base]) / 1e6
+        print(f"| {model}, baseline | {b_train:.0f} | {t_train:.0f} | {b_train / t_train:.2f} | | "
+              f"{b_gen:.0f} | {t_gen:.0f} | {b_gen / t_gen:.2f} | | | {b_mem:.0f} |")
 PY

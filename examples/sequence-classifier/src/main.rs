@@ -122,6 +122,16 @@ fn main() -> Result<(), String> {
     let device = Device::flex();
     device.seed(7);
     let train_device = device.clone().autodiff();
+    // With rnnlm's `flex` feature on, every layer's time loop is one fused operation, in
+    // training (autodiff) and in evaluation alike; refuse to run half-enabled (only
+    // RNNLM_FUSED=off may turn it off).
+    for (what, on) in [("training", &train_device), ("evaluation", &device)] {
+        let status = rnnlm::fused::status(on);
+        if !matches!(status, rnnlm::fused::Status::Active | rnnlm::fused::Status::Disabled) {
+            return Err(format!("the recurrent layers do not run fused in {what}: {status}"));
+        }
+    }
+    println!("recurrent layers: {}", rnnlm::fused::status(&train_device));
     let mut model = PatternClassifier::new(&kind, &train_device);
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
