@@ -28,6 +28,9 @@
 //! what [`set_threads`] says. The helper threads spin (then yield) for 2 ms after each parallel
 //! part before they sleep, since waking a core costs more than most parts take; a program that
 //! calls the kernels sees a core busy that long after each call.
+// The cells' row functions take every gate block as a slice of its own: passed as arrays of
+// slices, the compiler stopped vectorizing their loops (measured), so they have many arguments.
+#![allow(clippy::too_many_arguments)]
 
 pub mod cell;
 pub mod decode;
