@@ -715,28 +715,8 @@ fn check_weights(weights: &StackWeights, width: usize) {
 mod tests {
     use super::*;
     use crate::Activation;
+    use crate::test_support::{KINDS, isas, values};
     use crate::scan::{self, Plan, Projected, ScanInputs, ScanShape};
-
-    const KINDS: [CellKind; 5] = [
-        CellKind::Rnn(Activation::Tanh),
-        CellKind::Rnn(Activation::Relu),
-        CellKind::Lstm,
-        CellKind::Gru,
-        CellKind::GruD2l,
-    ];
-
-    /// Reproducible values in `[-scale, scale)` (xorshift).
-    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     /// `a [rows, inner] · b [inner, cols]`, the plain triple loop.
     fn matmul(a: &[f32], b: &[f32], rows: usize, inner: usize, cols: usize) -> Vec<f32> {
@@ -847,10 +827,7 @@ mod tests {
 
     #[test]
     fn steps_equal_the_scan_of_every_layer() {
-        let supported: Vec<Isa> = [Isa::Avx512, Isa::Avx2, Isa::Baseline]
-            .into_iter()
-            .filter(|isa| isa.supported())
-            .collect();
+        let supported = isas();
         for kind in KINDS {
             for (layers, embedding) in [(1, None), (3, None), (2, Some(5))] {
                 let weights = stack(kind, 21, layers, embedding);

@@ -40,6 +40,8 @@ mod pool;
 pub mod profile;
 pub mod scan;
 mod shared;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

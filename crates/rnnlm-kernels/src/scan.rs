@@ -607,27 +607,7 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
 mod tests {
     use super::*;
     use crate::Activation;
-
-    const KINDS: [CellKind; 5] = [
-        CellKind::Rnn(Activation::Tanh),
-        CellKind::Rnn(Activation::Relu),
-        CellKind::Lstm,
-        CellKind::Gru,
-        CellKind::GruD2l,
-    ];
-
-    /// Reproducible values in `[-scale, scale)` (xorshift).
-    fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
+    use crate::test_support::{KINDS, isas, values};
 
     /// Every input of a scan of `kind` with `shape`, as owned buffers.
     struct Case {
@@ -686,9 +666,6 @@ mod tests {
         }
     }
 
-    fn isas() -> Vec<Isa> {
-        [Isa::Avx512, Isa::Avx2, Isa::Baseline].into_iter().filter(|isa| isa.supported()).collect()
-    }
 
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
