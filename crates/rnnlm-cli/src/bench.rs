@@ -124,18 +124,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     result.gen_chars_per_s_batch32,
                     result.peak_rss_bytes as f64 / 1e6
                 );
-                if !result.train_profile.is_empty() {
-                    let step = result.train_step_ms;
-                    println!("  training step {step:.2} ms (median), by phase (mean):");
-                    for share in &result.train_profile {
-                        println!(
-                            "    {:<42} {:>7.3} ms {:>5.1}%",
-                            share.phase,
-                            share.ms_per_step,
-                            100.0 * share.ms_per_step / step
-                        );
-                    }
-                }
+                print_profile(result.train_step_ms, &result.train_profile);
             }
         }
     }
@@ -185,6 +174,7 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
                 args.warmup,
                 0,
                 rnnlm::fused::mode(),
+                args.profile,
             );
             if args.json {
                 println!("{}", serde_json::to_string(&result)?);
@@ -200,8 +190,25 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
                     result.peak_rss_bytes as f64 / 1e6,
                     if result.freed_memory_kept { "kept" } else { "default" },
                 );
+                print_profile(result.step_ms_median, &result.train_profile);
             }
         }
     }
     Ok(())
+}
+
+/// The phases of a training step (`--profile`), each in ms and as a share of the median step.
+fn print_profile(step_ms: f64, phases: &[rnnlm_train::PhaseShare]) {
+    if phases.is_empty() {
+        return;
+    }
+    println!("  training step {step_ms:.2} ms (median), by phase (mean):");
+    for share in phases {
+        println!(
+            "    {:<42} {:>7.3} ms {:>5.1}%",
+            share.phase,
+            share.ms_per_step,
+            100.0 * share.ms_per_step / step_ms
+        );
+    }
 }

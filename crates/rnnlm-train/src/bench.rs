@@ -190,7 +190,7 @@ pub fn train_flop_per_token(config: &RnnLmConfig) -> f64 {
 
 /// The recorded phases per timed step (taking them), then what the rest of the step took:
 /// Burn's own operations, between the kernels.
-fn phase_shares(step_seconds: &[f64], steps: usize) -> Vec<PhaseShare> {
+pub(crate) fn phase_shares(step_seconds: &[f64], steps: usize) -> Vec<PhaseShare> {
     let per_step = |seconds: f64| seconds * 1e3 / steps.max(1) as f64;
     let mut shares: Vec<PhaseShare> = profile::take()
         .into_iter()

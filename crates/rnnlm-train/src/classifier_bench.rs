@@ -15,7 +15,9 @@ use burn::tensor::Distribution;
 use rnnlm::{DeepLstmConfig, GruConfig, Recurrent, RecurrentCore};
 use serde::Serialize;
 
-use crate::bench::{median, peak_rss, reset_peak_rss};
+use rnnlm_kernels::profile;
+
+use crate::bench::{PhaseShare, median, peak_rss, phase_shares, reset_peak_rss};
 
 /// The recurrent core of a [`ClassifierCase`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -122,7 +124,8 @@ pub struct ClassifierResult {
     /// Whether the layers ran as fused scans ([`rnnlm::fused::is_active`]).
     pub fused: bool,
     /// Whether glibc's malloc kept freed memory in this process
-    /// ([`crate::keep_freed_memory`]), which a user's own program may not do.
+    /// ([`rnnlm::fused::keep_freed_memory`], which the first fused scan calls; not with
+    /// `RNNLM_MALLOC_DEFAULTS=1`).
     pub freed_memory_kept: bool,
     /// Training: forward, loss, backward and Adam's update, sequences per second.
     pub samples_per_s: f64,
@@ -132,11 +135,16 @@ pub struct ClassifierResult {
     pub step_ms_median: f64,
     /// Peak resident memory of the process while this case ran (Linux; 0 elsewhere).
     pub peak_rss_bytes: u64,
+    /// With profiling: milliseconds per timed step in each phase (the fused kernels' passes,
+    /// the optimizer's update, then the rest: Burn's operations), as in
+    /// [`BenchResult::train_profile`](crate::BenchResult::train_profile).
+    pub train_profile: Vec<PhaseShare>,
 }
 
 /// Trains the classifier of `case` on `device` (autodiff is added here) for `warmup` untimed
 /// and `steps` timed minibatches of random inputs and labels (four batches, cycled: only the
-/// speed means something), with the fused scan or not as `mode` says.
+/// speed means something), with the fused scan or not as `mode` says; `profile_steps` records
+/// where the timed steps spend their time.
 pub fn run_classifier_bench(
     case: &ClassifierCase,
     device_name: &str,
@@ -145,6 +153,7 @@ pub fn run_classifier_bench(
     warmup: usize,
     seed: u64,
     mode: rnnlm::fused::Mode,
+    profile_steps: bool,
 ) -> ClassifierResult {
     rnnlm::fused::with_mode(mode, || {
         reset_peak_rss();
@@ -171,17 +180,31 @@ pub fn run_classifier_bench(
             .collect();
         let mut seconds = Vec::with_capacity(steps);
         for step in 0..warmup + steps {
+            if profile_steps && step == warmup {
+                let _ = profile::take();
+                profile::enable(true);
+            }
             let (x, y) = batches[step % batches.len()].clone();
             let started = Instant::now();
             let loss = loss_fn.forward(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(1e-3, model, grads);
-            // Wait for the update, so a lazy backend's queue is not carried into the next step.
-            let _ = model.head.weight.val().narrow(0, 0, 1).sum().into_scalar::<f32>();
+            model = profile::timed("optimizer step", || {
+                let model = optimizer.step(1e-3, model, grads);
+                // Wait for the update, so a lazy backend's queue is not carried into the next
+                // step.
+                let _ = model.head.weight.val().narrow(0, 0, 1).sum().into_scalar::<f32>();
+                model
+            });
             if step >= warmup {
                 seconds.push(started.elapsed().as_secs_f64());
             }
         }
+        let train_profile = if profile_steps {
+            profile::enable(false);
+            phase_shares(&seconds, steps)
+        } else {
+            Vec::new()
+        };
         let step = median(seconds);
         let samples_per_s = if step > 0.0 { batch as f64 / step } else { 0.0 };
         ClassifierResult {
@@ -192,11 +215,12 @@ pub fn run_classifier_bench(
             layers: case.layers,
             batch_size: batch,
             fused: rnnlm::fused::is_active(device),
-            freed_memory_kept: crate::alloc::freed_memory_kept(),
+            freed_memory_kept: rnnlm::fused::freed_memory_kept(),
             samples_per_s,
             tokens_per_s: samples_per_s * CLASSIFIER_STEPS as f64,
             step_ms_median: step * 1e3,
             peak_rss_bytes: peak_rss(),
+            train_profile,
         }
     })
 }

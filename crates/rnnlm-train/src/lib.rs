@@ -3,7 +3,6 @@
 //! norm, atomic checkpoints with bit-exact resume, metrics, and evaluation.
 #![deny(missing_docs)]
 
-mod alloc;
 mod bench;
 mod checkpoint;
 mod classifier_bench;
@@ -18,9 +17,8 @@ mod strategy;
 
 use std::path::Path;
 
-pub use alloc::{freed_memory_kept, keep_freed_memory};
 pub use bench::{
-    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, Phases, bench_models, run_bench,
+    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, PhaseShare, Phases, bench_models, run_bench,
     train_flop_per_token,
 };
 pub use classifier_bench::{
