@@ -9,8 +9,8 @@
 #   bash scripts/bench-classifier-vs-pytorch.sh [ROUNDS] [OUTDIR]
 #
 # PyTorch runs with oneDNN on and off and keeps its better figure. Ours runs twice per round:
-# as the CLI does (glibc keeping freed memory, rnnlm_train::keep_freed_memory) and with glibc's
-# defaults (RNNLM_MALLOC_DEFAULTS=1), as a user's program that does not call it would. Needs a
+# as every program does (the first fused scan makes glibc keep freed memory,
+# rnnlm::fused::keep_freed_memory) and with glibc's defaults (RNNLM_MALLOC_DEFAULTS=1). Needs a
 # built `target/release/rnnlm` (or RNNLM=path) and a Python with torch (PY=path; default: the
 # reference's .venv, then ~/.cache/rnnlm/peer-venv). Runs in its own session with autogroup
 # nice -15, as scripts/bench-vs-pytorch.sh does.

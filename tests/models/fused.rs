@@ -416,3 +416,17 @@ fn the_status_says_why_the_composite_path_runs() {
     let missing = rnnlm::fused::Status::NotCompiled { feature: "flex" };
     assert!(missing.to_string().contains("rnnlm's `flex` feature"), "{missing}");
 }
+
+/// A program that never sets the allocator up gets what the CLI gets: the first fused scan
+/// makes glibc keep freed memory (the tape would be page-faulted in again at every step).
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_first_fused_scan_keeps_freed_memory() {
+    if std::env::var_os("RNNLM_MALLOC_DEFAULTS").is_some_and(|v| v == "1") {
+        return;
+    }
+    let dev = device();
+    let core = GruConfig::new(3, 4).init(&dev);
+    let _ = core.forward(Tensor::zeros([2, 5, 3], &dev), core.begin_state(2, &dev));
+    assert!(rnnlm::fused::freed_memory_kept());
+}

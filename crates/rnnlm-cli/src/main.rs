@@ -115,7 +115,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    rnnlm_train::keep_freed_memory();
+    // The fused scan sets this itself on its first call; the composite path (other backends,
+    // --fused off) gains from it too.
+    rnnlm::fused::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -46,6 +46,7 @@
 // burn-ndarray is deprecated in Burn 0.22; its implementation stays while it ships.
 #![cfg_attr(feature = "ndarray", allow(deprecated))]
 
+mod alloc;
 #[cfg(feature = "autodiff")]
 mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
@@ -60,6 +61,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::prelude::*;
 use burn::tensor::DType;
 
+pub use alloc::{freed_memory_kept, keep_freed_memory};
 pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
 pub use rnnlm_kernels::{Activation, CellKind};
 
@@ -256,6 +258,7 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Option<Tensor<3>> {
         return None;
     }
     check_shapes(cell, &inputs);
+    keep_freed_memory();
     // The inputs a cell lacks are empty stand-ins: constants, so autodiff asks no gradient.
     let absent = || Tensor::<1>::zeros([0], &device);
     let c0 = match inputs.c0 {
