@@ -33,6 +33,16 @@ fi
 mkdir -p "$OUT"
 echo "autogroup $(cat /proc/self/autogroup 2>/dev/null); results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
 MODELS=${MODELS:-"rnn-scratch:rnn_scratch gru:gru lstm:lstm deep-lstm:lstm2"}
+# The machine's roof, in this run: a 2048x2048 float32 product in numpy (OpenBLAS, both cores;
+# its CPU-type and cache overrides unset, which otherwise pick slower kernels), best of 10.
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" - > "$OUT/roof.txt" <<'ROOF'
+import time, numpy as np
+a = np.random.rand(2048, 2048).astype(np.float32); b = np.random.rand(2048, 2048).astype(np.float32)
+a @ b
+best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(10))
+print(f"{2 * 2048**3 / best / 1e9:.1f}")
+ROOF
+echo "roof: $(cat "$OUT/roof.txt") GFLOP/s (numpy 2048x2048 float32 matmul)"
 for round in $(seq "$ROUNDS"); do
     for pair in $MODELS; do
         ours=${pair%%:*} theirs=${pair##*:}
@@ -51,12 +61,14 @@ done
 import glob, json, statistics, sys
 out = sys.argv[1]
 ours = [json.loads(line) for line in open(f"{out}/ours.jsonl")]
+roof = float(open(f"{out}/roof.txt").read())
+print(f"\nroof (numpy 2048x2048 float32 matmul, this run): {roof:.0f} GFLOP/s")
 try:
     base = [json.loads(line) for line in open(f"{out}/baseline.jsonl")]
 except FileNotFoundError:
     base = []
 pairs = {"rnn-scratch": "rnn_scratch", "gru": "gru", "lstm": "lstm", "deep-lstm": "lstm2"}
-print("\n| model | train tok/s, ours | PyTorch | ratio | our GFLOP/s | gen batch 1 chars/s, ours | PyTorch | ratio | ours: gen batch 32 | ours: valid tok/s | ours: peak MB |")
+print("\n| model | train tok/s, ours | PyTorch | ratio | our GFLOP/s (share of roof) | gen batch 1 chars/s, ours | PyTorch | ratio | ours: gen batch 32 | ours: valid tok/s | ours: peak MB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for model, peer in pairs.items():
     mine = [r for r in ours if r["model"] == model]
@@ -76,7 +88,7 @@ for model, peer in pairs.items():
     t_train = best("steady_tok_per_s_step_median")
     t_gen = best("gen_chars_per_s_nograd")
     mem = med([r["peak_rss_bytes"] for r in mine]) / 1e6
-    print(f"| {model} | {train:.0f} | {t_train:.0f} | {train / t_train:.2f} | {gflops:.1f} | "
+    print(f"| {model} | {train:.0f} | {t_train:.0f} | {train / t_train:.2f} | {gflops:.0f} ({100 * gflops / roof:.0f} %) | "
           f"{gen1:.0f} | {t_gen:.0f} | {gen1 / t_gen:.2f} | {gen32:.0f} | {valid:.0f} | {mem:.0f} |")
     theirs_base = [r for r in base if r["model"] == model]
     if theirs_base:

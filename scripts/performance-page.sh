@@ -4,6 +4,9 @@
 #
 #   bash scripts/performance-page.sh [ROUNDS]      # default 3 rounds of each benchmark
 #
+# RNNLM=path picks our binary; BASELINE=path (and BASELINE_LABEL="what it is") adds another
+# binary's rows to the language-model table, alternating with ours.
+#
 # Runs scripts/bench-vs-pytorch.sh (d2l's language models) and
 # scripts/bench-classifier-vs-pytorch.sh (a user's classifier on the cores); each runs in its own
 # session with autogroup nice -15. Needs target/release/rnnlm (cargo build --release -p
@@ -35,14 +38,20 @@ mkdir -p "$ROOT/docs"
     echo "Batch 32 x 35 steps, vocabulary 28, one-hot input; training is forward, backward,"
     echo "global-norm clipping and SGD; generation is greedy after a 14-character prefix."
     echo
+    grep -m1 '^roof' "$OUT/lm.txt" | sed 's/^roof/Roof/; s/$/; "share of roof" is ours against it./'
+    echo
     table "$OUT/lm.txt"
+    if [ -n "${BASELINE:-}" ]; then
+        echo
+        echo "Rows marked \"baseline\": ${BASELINE_LABEL:-$BASELINE}, run alternately with ours in the same rounds."
+    fi
     echo
     echo "## A user's model on the cores (\`scripts/bench-classifier-vs-pytorch.sh\`)"
     echo
     echo "The primer's sequence classifier through plain Burn autodiff: inputs [batch, 28, 28],"
     echo "a 2-layer core, the last step, Linear 10, cross-entropy, Adam 1e-3 (samples/s)."
-    echo "\"malloc defaults\" is the same run without rnnlm_train::keep_freed_memory, as a"
-    echo "program that does not call it gets."
+    echo "\"malloc defaults\" is the same run with RNNLM_MALLOC_DEFAULTS=1, which stops the first"
+    echo "fused scan from making glibc keep freed memory (rnnlm::fused::keep_freed_memory)."
     echo
     table "$OUT/classifier.txt"
     echo
