@@ -25,7 +25,9 @@ pub fn keep_freed_memory() {
             return;
         }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only changes allocator parameters, under glibc's own arena lock.
+        // SAFETY: mallopt only changes allocator parameters; glibc takes its arena lock for it,
+        // and changes the mmap threshold itself at run time (from free) while other threads
+        // allocate.
         unsafe {
             // 32 MiB is the largest mmap threshold glibc accepts on 64-bit targets.
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
