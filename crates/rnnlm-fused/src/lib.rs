@@ -11,8 +11,8 @@
 //! It runs on the backends this crate is built for, by cargo feature: `flex` and `ndarray`
 //! (each turns on Burn's feature of the same name and `autodiff`), for `f32` tensors. Anywhere
 //! else (another backend, another float type, a backend whose feature is off here, or the
-//! composite [`Mode`]) [`try_scan`] returns `None` and the caller runs its per-step tensor
-//! operations. [`status`] says which applies to a device and why.
+//! composite [`Mode`]) [`try_scan`] hands its inputs back and the caller runs its per-step
+//! tensor operations. [`status`] says which applies to a device and why.
 //!
 //! ```
 //! # #[cfg(feature = "flex")] {
@@ -27,7 +27,7 @@
 //! let h0 = Tensor::<2>::zeros([batch, hidden], &device);
 //! let weight = Tensor::<2>::zeros([hidden, 4 * hidden], &device);
 //! let inputs = ScanTensors {
-//!     projected: &projected,
+//!     projected,
 //!     input_bias: &input_bias,
 //!     h0: &h0,
 //!     c0: Some(&h0),
@@ -214,10 +214,12 @@ pub fn is_active(device: &Device) -> bool {
 }
 
 /// The inputs of one layer's scan, time-major (see [`ScanBackend`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ScanTensors<'a> {
     /// The input projection of every step, without its bias: `[steps, batch, gates·hidden]`.
-    pub projected: &'a Tensor<3>,
+    /// Taken by value: where nothing else holds it, its buffer becomes the scan's gates instead
+    /// of being copied into a new one (the projection is the largest tensor of the layer).
+    pub projected: Tensor<3>,
     /// The bias added to every step's projection: `[gates·hidden]`.
     pub input_bias: &'a Tensor<1>,
     /// The initial state: `[batch, hidden]`.
@@ -232,17 +234,19 @@ pub struct ScanTensors<'a> {
 }
 
 /// One layer's whole time loop as one operation: every step's `h`, then (LSTM) the final
-/// cell, `[steps (+ 1), batch, hidden]`; `None` where the fused scan does not run for these
+/// cell, `[steps (+ 1), batch, hidden]`.
+///
+/// `Err(inputs)`, the inputs handed back unchanged, where the fused scan does not run for these
 /// tensors (see [`status`]; also for a float type other than `f32`), so the caller runs its
-/// composite operations instead.
+/// composite operations on them instead.
 ///
 /// # Panics
 /// If the shapes do not fit each other, naming the tensor, its shape and the expected one (the
 /// cores check their inputs before this).
-pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Option<Tensor<3>> {
+pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Result<Tensor<3>, ScanTensors<'_>> {
     let device = inputs.projected.device();
     if !is_active(&device) {
-        return None;
+        return Err(inputs);
     }
     let all_f32 = [
         inputs.projected.dtype(),
@@ -255,7 +259,7 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Option<Tensor<3>> {
     .chain(inputs.hidden_bias.map(Tensor::dtype))
     .all(|dtype| dtype == DType::F32);
     if !all_f32 {
-        return None;
+        return Err(inputs);
     }
     check_shapes(cell, &inputs);
     keep_freed_memory();
@@ -271,14 +275,14 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Option<Tensor<3>> {
     };
     let out = <burn::backend::Dispatch as ScanBackend>::recurrent_scan(
         cell,
-        inputs.projected.clone().into_dispatch(),
+        inputs.projected.into_dispatch(),
         inputs.input_bias.clone().into_dispatch(),
         inputs.h0.clone().into_dispatch(),
         c0,
         inputs.weight.clone().into_dispatch(),
         hidden_bias,
     );
-    Some(Tensor::from_dispatch(out))
+    Ok(Tensor::from_dispatch(out))
 }
 
 fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {

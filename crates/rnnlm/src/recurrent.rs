@@ -322,10 +322,11 @@ fn scan<L: RecurrentLayer>(
     let recurrence = layer.recurrence();
     let bias = bias.unwrap_or_else(|| Tensor::zeros([width], &projected.device()));
     let (weight, hidden_bias) = (layer.hidden_weight(), layer.hidden_bias());
+    // The projection moves into the operation, so that its buffer can become the gates.
     let fused = rnnlm_fused::try_scan(
         recurrence,
         rnnlm_fused::ScanTensors {
-            projected: &projected,
+            projected,
             input_bias: &bias,
             h0: &state.h,
             c0: state.c.as_ref(),
@@ -333,18 +334,23 @@ fn scan<L: RecurrentLayer>(
             hidden_bias: hidden_bias.as_ref(),
         },
     );
-    if let Some(out) = fused {
-        // Every step's h, then (LSTM) the final cell.
-        let (outputs, c) = if recurrence.has_cell() {
-            let c = out.clone().narrow(0, steps, 1).squeeze_dim(0);
-            (out.narrow(0, 0, steps), Some(c))
-        } else {
-            (out, None)
-        };
-        let h = outputs.clone().narrow(0, steps - 1, 1).squeeze_dim(0);
-        return (outputs, LayerState { h, c });
+    match fused {
+        Ok(out) => {
+            // Every step's h, then (LSTM) the final cell.
+            let (outputs, c) = if recurrence.has_cell() {
+                let c = out.clone().narrow(0, steps, 1).squeeze_dim(0);
+                (out.narrow(0, 0, steps), Some(c))
+            } else {
+                (out, None)
+            };
+            let h = outputs.clone().narrow(0, steps - 1, 1).squeeze_dim(0);
+            (outputs, LayerState { h, c })
+        }
+        Err(inputs) => {
+            let projected = inputs.projected;
+            composite_scan(layer, projected + bias.reshape([1, 1, width]), state)
+        }
     }
-    composite_scan(layer, projected + bias.reshape([1, 1, width]), state)
 }
 
 /// The time loop as per-step tensor operations. Outputs are stacked once at the end: one copy,
