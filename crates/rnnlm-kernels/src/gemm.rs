@@ -1,6 +1,6 @@
 //! Matrix products: the per-step product of a time loop (a few dozen rows of the state times a
-//! layer's packed `[hidden, gates·hidden]` weight, an AVX-512 micro-kernel of our own) and the
-//! large products over all steps (the `gemm` crate, in pieces shared over the threads).
+//! layer's packed `[hidden, gates·hidden]` weight, AVX-512 and AVX2 micro-kernels of our own)
+//! and the large products over all steps (the `gemm` crate, in pieces shared over the threads).
 //!
 //! Every result is independent of how many threads run: each output element is one thread's
 //! sum over `k` in increasing order. Between instruction sets it differs only by the rounding
@@ -317,7 +317,8 @@ const LARGE_PIECES: usize = 4;
 
 /// The product in plain Rust, for CPUs without AVX2 (and, with `FMA`, the reference the tests
 /// hold the micro-kernels to). Compiled for AVX2 it is no substitute for [`avx2`]: its sums
-/// live on the stack, each multiply-add a load and a store (measured on a Zen 3: 4x slower).
+/// live on the stack, each multiply-add a load and a store (a Zen 3's time loops ran 2.6x
+/// slower).
 mod portable {
     use super::{KC, Lhs, MR, NR, PackedB, madd};
 
