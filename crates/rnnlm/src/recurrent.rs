@@ -346,10 +346,7 @@ fn scan<L: RecurrentLayer>(
             let h = outputs.clone().narrow(0, steps - 1, 1).squeeze_dim(0);
             (outputs, LayerState { h, c })
         }
-        Err(inputs) => {
-            let projected = inputs.projected;
-            composite_scan(layer, projected + bias.reshape([1, 1, width]), state)
-        }
+        Err(inputs) => composite_scan(layer, inputs.projected + bias.reshape([1, 1, width]), state),
     }
 }
 
