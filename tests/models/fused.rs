@@ -334,6 +334,33 @@ impl ScanCase {
     }
 }
 
+/// The one-hot projection (`rnnlm::fused::gather_rows`): the rows of the table, and a table
+/// gradient that sums repeated ids and leaves unused rows zero, as Burn's `select` gives.
+#[test]
+fn the_one_hot_gather_equals_select() {
+    let ad = device().autodiff();
+    let (vocab, width) = (7, 37);
+    // Id 3 three times, id 6 never.
+    let ids = [3, 0, 5, 3, 1, 2, 3, 4, 0];
+    let run = |mode: Mode| {
+        with_mode(mode, || {
+            assert_eq!(rnnlm::fused::is_active(&ad), mode == Mode::Fused, "the path under test runs");
+            let table = tensor([vocab, width], 21, 1.0, &ad).require_grad();
+            let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &ad);
+            let rows = rnnlm::fused::gather_rows(table.clone(), ids);
+            assert_eq!(rows.dims(), [9, width]);
+            let loss = (rows.clone() * tensor([9, width], 22, 1.0, &ad)).sum();
+            let grads = loss.backward();
+            (values(rows), values(table.grad(&grads).expect("the table's gradient")))
+        })
+    };
+    let (rows, d_table) = run(Mode::Fused);
+    let (want_rows, want_d_table) = run(Mode::Composite);
+    assert_eq!(rows, want_rows, "gathered rows");
+    assert_close("table gradient", &d_table, &want_d_table);
+    assert!(d_table[6 * width..].iter().all(|&g| g == 0.0), "an unused id has no gradient");
+}
+
 #[test]
 fn the_operations_gradients_match_finite_differences() {
     let ad = device().autodiff();

@@ -7,7 +7,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::TensorMetadata;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::Wanted;
 
@@ -50,7 +51,39 @@ impl<B: Backend + ScanKernels> Backward<B, 6> for Scan {
     }
 }
 
+/// The row gather's backward pass; its one parent is the table.
+#[derive(Debug)]
+struct GatherRows;
+
+impl<B: Backend + ScanKernels> Backward<B, 1> for GatherRows {
+    /// The ids and the table's row count.
+    type State = (IntTensor<B>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let d_output = grads.consume::<B>(&ops.node);
+        let [table] = ops.parents;
+        if let Some(table) = table {
+            let (ids, vocab) = ops.state;
+            grads.register::<B>(table.id, B::gather_rows_backward(d_output, ids, vocab));
+        }
+    }
+}
+
 impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B, C> {
+    fn gather_rows(table: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
+        let guard = table.node();
+        let table = table.into_primitive();
+        let vocab = table.shape()[0];
+        // The state is the ids alone, small: a checkpointing strategy has nothing to recompute.
+        match GatherRows.prepare::<C>([guard]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = B::float_select(table, 0, ids.clone());
+                prep.finish((ids, vocab), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::float_select(table, 0, ids)),
+        }
+    }
+
     fn recurrent_scan(
         cell: CellKind,
         projected: FloatTensor<Self>,

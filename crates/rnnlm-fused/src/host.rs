@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use burn::backend::TensorMetadata;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::Backend;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::{self, Plan, ScanShape, ScanTape, Wanted};
@@ -149,6 +149,38 @@ pub(crate) fn backward<B: HostTensors>(
     }
 }
 
+/// The gradient of a row gather: `d_output` `[ids, width]` summed into `[vocab, width]` by id.
+pub(crate) fn gather_rows_backward<B: HostTensors>(
+    d_output: FloatTensor<B>,
+    ids: IntTensor<B>,
+    vocab: usize,
+) -> FloatTensor<B> {
+    let width = dims::<B>(&d_output)[1];
+    let ids = ready(B::int_into_data(ids))
+        .expect("a host tensor's ids read at once")
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("ids converted to i64");
+    // The caller checked the ids against the table (`RnnLm`'s `check_ids`, `select`'s own
+    // bounds in the forward pass): a negative one cannot reach here.
+    let ids: Vec<usize> = ids.into_iter().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect();
+    let d_table = {
+        let d_output = B::values(&d_output);
+        rnnlm_kernels::gather::scatter_add_rows(&d_output, width, &ids, vocab)
+    };
+    B::from_values(d_table, &[vocab, width])
+}
+
+/// The value of a host backend's read, which is ready at once (its future never waits).
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => panic!("a host backend's read did not complete at once"),
+    }
+}
+
 /// Implements the operation and its kernels for a host backend.
 macro_rules! host_backend {
     ($backend:ty) => {
@@ -167,6 +199,14 @@ macro_rules! host_backend {
                 wanted: Wanted,
             ) -> ScanGrads<Self> {
                 backward::<Self>(saved, d_output, wanted)
+            }
+
+            fn gather_rows_backward(
+                d_output: FloatTensor<Self>,
+                ids: IntTensor<Self>,
+                vocab: usize,
+            ) -> FloatTensor<Self> {
+                gather_rows_backward::<Self>(d_output, ids, vocab)
             }
         }
 
@@ -189,6 +229,10 @@ macro_rules! host_backend {
                     hidden_bias,
                 };
                 forward::<Self>(cell, inputs, false).0
+            }
+
+            fn gather_rows(table: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
+                <Self as burn::backend::ops::FloatTensorOps<Self>>::float_select(table, 0, ids)
             }
         }
     };

@@ -285,6 +285,23 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Result<Tensor<3>, Sc
     Ok(Tensor::from_dispatch(out))
 }
 
+/// Rows `ids` of `table`: `[rows]` ids into `[vocab, width]` give `[rows, width]`, the
+/// one-hot input's projection that feeds a first layer's scan. Where the fused scan runs
+/// ([`is_active`], `f32`), one operation whose backward pass sums the gradient's rows by id in
+/// one vectorised pass; elsewhere Burn's `select`, with the same numbers.
+///
+/// # Panics
+/// As `select`: on an id outside `0..vocab` (the cores check their ids before this).
+pub fn gather_rows(table: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<2> {
+    if !is_active(&table.device()) || table.dtype() != DType::F32 {
+        return table.select(0, ids);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as ScanBackend>::gather_rows(
+        table.into_dispatch(),
+        ids.into_dispatch(),
+    ))
+}
+
 fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
     let [steps, batch, width] = inputs.projected.dims();
     let [h0_batch, hidden] = inputs.h0.dims();

@@ -1,7 +1,7 @@
 //! The operation as a Burn backend extension: the trait every accelerated backend implements,
 //! and the kernels' interface that the autodiff implementation builds its backward pass on.
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, backend_extension};
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::Wanted;
@@ -38,6 +38,13 @@ pub trait ScanBackend: Backend {
         weight: FloatTensor<Self>,
         hidden_bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// The one-hot input's projection that feeds the first layer's scan: row `ids[i]` of
+    /// `table` for every `i`, `[rows]` ids into `[vocab, width]` giving `[rows, width]`. Burn's
+    /// `select`, with a backward pass that sums the gradient's rows by id in one vectorised
+    /// pass ([`rnnlm_kernels::gather`]) instead of Burn's element-by-element `select_assign`.
+    #[allow(unused_variables)] // as above
+    fn gather_rows(table: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The inputs of [`ScanBackend::recurrent_scan`] on one backend.
@@ -111,4 +118,12 @@ pub trait ScanKernels: Backend {
         d_output: FloatTensor<Self>,
         wanted: Wanted,
     ) -> ScanGrads<Self>;
+
+    /// The gradient of [`ScanBackend::gather_rows`]'s table, `[vocab, width]`, from that of its
+    /// output, `[ids, width]`.
+    fn gather_rows_backward(
+        d_output: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        vocab: usize,
+    ) -> FloatTensor<Self>;
 }

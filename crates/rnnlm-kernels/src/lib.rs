@@ -9,6 +9,7 @@
 //!   (every step's state, and the tape when a backward pass follows) and [`scan::backward`]
 //!   (the gradients of the projected inputs, the initial state, the hidden weight and bias,
 //!   the weight's as one product over all steps);
+//! - [`gather`]: the gradient of the one-hot input's row gather, row sums by token;
 //! - [`decode`]: a stack of layers with an input table and an output layer, stepped one token
 //!   at a time for generation.
 //!
@@ -34,6 +35,7 @@
 
 pub mod cell;
 pub mod decode;
+pub mod gather;
 mod gemm;
 mod math;
 mod pool;

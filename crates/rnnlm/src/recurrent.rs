@@ -305,7 +305,7 @@ fn project_input<L: RecurrentLayer>(
             let features = x.dims()[2];
             x.reshape([steps * batch, features]).matmul(weight)
         }
-        SequenceInput::OneHot(ids) => weight.select(0, ids.reshape([steps * batch])),
+        SequenceInput::OneHot(ids) => rnnlm_fused::gather_rows(weight, ids.reshape([steps * batch])),
     };
     (flat.reshape([steps, batch, width]), layer.input_bias())
 }
