@@ -16,7 +16,8 @@
 #       LLVM 23 with an llvm-config, placed where the build script looks, with its "installed"
 #       marker so no download is tried.
 #
-# RNNLM_TOOLS (default ~/.cache/rnnlm) holds the Python environments.
+# RNNLM_TOOLS (default ~/.cache/rnnlm) holds the Python environments (LibTorch, LLVM) and the
+# downloaded Mesa packages.
 
 rnnlm_backend_env() {
     local tools=${RNNLM_TOOLS:-$HOME/.cache/rnnlm}
@@ -26,8 +27,12 @@ rnnlm_backend_env() {
         case $backend in
         wgpu)
             if ! command -v vulkaninfo >/dev/null || ! vulkaninfo --summary 2>/dev/null | grep -q llvmpipe; then
-                apt-get update &&
+                # The packages are kept under $tools/apt, so a machine that keeps its home but
+                # not its system installs them again without downloading them.
+                mkdir -p "$tools/apt/partial" &&
+                    apt-get update &&
                     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                        -o Dir::Cache::archives="$tools/apt" \
                         mesa-vulkan-drivers libvulkan1 vulkan-tools || return 1
             fi
             vulkaninfo --summary 2>/dev/null | grep -q llvmpipe ||

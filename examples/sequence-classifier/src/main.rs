@@ -114,7 +114,17 @@ fn accuracy(model: &PatternClassifier, letters: Tensor<2, Int>, labels: Tensor<1
     correct as f32 / labels.dims()[0] as f32
 }
 
-fn main() -> Result<(), String> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
     let kind = std::env::args().nth(1).unwrap_or_else(|| "lstm".to_owned());
     if kind != "lstm" && kind != "gru" {
         return Err(format!("unknown core {kind:?}: give lstm or gru"));
@@ -127,8 +137,13 @@ fn main() -> Result<(), String> {
     // RNNLM_FUSED=off may turn it off).
     for (what, on) in [("training", &train_device), ("evaluation", &device)] {
         let status = rnnlm::fused::status(on);
-        if !matches!(status, rnnlm::fused::Status::Active | rnnlm::fused::Status::Disabled) {
-            return Err(format!("the recurrent layers do not run fused in {what}: {status}"));
+        if !matches!(
+            status,
+            rnnlm::fused::Status::Active | rnnlm::fused::Status::Disabled
+        ) {
+            return Err(format!(
+                "the recurrent layers do not run fused in {what}: {status}"
+            ));
         }
     }
     println!("recurrent layers: {}", rnnlm::fused::status(&train_device));
