@@ -1,5 +1,6 @@
 //! Tests of the model crate on the default backend.
 
+mod burn_nn;
 mod cells;
 mod config;
 mod errors;

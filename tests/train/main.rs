@@ -328,23 +328,23 @@ fn eval_refuses_incomplete_checkpoint_directories() {
 fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
     // The 2-layer LSTM of d2l's chapter: 3 x (layer 0: 2·4·256·(28 + 256), layer 1:
     // 2·4·256·(256 + 256), output: 2·256·28) = 4,933,632 FLOP per token.
-    let models = rnnlm_train::bench_models();
+    let models = rnnlm_bench::bench_models();
     let deep = models.iter().find(|m| m.name == "deep-lstm").unwrap();
-    assert_eq!(rnnlm_train::train_flop_per_token(&deep.config), 4_933_632.0);
+    assert_eq!(rnnlm_bench::train_flop_per_token(&deep.config), 4_933_632.0);
     let scratch = models.iter().find(|m| m.name == "rnn-scratch").unwrap();
     // 3 x (2·512·(28 + 512) + 2·512·28)
     assert_eq!(
-        rnnlm_train::train_flop_per_token(&scratch.config),
+        rnnlm_bench::train_flop_per_token(&scratch.config),
         3.0 * (2.0 * 512.0 * 540.0 + 2.0 * 512.0 * 28.0)
     );
     // A tiny run produces every figure (never compared against a time: machines are noisy).
-    let tiny = rnnlm_train::BenchModel {
+    let tiny = rnnlm_bench::BenchModel {
         name: "tiny",
         config: RnnLmConfig::new(CellKind::Gru, 28, 8),
         peer: "gru",
     };
     for mode in [rnnlm::fused::Mode::Composite, rnnlm::fused::Mode::Fused] {
-        let options = rnnlm_train::BenchOptions {
+        let options = rnnlm_bench::BenchOptions {
             batch_size: 4,
             num_steps: 5,
             steps: 2,
@@ -352,10 +352,10 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
             gen_chars: 3,
             seed: 1,
             mode,
-            phases: rnnlm_train::Phases::default(),
+            phases: rnnlm_bench::Phases::default(),
             profile: false,
         };
-        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &options);
+        let result = rnnlm_bench::run_bench(&tiny, "test", &device(), &options);
         assert!(result.train_profile.is_empty());
         for (name, value) in [
             ("train", result.train_tokens_per_s),
@@ -380,11 +380,11 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         assert_eq!(json["fused"], fused);
 
         // A profile names the fused scan's phases (when it runs) and the update's.
-        let profiled = rnnlm_train::BenchOptions {
+        let profiled = rnnlm_bench::BenchOptions {
             profile: true,
             ..options.clone()
         };
-        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &profiled);
+        let result = rnnlm_bench::run_bench(&tiny, "test", &device(), &profiled);
         let phases: Vec<&str> = result
             .train_profile
             .iter()
@@ -408,15 +408,15 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         );
 
         // Only the phases asked for run; the others report 0.
-        let only_valid = rnnlm_train::BenchOptions {
-            phases: rnnlm_train::Phases {
+        let only_valid = rnnlm_bench::BenchOptions {
+            phases: rnnlm_bench::Phases {
                 train: false,
                 valid: true,
                 generate: false,
             },
             ..options
         };
-        let result = rnnlm_train::run_bench(&tiny, "test", &device(), &only_valid);
+        let result = rnnlm_bench::run_bench(&tiny, "test", &device(), &only_valid);
         assert!(result.valid_tokens_per_s > 0.0);
         assert_eq!(
             (

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use rnnlm_kernels::profile;
 
-use crate::bench::{PhaseShare, median, peak_rss, phase_shares, reset_peak_rss};
+use crate::lm::{PhaseShare, median, peak_rss, phase_shares, reset_peak_rss};
 
 /// The recurrent core of a [`ClassifierCase`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -192,7 +192,13 @@ pub fn run_classifier_bench(
                 let model = optimizer.step(1e-3, model, grads);
                 // Wait for the update, so a lazy backend's queue is not carried into the next
                 // step.
-                let _ = model.head.weight.val().narrow(0, 0, 1).sum().into_scalar::<f32>();
+                let _ = model
+                    .head
+                    .weight
+                    .val()
+                    .narrow(0, 0, 1)
+                    .sum()
+                    .into_scalar::<f32>();
                 model
             });
             if step >= warmup {

@@ -11,9 +11,8 @@ use rnnlm::{CellKind, RnnLm, RnnLmConfig};
 use rnnlm_kernels::profile;
 use serde::Serialize;
 
-use crate::clip::clip_grad_global_norm;
-use crate::strategy::{TrainableLm, sequence_loss};
 use rnnlm_data::SequenceBatch;
+use rnnlm_train::{TrainableLm, clip_grad_global_norm, sequence_loss};
 
 /// One benchmarked model: d2l's settings for the chapter's experiments.
 #[derive(Clone, Debug)]
@@ -264,7 +263,9 @@ pub fn run_bench(
     device: &Device,
     options: &BenchOptions,
 ) -> BenchResult {
-    rnnlm::fused::with_mode(options.mode, || run_lm_bench(model, device_name, device, options))
+    rnnlm::fused::with_mode(options.mode, || {
+        run_lm_bench(model, device_name, device, options)
+    })
 }
 
 fn run_lm_bench(
@@ -313,11 +314,8 @@ fn run_lm_bench(
         }
         let (x, y) = batches[step % batches.len()].clone();
         let started = Instant::now();
-        let pass = TrainableLm::new(lm.clone()).train_pass(
-            SequenceBatch { x, y },
-            Some(state),
-            1.0,
-        );
+        let pass =
+            TrainableLm::new(lm.clone()).train_pass(SequenceBatch { x, y }, Some(state), 1.0);
         state = pass.state;
         let mut grads = pass.grads;
         profile::timed("clip by the global norm", || {

@@ -1,7 +1,7 @@
 //! `rnnlm bench`: throughput per model and backend, as a table or as JSON.
 
 use anyhow::bail;
-use rnnlm_train::{BenchOptions, Phases, bench_models, run_bench};
+use rnnlm_bench::{BenchOptions, Phases, bench_models, run_bench};
 
 use crate::device;
 
@@ -140,12 +140,12 @@ fn devices(args: &Args) -> Vec<String> {
 
 /// `rnnlm bench --classifier CASE`.
 fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
-    let cases: Vec<_> = rnnlm_train::classifier_cases()
+    let cases: Vec<_> = rnnlm_bench::classifier_cases()
         .into_iter()
         .filter(|case| name == "all" || case.name == name)
         .collect();
     if cases.is_empty() {
-        let names: Vec<&str> = rnnlm_train::classifier_cases()
+        let names: Vec<&str> = rnnlm_bench::classifier_cases()
             .iter()
             .map(|case| case.name)
             .collect();
@@ -166,7 +166,7 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
     for device_name in devices(args) {
         let device = device::by_name(&device_name)?;
         for case in &cases {
-            let result = rnnlm_train::run_classifier_bench(
+            let result = rnnlm_bench::run_classifier_bench(
                 case,
                 &device_name,
                 &device,
@@ -198,7 +198,7 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
 }
 
 /// The phases of a training step (`--profile`), each in ms and as a share of the median step.
-fn print_profile(step_ms: f64, phases: &[rnnlm_train::PhaseShare]) {
+fn print_profile(step_ms: f64, phases: &[rnnlm_bench::PhaseShare]) {
     if phases.is_empty() {
         return;
     }

@@ -30,3 +30,8 @@ pub use corpus::{
 pub use error::DataError;
 pub use text::{Preprocess, TokenLevel, Tokenizer, read_text};
 pub use vocab::{UNK, Vocab};
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -61,7 +61,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-pub use alloc::{freed_memory_kept, keep_freed_memory};
+pub use alloc::{freed_memory_kept, keep_freed_memory, set_automatic_allocator_settings};
+/// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]).
+pub use rnnlm_kernels::{set_threads, threads};
 pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
 pub use rnnlm_kernels::{Activation, CellKind};
 
@@ -262,7 +264,7 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Result<Tensor<3>, Sc
         return Err(inputs);
     }
     check_shapes(cell, &inputs);
-    keep_freed_memory();
+    alloc::keep_freed_memory_unless_told_not_to();
     // The inputs a cell lacks are empty stand-ins: constants, so autodiff asks no gradient.
     let absent = || Tensor::<1>::zeros([0], &device);
     let c0 = match inputs.c0 {
@@ -336,3 +338,8 @@ fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
         None => {}
     }
 }
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

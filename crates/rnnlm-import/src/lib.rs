@@ -33,3 +33,8 @@ mod state_dict;
 pub use error::{ImportError, KeyProblem};
 pub use import::{ImportOptions, ImportedCore, ImportedLm, import_core, import_lm};
 pub use state_dict::StateDict;
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

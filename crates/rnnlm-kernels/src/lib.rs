@@ -76,3 +76,8 @@ pub fn threads() -> usize {
 pub fn set_threads(threads: Option<usize>) {
     THREADS.store(threads.map_or(0, |n| n.max(1)), Ordering::Relaxed);
 }
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -3,9 +3,7 @@
 //! norm, atomic checkpoints with bit-exact resume, metrics, and evaluation.
 #![deny(missing_docs)]
 
-mod bench;
 mod checkpoint;
-mod classifier_bench;
 mod clip;
 mod device;
 mod experiment;
@@ -17,14 +15,6 @@ mod strategy;
 
 use std::path::Path;
 
-pub use bench::{
-    BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, PhaseShare, Phases, bench_models, run_bench,
-    train_flop_per_token,
-};
-pub use classifier_bench::{
-    CLASSIFIER_CLASSES, CLASSIFIER_FEATURES, CLASSIFIER_STEPS, ClassifierCase, ClassifierCell,
-    ClassifierResult, classifier_cases, run_classifier_bench,
-};
 pub use checkpoint::{
     AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,
 };
@@ -118,3 +108,8 @@ impl TrainError {
         }
     }
 }
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -5,10 +5,10 @@
 //! application (`Device::flex()`, `Device::ndarray()`, `Device::wgpu(..)`, ...). This crate
 //! depends on `burn` without backend features, so any Burn project can import it.
 //!
-//! Every core implements [`Recurrent`]: inputs `[batch, steps, input]`, outputs
-//! `[batch, steps, hidden]`, and a [`RecurrentState`] holding every layer
-//! (`[num_layers, batch, hidden]`; the LSTM adds its memory cell) that the caller carries from
-//! one call to the next.
+//! Every core implements [`Recurrent`] and has an inherent `forward`, as burn-nn's layers do:
+//! inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`, and a [`RecurrentState`]
+//! holding every layer (`[num_layers, batch, hidden]`; the LSTM adds its memory cell) that the
+//! caller carries from one call to the next, or `None` for zeros.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -39,10 +39,19 @@
 //! tensor operations: the same numbers to float rounding, slower. [`fused::status`] says which
 //! path a device takes and why.
 //!
-//! The first fused scan of a process also makes glibc keep freed memory instead of returning
-//! it to the kernel after every step ([`fused::keep_freed_memory`]; `RNNLM_MALLOC_DEFAULTS=1`
-//! leaves glibc alone): a program of yours gets the same speed as `rnnlm`'s own trainer without
-//! setting anything up.
+//! # What it does to your process
+//!
+//! Everything this crate does beyond your tensors, with the switch for each:
+//!
+//! | effect | by default | why (measured on 2 cores, flex) | from code | from the environment |
+//! |---|---|---|---|---|
+//! | glibc's `malloc` keeps freed memory in the process (`mallopt`: mmap threshold 32 MiB, trim threshold 1 GiB, top pad 64 MiB) | set by the first fused scan | otherwise every step hands its activations back to the kernel and page-faults them in again: the primer's classifier (LSTM 512, batch 32) trains at 231 samples/s instead of 410, the 512-wide scratch RNN at half speed | [`fused::set_automatic_allocator_settings`]`(false)` before the first forward pass; [`fused::keep_freed_memory`] to apply it yourself | `RNNLM_MALLOC_DEFAULTS=1` |
+//! | helper threads for the kernels, started at the first parallel kernel call and kept; after each parallel part they spin, then yield, for about 2 ms before sleeping (a core looks busy that long after each call) | the machine's parallelism | waking a sleeping thread costs ~50 µs, more than most parts of a time step take | [`fused::set_threads`]`(Some(n))`; `Some(1)` starts no helper and never spins | `RNNLM_THREADS=n` |
+//! | the fused time loop instead of per-step tensor operations | on, where the backend has it | one autodiff node per layer instead of a dozen per step | [`fused::set_mode`], [`fused::with_mode`] | `RNNLM_FUSED=off` |
+//!
+//! The environment is read once, at the first use; what code sets takes precedence. Results
+//! never depend on any of these, only speed (and, for the allocator, how much memory the
+//! process keeps between steps).
 //!
 //! # Guide
 //!
@@ -55,8 +64,9 @@
 //!
 //! ```toml
 //! [dependencies]
-//! rnnlm = { path = "../burn-rnnlm/crates/rnnlm", features = ["flex"] } # wherever the checkout lives
-//! burn = { version = "=0.22.1", default-features = false, features = ["std", "flex"] }
+//! rnnlm = { version = "0.1", features = ["flex"] }
+//! # or from a checkout: rnnlm = { path = "../burn-rnnlm/crates/rnnlm", features = ["flex"] }
+//! burn = { version = "0.22", default-features = false, features = ["std", "flex"] }
 //! # training also needs "optim" (which brings autodiff); GPUs: "wgpu", "cuda"; LibTorch: "tch"
 //! ```
 //!
@@ -76,14 +86,16 @@
 //! ## A core in a model of your own
 //!
 //! A core is an ordinary Burn module: put it in your `#[derive(Module)]` struct. Inputs are
-//! batch-major, `[batch, steps, input]`; outputs `[batch, steps, hidden]` are the last layer's
-//! hidden states; the returned [`RecurrentState`] holds every layer's final state,
-//! `[num_layers, batch, hidden]` (and the LSTM's memory cell, same shape).
+//! batch-major, `[batch, steps, input]` (or time-major with `batch_first = false`); outputs
+//! `[batch, steps, hidden]` are the last layer's hidden states; the returned
+//! [`RecurrentState`] holds every layer's final state, `[num_layers, batch, hidden]` (and the
+//! LSTM's memory cell, same shape), and [`RecurrentState::last_hidden`] is the top layer's
+//! `[batch, hidden]`. `forward` takes `None` for a zero initial state, as burn-nn's layers do.
 //!
 //! ```
 //! use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 //! use burn::prelude::*;
-//! use rnnlm::{DeepLstm, DeepLstmConfig, Recurrent};
+//! use rnnlm::{DeepLstm, DeepLstmConfig};
 //!
 //! /// tokens -> embedding -> 2-layer LSTM -> top layer's last hidden state -> class logits.
 //! #[derive(Module, Debug)]
@@ -96,12 +108,9 @@
 //! impl Classifier {
 //!     /// `[batch, steps]` token ids -> `[batch, classes]` logits.
 //!     fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
-//!         let [batch, _] = tokens.dims();
 //!         let inputs = self.embedding.forward(tokens); // [batch, steps, 16]
-//!         let start = self.lstm.begin_state(batch, &inputs.device());
-//!         let (_, state) = self.lstm.forward(inputs, start);
-//!         let top = state.hidden.narrow(0, self.lstm.num_layers() - 1, 1).squeeze_dim::<2>(0);
-//!         self.head.forward(top)
+//!         let (_, state) = self.lstm.forward(inputs, None);
+//!         self.head.forward(state.last_hidden()) // [batch, 32] -> [batch, 2]
 //!     }
 //! }
 //!
@@ -116,6 +125,56 @@
 //! ```
 //!
 //! `examples/sequence-classifier` in the repository trains such a model to 95 %+ accuracy.
+//! The other methods every core shares (`begin_state`, `forward_one_hot`, `step`,
+//! `forward_time_major`, the sizes) are the [`Recurrent`] trait's: `use rnnlm::prelude::*`
+//! brings it with the cores and their configs.
+//!
+//! ## Coming from burn-nn or PyTorch
+//!
+//! | | burn-nn 0.22 | PyTorch | rnnlm |
+//! |---|---|---|---|
+//! | layer | `Lstm` / `Gru` / `Rnn`, one layer each | `nn.LSTM` / `nn.GRU` / `nn.RNN(nonlinearity=..)`, `num_layers` | [`DeepLstm`] / [`Gru`] / [`RnnScratch`] (tanh or ReLU), `num_layers` |
+//! | config | `LstmConfig::new(d_input, d_hidden, bias)` | `nn.LSTM(input_size, hidden_size)` | `DeepLstmConfig::new(input_size, hidden_size)` (biases always on) |
+//! | layout | `batch_first` (default `true`) | `batch_first` (default `False`) | `batch_first` (default `true`) |
+//! | call | `forward(x, None)` | `lstm(x)` / `lstm(x, (h0, c0))` | `forward(x, None)` / `forward(x, state)` |
+//! | returns | `(outputs, LstmState { cell, hidden })`, state `[batch, hidden]` | `(output, (h_n, c_n))`, `[num_layers, batch, hidden]` | `(outputs, RecurrentState { hidden, cell })`, `[num_layers, batch, hidden]`; `last_hidden()` / `last_cell()` give `[batch, hidden]` |
+//! | between layers | stack the layers yourself | `dropout=` | `dropout` on the config |
+//! | weights | a `GateController` (two `Linear`s) per gate | `weight_ih_l{k}` `[4H, in]`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` | per layer one packed `input_weight` `[in, 4H]`, `hidden_weight` `[H, 4H]`, `input_bias`, `hidden_bias` `[4H]`: PyTorch's transposed, same gate order (LSTM i, f, g, o; GRU r, z, n) |
+//!
+//! The same model, on burn-nn's single-layer LSTM and on rnnlm's, side by side:
+//!
+//! ```
+//! use burn::nn::{LstmConfig, LstmState};
+//! use burn::prelude::*;
+//! use rnnlm::{DeepLstmConfig, RecurrentState};
+//!
+//! let device = Device::flex();
+//! let x = Tensor::<3>::zeros([4, 10, 8], &device); // [batch, steps, input]
+//!
+//! let burn_lstm = LstmConfig::new(8, 16, true).init(&device);
+//! let (outputs, LstmState { hidden, .. }) = burn_lstm.forward(x.clone(), None);
+//! assert_eq!((outputs.dims(), hidden.dims()), ([4, 10, 16], [4, 16]));
+//!
+//! let lstm = DeepLstmConfig::new(8, 16).init(&device);
+//! let (outputs, state): (_, RecurrentState) = lstm.forward(x, None);
+//! assert_eq!((outputs.dims(), state.last_hidden().dims()), ([4, 10, 16], [4, 16]));
+//! assert_eq!(state.hidden.dims(), [1, 4, 16]); // every layer: [num_layers, batch, hidden]
+//! ```
+//!
+//! PyTorch's time-major default, and a state carried in:
+//!
+//! ```
+//! use burn::prelude::*;
+//! use rnnlm::GruConfig;
+//!
+//! let device = Device::flex();
+//! let gru = GruConfig::new(8, 16).with_num_layers(2).with_batch_first(false).init(&device);
+//! let x = Tensor::<3>::zeros([10, 4, 8], &device); // [steps, batch, input], as nn.GRU's default
+//! let (output, h_n) = gru.forward(x.clone(), None);
+//! assert_eq!((output.dims(), h_n.hidden.dims()), ([10, 4, 16], [2, 4, 16]));
+//! let (_, h_n) = gru.forward(x, h_n); // continue from the state, as gru(x, h_n)
+//! assert_eq!(h_n.hidden.dims(), [2, 4, 16]);
+//! ```
 //!
 //! ## Training with truncated BPTT
 //!
@@ -179,10 +238,12 @@
 //! modules (same gate order, transposed).
 #![deny(missing_docs)]
 
+mod burn_nn;
 mod config;
 mod decoder;
 mod gru;
 mod lm;
+mod lm_config;
 mod lstm;
 mod recurrent;
 mod rnn_scratch;
@@ -193,11 +254,25 @@ pub mod sample;
 /// `RNNLM_FUSED=off`). See the crate documentation's [Speed](crate#speed).
 pub use rnnlm_fused as fused;
 
-pub use config::{
-    Activation, CellKind, ConfigError, GruFormula, InputEncoding, RnnLmConfig, WeightInit,
-};
+pub use config::{Activation, CellKind, ConfigError, GruFormula, InputEncoding, WeightInit};
 pub use gru::{Gru, GruConfig, GruLayer};
 pub use lm::{OutputLayer, RecurrentCore, RnnLm};
+pub use lm_config::RnnLmConfig;
 pub use lstm::{DeepLstm, DeepLstmConfig, LstmLayer};
 pub use recurrent::{Recurrent, RecurrentState, SequenceInput};
 pub use rnn_scratch::{RnnScratch, RnnScratchConfig, RnnScratchLayer};
+
+/// The cores, their configs, the language model and the [`Recurrent`] trait that gives every
+/// core `begin_state`, `forward_one_hot`, `step` and `forward_time_major`: `use
+/// rnnlm::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        DeepLstm, DeepLstmConfig, Gru, GruConfig, Recurrent, RecurrentCore, RecurrentState,
+        RnnLm, RnnLmConfig, RnnScratch, RnnScratchConfig, SequenceInput,
+    };
+}
+
+/// The crate's README, whose example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -29,38 +29,65 @@ impl RecurrentCore {
         }
     }
 
-    fn as_dyn(&self) -> &dyn Recurrent {
-        match self {
-            RecurrentCore::RnnScratch(core) => core,
-            RecurrentCore::Gru(core) => core,
-            RecurrentCore::Lstm(core) => core,
-        }
+    /// Runs the whole sequence on whichever core this is: the same as
+    /// [`Recurrent::forward`], callable without importing the trait.
+    ///
+    /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when the core was built
+    ///   with `batch_first = false`)
+    /// - `state`: `None` for zeros, or `[num_layers, batch, hidden]` per tensor
+    /// - returns the last layer's outputs `[batch, steps, hidden]` and every layer's final
+    ///   state.
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape.
+    pub fn forward(
+        &self,
+        inputs: Tensor<3>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> (Tensor<3>, RecurrentState) {
+        <Self as Recurrent>::forward(self, inputs, state)
     }
+}
+
+/// Calls the same method on whichever core `$self` holds.
+macro_rules! on_core {
+    ($self:ident, $core:ident => $call:expr) => {
+        match $self {
+            RecurrentCore::RnnScratch($core) => $call,
+            RecurrentCore::Gru($core) => $call,
+            RecurrentCore::Lstm($core) => $call,
+        }
+    };
 }
 
 impl Recurrent for RecurrentCore {
     fn input_size(&self) -> usize {
-        self.as_dyn().input_size()
+        on_core!(self, core => core.input_size())
     }
 
     fn hidden_size(&self) -> usize {
-        self.as_dyn().hidden_size()
+        on_core!(self, core => core.hidden_size())
     }
 
     fn num_layers(&self) -> usize {
-        self.as_dyn().num_layers()
+        on_core!(self, core => core.num_layers())
     }
 
     fn has_cell(&self) -> bool {
-        self.as_dyn().has_cell()
+        on_core!(self, core => core.has_cell())
+    }
+
+    fn batch_first(&self) -> bool {
+        on_core!(self, core => core.batch_first())
     }
 
     fn forward_time_major(
         &self,
         input: SequenceInput,
-        state: RecurrentState,
+        state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
-        self.as_dyn().forward_time_major(input, state)
+        let state = state.into();
+        on_core!(self, core => core.forward_time_major(input, state))
     }
 }
 
@@ -83,6 +110,9 @@ impl OutputLayer {
     }
 
     /// `[rows, hidden]` -> `[rows, vocab]`.
+    ///
+    /// # Panics
+    /// If `hidden`'s second dimension is not this layer's hidden size.
     pub fn forward(&self, hidden: Tensor<2>) -> Tensor<2> {
         hidden.matmul(self.w_hq.val()) + self.b_q.val().unsqueeze_dim(0)
     }
@@ -114,8 +144,8 @@ impl RnnLm {
     /// Next-token logits for every position.
     ///
     /// - `tokens`: `[batch, steps]`, ids in `0..vocab_size`
-    /// - `state`: from [`begin_state`](Self::begin_state) or a previous call,
-    ///   `[num_layers, batch, hidden]` per tensor
+    /// - `state`: `None` for zeros, or one from [`begin_state`](Self::begin_state) or a previous
+    ///   call, `[num_layers, batch, hidden]` per tensor
     /// - returns `logits` `[batch, steps, vocab]` (position `t` predicts token `t + 1`) and the
     ///   state after the last step.
     ///
@@ -125,7 +155,7 @@ impl RnnLm {
     pub fn forward(
         &self,
         tokens: Tensor<2, Int>,
-        state: RecurrentState,
+        state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
         let [batch, steps] = tokens.dims();
         let (hidden, state) = self.forward_hidden(tokens, state);
@@ -141,11 +171,14 @@ impl RnnLm {
     }
 
     /// The last layer's hidden states, time-major: `[steps, batch, hidden]`, for `tokens`
-    /// `[batch, steps]`.
+    /// `[batch, steps]`, and the final state (`None` in: zeros).
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
     pub fn forward_hidden(
         &self,
         tokens: Tensor<2, Int>,
-        state: RecurrentState,
+        state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
         // Time-major from here on: the core reads one contiguous [batch, ..] block per step.
         let tokens = tokens.swap_dims(0, 1);

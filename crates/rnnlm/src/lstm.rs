@@ -25,6 +25,11 @@ pub struct DeepLstmConfig {
     /// `nn.LSTM(dropout=..)`).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Whether `forward` takes and returns batch-major tensors, `[batch, steps, ..]` (burn-nn's
+    /// default), or time-major ones, `[steps, batch, ..]` (PyTorch's default,
+    /// `batch_first=False`). The state is `[num_layers, batch, hidden]` either way.
+    #[config(default = true)]
+    pub batch_first: bool,
 }
 
 impl DeepLstmConfig {
@@ -43,10 +48,17 @@ impl DeepLstmConfig {
     /// Builds the module on `device`.
     ///
     /// # Panics
-    /// If [`validate`](Self::validate) fails.
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error
+    /// instead.
     pub fn init(&self, device: &Device) -> DeepLstm {
-        self.validate()
-            .unwrap_or_else(|err| panic!("DeepLstmConfig: {err}"));
+        self.try_init(device)
+            .unwrap_or_else(|err| panic!("DeepLstmConfig: {err}"))
+    }
+
+    /// Builds the module on `device`, or says which field is invalid (its name, its value and
+    /// what it accepts).
+    pub fn try_init(&self, device: &Device) -> Result<DeepLstm, ConfigError> {
+        self.validate()?;
         let h = self.hidden_size;
         let layers = (0..self.num_layers)
             .map(|index| {
@@ -62,12 +74,13 @@ impl DeepLstmConfig {
                 }
             })
             .collect();
-        DeepLstm {
+        Ok(DeepLstm {
             layers,
             dropout: DropoutConfig::new(self.dropout).init(),
             input_size: self.input_size,
             hidden_size: h,
-        }
+            batch_first: self.batch_first,
+        })
     }
 }
 
@@ -106,6 +119,8 @@ pub struct DeepLstm {
     pub input_size: usize,
     /// Width of every layer's state.
     pub hidden_size: usize,
+    /// Whether `forward` is batch-major (see the config's `batch_first`).
+    pub batch_first: bool,
 }
 
 impl RecurrentLayer for LstmLayer {

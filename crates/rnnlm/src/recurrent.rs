@@ -59,8 +59,28 @@ impl RecurrentState {
         self.hidden.dims()[1]
     }
 
+    /// Number of layers the state holds (the first axis).
+    pub fn num_layers(&self) -> usize {
+        self.hidden.dims()[0]
+    }
+
+    /// The last layer's hidden state, `[batch, hidden]`: burn-nn's `state.hidden` of a single
+    /// layer, PyTorch's `h_n[-1]`, what a classifier on the final step reads.
+    pub fn last_hidden(&self) -> Tensor<2> {
+        last_layer(&self.hidden)
+    }
+
+    /// The last layer's memory cell, `[batch, hidden]` (PyTorch's `c_n[-1]`); `None` for cores
+    /// without one.
+    pub fn last_cell(&self) -> Option<Tensor<2>> {
+        self.cell.as_ref().map(last_layer)
+    }
+
     /// The rows of the given sequences, in that order: every tensor becomes
     /// `[num_layers, indices.len(), hidden]`.
+    ///
+    /// # Panics
+    /// If an index is not below [`batch_size`](Self::batch_size).
     pub fn select_batch(self, indices: Tensor<1, Int>) -> Self {
         Self {
             hidden: self.hidden.select(1, indices.clone()),
@@ -86,6 +106,11 @@ impl RecurrentState {
     }
 }
 
+fn last_layer(t: &Tensor<3>) -> Tensor<2> {
+    let layers = t.dims()[0];
+    t.clone().narrow(0, layers - 1, 1).squeeze_dim::<2>(0)
+}
+
 /// Input to [`Recurrent::forward_time_major`], time-major.
 #[derive(Clone, Debug)]
 pub enum SequenceInput {
@@ -97,6 +122,13 @@ pub enum SequenceInput {
 }
 
 impl SequenceInput {
+    fn device(&self) -> Device {
+        match self {
+            SequenceInput::Dense(x) => x.device(),
+            SequenceInput::OneHot(ids) => ids.device(),
+        }
+    }
+
     fn steps_and_batch(&self) -> [usize; 2] {
         match self {
             SequenceInput::Dense(x) => {
@@ -110,7 +142,12 @@ impl SequenceInput {
 
 /// One interface for every recurrent core ([`RnnScratch`](crate::RnnScratch),
 /// [`Gru`](crate::Gru), [`DeepLstm`](crate::DeepLstm) and the [`RecurrentCore`](crate::RecurrentCore)
-/// enum over them): a zero state, a whole-sequence forward, and a single step.
+/// enum over them): sizes, a zero state, a whole-sequence forward and a single step.
+///
+/// Every method that takes a state takes `impl Into<Option<RecurrentState>>`: `None` starts
+/// from zeros (as burn-nn's layers and PyTorch's `hx=None`), and a [`RecurrentState`] (or
+/// `Some` of one) continues from it. The cores also have [`forward`](Self::forward) as an
+/// inherent method, so a model that only calls `forward` needs no `use rnnlm::Recurrent`.
 ///
 /// Shape mistakes panic with a message naming the tensor, its shape and the expected one.
 pub trait Recurrent {
@@ -122,17 +159,27 @@ pub trait Recurrent {
     fn num_layers(&self) -> usize;
     /// Whether the state has a memory cell (LSTM).
     fn has_cell(&self) -> bool;
+    /// Whether [`forward`](Self::forward) and [`forward_one_hot`](Self::forward_one_hot) take
+    /// and return batch-major tensors (`[batch, steps, ..]`, burn-nn's default and this crate's)
+    /// rather than time-major ones (`[steps, batch, ..]`, PyTorch's default).
+    fn batch_first(&self) -> bool {
+        true
+    }
 
-    /// Runs the whole sequence in the core's native time-major layout.
+    /// Runs the whole sequence in the core's native time-major layout, whatever
+    /// [`batch_first`](Self::batch_first) says.
     ///
     /// - `input`: [`SequenceInput::Dense`] `[steps, batch, input]` or
     ///   [`SequenceInput::OneHot`] `[steps, batch]`
-    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM)
+    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM), or `None` for zeros
     /// - returns the last layer's outputs `[steps, batch, hidden]` and the final state.
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape, or a token id outside `0..input_size`.
     fn forward_time_major(
         &self,
         input: SequenceInput,
-        state: RecurrentState,
+        state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState);
 
     /// The zero state for `batch_size` sequences: `[num_layers, batch, hidden]` per tensor.
@@ -148,10 +195,23 @@ pub trait Recurrent {
 
     /// Runs the whole sequence.
     ///
-    /// - `inputs`: `[batch, steps, input]`
-    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM)
-    /// - returns the last layer's outputs `[batch, steps, hidden]` and the final state.
-    fn forward(&self, inputs: Tensor<3>, state: RecurrentState) -> (Tensor<3>, RecurrentState) {
+    /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when the core was built
+    ///   with `batch_first = false`)
+    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM), or `None` for zeros
+    /// - returns the last layer's outputs `[batch, steps, hidden]` (time-major when not
+    ///   `batch_first`) and the final state of every layer; its
+    ///   [`last_hidden`](RecurrentState::last_hidden) is the top layer's `[batch, hidden]`.
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape.
+    fn forward(
+        &self,
+        inputs: Tensor<3>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> (Tensor<3>, RecurrentState) {
+        if !self.batch_first() {
+            return self.forward_time_major(SequenceInput::Dense(inputs), state);
+        }
         let (outputs, state) =
             self.forward_time_major(SequenceInput::Dense(inputs.swap_dims(0, 1)), state);
         (outputs.swap_dims(0, 1), state)
@@ -160,13 +220,21 @@ pub trait Recurrent {
     /// Same as [`forward`](Self::forward) on the one-hot encoding of `tokens`, computed by
     /// gathering weight rows.
     ///
-    /// - `tokens`: `[batch, steps]`, ids below `input_size`
-    /// - returns `[batch, steps, hidden]` and the final state.
+    /// - `tokens`: `[batch, steps]` (`[steps, batch]` when not `batch_first`), ids below
+    ///   `input_size`
+    /// - returns `[batch, steps, hidden]` (time-major when not `batch_first`) and the final
+    ///   state.
+    ///
+    /// # Panics
+    /// On a state of the wrong shape or a token id outside `0..input_size`.
     fn forward_one_hot(
         &self,
         tokens: Tensor<2, Int>,
-        state: RecurrentState,
+        state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
+        if !self.batch_first() {
+            return self.forward_time_major(SequenceInput::OneHot(tokens), state);
+        }
         let (outputs, state) =
             self.forward_time_major(SequenceInput::OneHot(tokens.swap_dims(0, 1)), state);
         (outputs.swap_dims(0, 1), state)
@@ -176,7 +244,14 @@ pub trait Recurrent {
     ///
     /// - `input`: `[batch, input]`
     /// - returns the last layer's output `[batch, hidden]` and the new state.
-    fn step(&self, input: Tensor<2>, state: RecurrentState) -> (Tensor<2>, RecurrentState) {
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape.
+    fn step(
+        &self,
+        input: Tensor<2>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> (Tensor<2>, RecurrentState) {
         let (outputs, state) =
             self.forward_time_major(SequenceInput::Dense(input.unsqueeze_dim(0)), state);
         (outputs.squeeze_dim(0), state)
@@ -205,10 +280,14 @@ macro_rules! impl_recurrent_core {
                 $has_cell
             }
 
+            fn batch_first(&self) -> bool {
+                self.batch_first
+            }
+
             fn forward_time_major(
                 &self,
                 input: $crate::recurrent::SequenceInput,
-                state: $crate::recurrent::RecurrentState,
+                state: impl Into<Option<$crate::recurrent::RecurrentState>>,
             ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
                 let shape = $crate::recurrent::CoreShape {
                     name: stringify!($core),
@@ -216,7 +295,37 @@ macro_rules! impl_recurrent_core {
                     hidden_size: self.hidden_size,
                     has_cell: $has_cell,
                 };
-                $crate::recurrent::run_layers(shape, &self.layers, &self.dropout, input, state)
+                $crate::recurrent::run_layers(
+                    shape,
+                    &self.layers,
+                    &self.dropout,
+                    input,
+                    state.into(),
+                )
+            }
+        }
+
+        impl $core {
+            /// Runs the whole sequence, as burn-nn's layers do: the same as
+            /// [`Recurrent::forward`](crate::Recurrent::forward), callable without importing
+            /// the trait.
+            ///
+            /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when built with
+            ///   `batch_first = false`)
+            /// - `state`: `None` for zeros, or a [`RecurrentState`](crate::RecurrentState)
+            ///   `[num_layers, batch, hidden]` per tensor (the LSTM's with its cell)
+            /// - returns the last layer's outputs `[batch, steps, hidden]` (time-major when not
+            ///   `batch_first`) and every layer's final state.
+            ///
+            /// # Panics
+            /// On an input or a state of the wrong shape, naming the tensor, its shape and the
+            /// expected one.
+            pub fn forward(
+                &self,
+                inputs: Tensor<3>,
+                state: impl Into<Option<$crate::recurrent::RecurrentState>>,
+            ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
+                <Self as $crate::recurrent::Recurrent>::forward(self, inputs, state)
             }
         }
     };
@@ -268,11 +377,23 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
     layers: &[L],
     dropout: &Dropout,
     input: SequenceInput,
-    state: RecurrentState,
+    state: Option<RecurrentState>,
 ) -> (Tensor<3>, RecurrentState) {
     let [steps, batch] = input.steps_and_batch();
     check_input(&shape, &input);
-    check_state(&shape, layers.len(), batch, &state);
+    let state = match state {
+        Some(state) => {
+            check_state(&shape, layers.len(), batch, &state);
+            state
+        }
+        None => RecurrentState::zeros(
+            layers.len(),
+            batch,
+            shape.hidden_size,
+            shape.has_cell,
+            &input.device(),
+        ),
+    };
 
     let last = layers.len() - 1;
     let mut layer_input = input;

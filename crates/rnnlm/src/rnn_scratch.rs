@@ -26,6 +26,11 @@ pub struct RnnScratchConfig {
     /// Dropout on the outputs of every layer but the last, while training.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Whether `forward` takes and returns batch-major tensors, `[batch, steps, ..]` (burn-nn's
+    /// default), or time-major ones, `[steps, batch, ..]` (PyTorch's default,
+    /// `batch_first=False`). The state is `[num_layers, batch, hidden]` either way.
+    #[config(default = true)]
+    pub batch_first: bool,
 }
 
 impl RnnScratchConfig {
@@ -44,10 +49,17 @@ impl RnnScratchConfig {
     /// Builds the module on `device`.
     ///
     /// # Panics
-    /// If [`validate`](Self::validate) fails.
+    /// If [`validate`](Self::validate) fails; [`try_init`](Self::try_init) returns the error
+    /// instead.
     pub fn init(&self, device: &Device) -> RnnScratch {
-        self.validate()
-            .unwrap_or_else(|err| panic!("RnnScratchConfig: {err}"));
+        self.try_init(device)
+            .unwrap_or_else(|err| panic!("RnnScratchConfig: {err}"))
+    }
+
+    /// Builds the module on `device`, or says which field is invalid (its name, its value and
+    /// what it accepts).
+    pub fn try_init(&self, device: &Device) -> Result<RnnScratch, ConfigError> {
+        self.validate()?;
         let h = self.hidden_size;
         let layers = (0..self.num_layers)
             .map(|index| {
@@ -60,12 +72,13 @@ impl RnnScratchConfig {
                 }
             })
             .collect();
-        RnnScratch {
+        Ok(RnnScratch {
             layers,
             dropout: DropoutConfig::new(self.dropout).init(),
             input_size: self.input_size,
             hidden_size: h,
-        }
+            batch_first: self.batch_first,
+        })
     }
 }
 
@@ -98,6 +111,8 @@ pub struct RnnScratch {
     pub input_size: usize,
     /// Width of every layer's hidden state.
     pub hidden_size: usize,
+    /// Whether `forward` is batch-major (see the config's `batch_first`).
+    pub batch_first: bool,
 }
 
 impl RecurrentLayer for RnnScratchLayer {

@@ -45,8 +45,8 @@ impl Decoding {
         }
     }
 
-    /// Checks the parameters; the message names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the parameters; the error names the bad one, its value and what it accepts.
+    pub fn validate(&self) -> Result<(), DecodingError> {
         if let Decoding::Sample {
             temperature,
             top_k,
@@ -55,22 +55,46 @@ impl Decoding {
         } = *self
         {
             if !(temperature.is_finite() && temperature > 0.0) {
-                return Err(format!(
-                    "temperature = {temperature}: must be a finite number > 0"
-                ));
+                return Err(DecodingError::Temperature(temperature));
             }
             if top_k == Some(0) {
-                return Err("top-k = 0: must be at least 1".to_owned());
+                return Err(DecodingError::TopK);
             }
             if let Some(p) = top_p
                 && !(p > 0.0 && p <= 1.0)
             {
-                return Err(format!("top-p = {p}: must lie in (0, 1]"));
+                return Err(DecodingError::TopP(p));
             }
         }
         Ok(())
     }
 }
+
+/// A [`Decoding`] that cannot run: the parameter, its value and what it accepts. Its message
+/// reads as a command-line flag would, e.g. `top-p = 1.5: must lie in (0, 1]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DecodingError {
+    /// `temperature` is not a finite number above 0.
+    Temperature(f64),
+    /// `top_k` is `Some(0)`.
+    TopK,
+    /// `top_p` lies outside `(0, 1]`.
+    TopP(f64),
+}
+
+impl std::fmt::Display for DecodingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodingError::Temperature(t) => {
+                write!(f, "temperature = {t}: must be a finite number > 0")
+            }
+            DecodingError::TopK => write!(f, "top-k = 0: must be at least 1"),
+            DecodingError::TopP(p) => write!(f, "top-p = {p}: must lie in (0, 1]"),
+        }
+    }
+}
+
+impl std::error::Error for DecodingError {}
 
 /// SplitMix64: a small, fast generator whose stream depends only on the seed (the model crate
 /// takes no dependency beyond burn and serde).
@@ -153,6 +177,9 @@ fn id_tensor(ids: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int
 /// Warms up on every prefix: returns the state after each prefix (batch in prefix order) and
 /// the logits of each prefix's last position `[batch, vocab]`. Prefixes of the same length go
 /// through the model together, each group in a single forward call.
+///
+/// # Panics
+/// If `prefixes` is empty, a prefix is empty, or a prefix holds an id outside the vocabulary.
 pub fn warm_up(
     model: &RnnLm,
     prefixes: &[Vec<u32>],
@@ -482,15 +509,17 @@ mod tests {
         assert!(
             bad(0.0, None, None)
                 .unwrap_err()
+                .to_string()
                 .contains("temperature = 0")
         );
-        assert!(bad(1.0, Some(0), None).unwrap_err().contains("top-k = 0"));
+        assert_eq!(bad(1.0, Some(0), None), Err(DecodingError::TopK));
         assert!(
             bad(1.0, None, Some(1.5))
                 .unwrap_err()
-                .contains("top-p = 1.5")
+                .to_string()
+                .contains("top-p = 1.5: must lie in (0, 1]")
         );
-        assert!(bad(1.0, None, Some(0.0)).unwrap_err().contains("top-p = 0"));
+        assert_eq!(bad(1.0, None, Some(0.0)), Err(DecodingError::TopP(0.0)));
         assert_eq!(
             Decoding::power(2.0, 0),
             Decoding::Sample {

@@ -10,7 +10,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use rnnlm::{DeepLstmConfig, GruConfig, Recurrent, RecurrentCore};
+use rnnlm::{DeepLstmConfig, GruConfig, RecurrentCore};
 
 const ALPHABET: &[u8] = b"abcde";
 const PATTERNS: [&[u8]; 2] = [b"abc", b"cba"];
@@ -44,14 +44,11 @@ impl PatternClassifier {
 
     /// `letters [batch, steps]` -> `logits [batch, classes]`.
     fn forward(&self, letters: Tensor<2, Int>) -> Tensor<2> {
-        let [batch, _] = letters.dims();
         let inputs = self.embedding.forward(letters); // [batch, steps, embedding]
-        let start = self.core.begin_state(batch, &inputs.device());
-        let (_, state) = self.core.forward(inputs, start);
-        // The final state holds every layer, [layers, batch, hidden]: keep the top one.
-        let layers = self.core.num_layers();
-        let last = state.hidden.narrow(0, layers - 1, 1).squeeze_dim::<2>(0);
-        self.head.forward(last)
+        // From a zero state (None), as burn-nn's layers; the final state holds every layer,
+        // [layers, batch, hidden], and last_hidden() the top one, [batch, hidden].
+        let (_, state) = self.core.forward(inputs, None);
+        self.head.forward(state.last_hidden())
     }
 }
 
