@@ -62,8 +62,9 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 pub use alloc::{freed_memory_kept, keep_freed_memory, set_automatic_allocator_settings};
-/// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]).
-pub use rnnlm_kernels::{set_threads, threads};
+/// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]) and
+/// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
+pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
 pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
 pub use rnnlm_kernels::{Activation, CellKind};
 

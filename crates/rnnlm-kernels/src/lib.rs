@@ -28,7 +28,8 @@
 //! The kernels use [`threads`] threads: the machine's parallelism, `RNNLM_THREADS` when set, or
 //! what [`set_threads`] says. The helper threads spin (then yield) for 2 ms after each parallel
 //! part before they sleep, since waking a core costs more than most parts take; a program that
-//! calls the kernels sees a core busy that long after each call.
+//! calls the kernels sees a core busy that long after each call ([`set_helper_stay_awake`]
+//! changes it; one thread starts no helper at all).
 // The cells' row functions take every gate block as a slice of its own: passed as arrays of
 // slices, the compiler stopped vectorizing their loops (measured), so they have many arguments.
 #![allow(clippy::too_many_arguments)]
@@ -75,6 +76,16 @@ pub fn threads() -> usize {
 /// not depend on it, only speed.
 pub fn set_threads(threads: Option<usize>) {
     THREADS.store(threads.map_or(0, |n| n.max(1)), Ordering::Relaxed);
+}
+
+/// How long the helper threads keep spinning (then yielding) after each parallel part before
+/// they sleep: 2 ms by default (`None`), which covers the serial gaps inside and between
+/// training steps, since waking a sleeping thread costs ~50 µs; a core looks busy that long
+/// after each call. `Some(Duration::ZERO)` puts them to sleep after one short burst (about
+/// 100 µs of spinning), for a program that calls the kernels rarely. Results do not depend on
+/// it, only speed.
+pub fn set_helper_stay_awake(time: Option<std::time::Duration>) {
+    pool::set_stay_awake(time.unwrap_or(pool::STAY_AWAKE));
 }
 
 /// The crate's README, whose example runs as a doctest.

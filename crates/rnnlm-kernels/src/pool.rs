@@ -18,10 +18,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a helper stays awake after its last job: longer than the serial gaps of a training
-/// step (the loss, the optimizer's update between steps: well under a millisecond for the
-/// chapter's models), short enough that an idle process stops burning a core at once.
-const STAY_AWAKE: Duration = Duration::from_millis(2);
+/// How long a helper stays awake after its last job by default: longer than the serial gaps of
+/// a training step (the loss, the optimizer's update between steps: well under a millisecond
+/// for the chapter's models), short enough that an idle process stops burning a core at once.
+pub(crate) const STAY_AWAKE: Duration = Duration::from_millis(2);
+
+/// The stay-awake time in force, in microseconds ([`crate::set_helper_stay_awake`]).
+static STAY_AWAKE_MICROS: AtomicU64 = AtomicU64::new(STAY_AWAKE.as_micros() as u64);
+
+pub(crate) fn set_stay_awake(time: Duration) {
+    let micros = u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+    STAY_AWAKE_MICROS.store(micros, Ordering::Relaxed);
+}
+
+pub(crate) fn stay_awake() -> Duration {
+    Duration::from_micros(STAY_AWAKE_MICROS.load(Ordering::Relaxed))
+}
 
 /// Spins between yields while awake: about 100 µs of `pause` on recent Intel cores (some 140
 /// cycles each), a few µs on cores where it is short.
@@ -93,7 +105,7 @@ impl Slot {
                 }
                 std::hint::spin_loop();
             }
-            if since.elapsed() < STAY_AWAKE {
+            if since.elapsed() < stay_awake() {
                 std::thread::yield_now();
                 continue;
             }
@@ -255,6 +267,24 @@ mod tests {
             total.fetch_add(part + 1, Ordering::Relaxed);
         });
         assert_eq!(total.load(Ordering::Relaxed), 6);
+    }
+
+    /// With no stay-awake time the helpers sleep after every job, and every job still runs
+    /// (the other tests of this binary only get slower meanwhile).
+    #[test]
+    fn helpers_that_sleep_at_once_still_run_every_job() {
+        crate::set_helper_stay_awake(Some(Duration::ZERO));
+        assert_eq!(stay_awake(), Duration::ZERO);
+        let total = AtomicUsize::new(0);
+        for _ in 0..20 {
+            run(2, &|part| {
+                total.fetch_add(part + 1, Ordering::Relaxed);
+            });
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        crate::set_helper_stay_awake(None);
+        assert_eq!(stay_awake(), STAY_AWAKE);
+        assert_eq!(total.load(Ordering::Relaxed), 20 * 3);
     }
 
     #[test]
