@@ -161,6 +161,26 @@
 //! assert_eq!(state.hidden.dims(), [1, 4, 16]); // every layer: [num_layers, batch, hidden]
 //! ```
 //!
+//! A model trained with burn-nn's layers keeps its weights: build the core with the same sizes
+//! and call [`DeepLstm::load_burn_nn`] with the stack of `Lstm`s, one per layer
+//! ([`Gru::load_burn_nn`] takes either `reset_after`, [`RnnScratch::load_burn_nn`] tanh or
+//! ReLU). The gates are concatenated in the core's order; a layer that does not fit (sizes, no
+//! bias, a coupled input-forget gate, a clip, another activation) is an error naming it.
+//! PyTorch's weights go through the `rnnlm-import` crate.
+//!
+//! ```
+//! use burn::nn::LstmConfig;
+//! use burn::prelude::*;
+//! use rnnlm::DeepLstmConfig;
+//!
+//! let device = Device::flex();
+//! let stack = vec![LstmConfig::new(8, 16, true).init(&device), LstmConfig::new(16, 16, true).init(&device)];
+//! let lstm = DeepLstmConfig::new(8, 16).with_num_layers(2).init(&device).load_burn_nn(&stack)?;
+//! let (outputs, _) = lstm.forward(Tensor::<3>::zeros([4, 10, 8], &device), None);
+//! assert_eq!(outputs.dims(), [4, 10, 16]);
+//! # Ok::<(), rnnlm::ConfigError>(())
+//! ```
+//!
 //! PyTorch's time-major default, and a state carried in:
 //!
 //! ```
