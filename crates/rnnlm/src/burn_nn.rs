@@ -140,17 +140,29 @@ fn is_tanh(a: &nn::activation::Activation) -> bool {
     matches!(a, nn::activation::Activation::Tanh(_))
 }
 
-/// The layers' count against the core's.
-fn check_count(core: &str, found: usize, expected: usize) -> Result<(), ConfigError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+/// What every loader starts with: as many burn-nn layers as the core has (`found` against
+/// `layers`), then each layer's target, whose input is the core's input for layer 0 and the
+/// layer below's hidden state above it.
+fn layer_targets(
+    core: &str,
+    found: usize,
+    layers: usize,
+    input_size: usize,
+    hidden_size: usize,
+) -> Result<impl Iterator<Item = Target<'_>>, ConfigError> {
+    if found != layers {
+        return Err(ConfigError::new(
             format!("burn-nn layers (into {core})"),
             found,
-            format!("{expected}, the core's num_layers: one burn-nn module per layer"),
-        ))
+            format!("{layers}, the core's num_layers: one burn-nn module per layer"),
+        ));
     }
+    Ok((0..layers).map(move |layer| Target {
+        core,
+        layer,
+        input_size: if layer == 0 { input_size } else { hidden_size },
+        hidden_size,
+    }))
 }
 
 /// `[a | b | ..]` along the gate axis.
@@ -174,19 +186,15 @@ impl DeepLstm {
     /// gate, a cell clip, a reversed layer or an activation other than sigmoid / tanh / tanh
     /// does not fit this core.
     pub fn load_burn_nn(mut self, layers: &[nn::Lstm]) -> Result<Self, ConfigError> {
-        check_count("DeepLstm", layers.len(), self.layers.len())?;
+        let targets = layer_targets(
+            "DeepLstm",
+            layers.len(),
+            self.layers.len(),
+            self.input_size,
+            self.hidden_size,
+        )?;
         let mut loaded = Vec::with_capacity(layers.len());
-        for (index, layer) in layers.iter().enumerate() {
-            let target = Target {
-                core: "DeepLstm",
-                layer: index,
-                input_size: if index == 0 {
-                    self.input_size
-                } else {
-                    self.hidden_size
-                },
-                hidden_size: self.hidden_size,
-            };
+        for (target, layer) in targets.zip(layers) {
             let forget = match (&layer.forget_gate, layer.input_forget) {
                 (Some(gate), false) => gate,
                 _ => {
@@ -245,19 +253,15 @@ impl Gru {
     /// the number of layers, a size, a missing bias, `reset_after` against this core's formula,
     /// a hidden-state clip or an activation other than sigmoid / tanh does not fit.
     pub fn load_burn_nn(mut self, layers: &[nn::Gru]) -> Result<Self, ConfigError> {
-        check_count("Gru", layers.len(), self.layers.len())?;
+        let targets = layer_targets(
+            "Gru",
+            layers.len(),
+            self.layers.len(),
+            self.input_size,
+            self.hidden_size,
+        )?;
         let mut loaded = Vec::with_capacity(layers.len());
-        for (index, (layer, own)) in layers.iter().zip(&self.layers).enumerate() {
-            let target = Target {
-                core: "Gru",
-                layer: index,
-                input_size: if index == 0 {
-                    self.input_size
-                } else {
-                    self.hidden_size
-                },
-                hidden_size: self.hidden_size,
-            };
+        for (target, (layer, own)) in targets.zip(layers.iter().zip(&self.layers)) {
             let reset_after = own.formula == GruFormula::PyTorch;
             if layer.reset_after != reset_after {
                 return Err(target.error(
@@ -324,19 +328,15 @@ impl RnnScratch {
     /// the number of layers, a size, a missing bias, the activation (against this core's), a
     /// hidden-state clip or a reversed layer does not fit.
     pub fn load_burn_nn(mut self, layers: &[nn::Rnn]) -> Result<Self, ConfigError> {
-        check_count("RnnScratch", layers.len(), self.layers.len())?;
+        let targets = layer_targets(
+            "RnnScratch",
+            layers.len(),
+            self.layers.len(),
+            self.input_size,
+            self.hidden_size,
+        )?;
         let mut loaded = Vec::with_capacity(layers.len());
-        for (index, (layer, own)) in layers.iter().zip(&self.layers).enumerate() {
-            let target = Target {
-                core: "RnnScratch",
-                layer: index,
-                input_size: if index == 0 {
-                    self.input_size
-                } else {
-                    self.hidden_size
-                },
-                hidden_size: self.hidden_size,
-            };
+        for (target, (layer, own)) in targets.zip(layers.iter().zip(&self.layers)) {
             let (expected, is): (&str, fn(&nn::activation::Activation) -> bool) =
                 match own.activation {
                     Activation::Tanh => ("Tanh, this core's activation", is_tanh),
