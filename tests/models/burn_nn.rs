@@ -12,24 +12,13 @@ use rnnlm::fused::{Mode, with_mode};
 use rnnlm::{
     Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentState, RnnScratchConfig,
 };
-use rnnlm_tests::{device, max_diff, values};
+use rnnlm_tests::{device, max_diff, pattern_tensor as tensor, values};
 
 const BATCH: usize = 3;
 const STEPS: usize = 5;
 const INPUT: usize = 6;
 const HIDDEN: usize = 7;
 const TOLERANCE: f32 = 1e-5;
-
-fn pattern(len: usize, salt: usize, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| scale * ((i * 7 + salt * 13) as f32 * 0.618).sin())
-        .collect()
-}
-
-fn tensor<const D: usize>(shape: [usize; D], salt: usize, scale: f32, dev: &Device) -> Tensor<D> {
-    let len = shape.iter().product();
-    Tensor::from_data(TensorData::new(pattern(len, salt, scale), shape), dev)
-}
 
 /// Weights and biases away from burn-nn's initialisation (its biases start at zero), so that
 /// every bias and every gate's place in the packing counts.
@@ -109,9 +98,44 @@ fn rnn_stack(layers: usize, relu: bool, dev: &Device) -> Vec<nn::Rnn> {
         .collect()
 }
 
-/// Both paths the cores take on this device.
-fn modes() -> [Mode; 2] {
-    [Mode::Fused, Mode::Composite]
+/// What a stack of burn-nn layers gave for [`input`]: the top layer's outputs, and every
+/// layer's final `h` (and `c`, for the LSTM), `[batch, hidden]` each.
+struct Stack {
+    outputs: Tensor<3>,
+    hidden: Vec<Tensor<2>>,
+    cell: Option<Vec<Tensor<2>>>,
+}
+
+/// The loaded core gives the stack's outputs and final states on both paths (fused and
+/// composite), its `last_hidden` / `last_cell` the top layer's.
+fn assert_matches_stack(what: &str, core: &impl Recurrent, want: &Stack) {
+    let dev = device();
+    for mode in [Mode::Fused, Mode::Composite] {
+        with_mode(mode, || {
+            let (outputs, state) = core.forward(input(&dev), None);
+            let what = format!("{what}, {mode:?}");
+            assert_close3(&format!("{what}: outputs"), outputs, want.outputs.clone());
+            for (index, h) in want.hidden.iter().enumerate() {
+                let got = layer(&state.hidden, index);
+                assert_close(&format!("{what}: h of layer {index}"), got, h.clone());
+            }
+            let top = want.hidden.last().expect("at least one layer").clone();
+            assert_close(&format!("{what}: last_hidden"), state.last_hidden(), top);
+            match &want.cell {
+                Some(cells) => {
+                    let cell = state.cell.as_ref().expect("an LSTM state has a cell");
+                    for (index, c) in cells.iter().enumerate() {
+                        let got = layer(cell, index);
+                        assert_close(&format!("{what}: c of layer {index}"), got, c.clone());
+                    }
+                    let top = cells.last().expect("at least one layer").clone();
+                    let last = state.last_cell().expect("an LSTM state has a cell");
+                    assert_close(&format!("{what}: last_cell"), last, top);
+                }
+                None => assert!(state.cell.is_none(), "{what}: a cell where none belongs"),
+            }
+        });
+    }
 }
 
 #[test]
@@ -132,36 +156,12 @@ fn a_stack_of_burn_nn_lstms_equals_the_loaded_deep_lstm() {
             .init(&dev)
             .load_burn_nn(&stack)
             .expect("the stack fits the core");
-        for mode in modes() {
-            with_mode(mode, || {
-                let (outputs, state) = core.forward(input(&dev), None);
-                let what = format!("{layers} layers, {mode:?}");
-                assert_close3(&format!("{what}: outputs"), outputs, x.clone());
-                for (index, want) in finals.iter().enumerate() {
-                    assert_close(
-                        &format!("{what}: h of layer {index}"),
-                        layer(&state.hidden, index),
-                        want.hidden.clone(),
-                    );
-                    let cell = state.cell.as_ref().expect("an LSTM state has a cell");
-                    assert_close(
-                        &format!("{what}: c of layer {index}"),
-                        layer(cell, index),
-                        want.cell.clone(),
-                    );
-                }
-                assert_close(
-                    &format!("{what}: last_hidden"),
-                    state.last_hidden(),
-                    finals[layers - 1].hidden.clone(),
-                );
-                assert_close(
-                    &format!("{what}: last_cell"),
-                    state.last_cell().unwrap(),
-                    finals[layers - 1].cell.clone(),
-                );
-            });
-        }
+        let want = Stack {
+            outputs: x,
+            hidden: finals.iter().map(|s| s.hidden.clone()).collect(),
+            cell: Some(finals.into_iter().map(|s| s.cell).collect()),
+        };
+        assert_matches_stack(&format!("{layers} layers"), &core, &want);
     }
 }
 
@@ -184,20 +184,13 @@ fn a_stack_of_burn_nn_grus_equals_the_loaded_gru_with_either_reset_setting() {
                 .init(&dev)
                 .load_burn_nn(&stack)
                 .expect("the stack fits the core");
-            for mode in modes() {
-                with_mode(mode, || {
-                    let (outputs, state) = core.forward(input(&dev), None);
-                    let what = format!("reset_after {reset_after}, {layers} layers, {mode:?}");
-                    assert_close3(&format!("{what}: outputs"), outputs, x.clone());
-                    for (index, want) in finals.iter().enumerate() {
-                        assert_close(
-                            &format!("{what}: h of layer {index}"),
-                            layer(&state.hidden, index),
-                            want.clone(),
-                        );
-                    }
-                });
-            }
+            let want = Stack {
+                outputs: x,
+                hidden: finals,
+                cell: None,
+            };
+            let what = format!("reset_after {reset_after}, {layers} layers");
+            assert_matches_stack(&what, &core, &want);
         }
     }
 }
@@ -221,20 +214,13 @@ fn a_stack_of_burn_nn_rnns_equals_the_loaded_rnn_scratch() {
                 .init(&dev)
                 .load_burn_nn(&stack)
                 .expect("the stack fits the core");
-            for mode in modes() {
-                with_mode(mode, || {
-                    let (outputs, state) = core.forward(input(&dev), None);
-                    let what = format!("{activation:?}, {layers} layers, {mode:?}");
-                    assert_close3(&format!("{what}: outputs"), outputs, x.clone());
-                    for (index, want) in finals.iter().enumerate() {
-                        assert_close(
-                            &format!("{what}: h of layer {index}"),
-                            layer(&state.hidden, index),
-                            want.clone(),
-                        );
-                    }
-                });
-            }
+            let want = Stack {
+                outputs: x,
+                hidden: finals,
+                cell: None,
+            };
+            let what = format!("{activation:?}, {layers} layers");
+            assert_matches_stack(&what, &core, &want);
         }
     }
 }

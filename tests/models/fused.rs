@@ -14,24 +14,13 @@ use rnnlm::{
     Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentCore, RecurrentState,
     RnnScratchConfig, WeightInit,
 };
-use rnnlm_tests::{device, max_diff, param_grads, rounding_bound, values};
+use rnnlm_tests::{
+    device, max_diff, param_grads, pattern, pattern_tensor as tensor, rounding_bound, values,
+};
 
 const INPUT: usize = 6;
 /// Not a multiple of the vector width, so the kernels meet partial blocks.
 const HIDDEN: usize = 13;
-
-/// Reproducible values in `[-scale, scale]` without the backend's generator (other tests of
-/// this binary draw from it meanwhile).
-fn pattern(len: usize, salt: usize, scale: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| scale * ((i * 7 + salt * 13) as f32 * 0.618).sin())
-        .collect()
-}
-
-fn tensor<const D: usize>(shape: [usize; D], salt: usize, scale: f32, dev: &Device) -> Tensor<D> {
-    let len = shape.iter().product();
-    Tensor::from_data(TensorData::new(pattern(len, salt, scale), shape), dev)
-}
 
 /// Every core kind with `layers` layers, weights large enough that the gates work away from
 /// their linear middle.

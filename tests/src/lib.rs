@@ -139,6 +139,25 @@ pub fn in_mode<R>(mode: rnnlm::fused::Mode, work: impl FnOnce() -> R) -> R {
     work()
 }
 
+/// Reproducible values in `[-scale, scale]` without the backend's generator (other tests of
+/// the same binary draw from it meanwhile); `salt` picks another sequence.
+pub fn pattern(len: usize, salt: usize, scale: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| scale * ((i * 7 + salt * 13) as f32 * 0.618).sin())
+        .collect()
+}
+
+/// A tensor of `shape` holding [`pattern`]'s values.
+pub fn pattern_tensor<const D: usize>(
+    shape: [usize; D],
+    salt: usize,
+    scale: f32,
+    device: &Device,
+) -> Tensor<D> {
+    let len = shape.iter().product();
+    Tensor::from_data(TensorData::new(pattern(len, salt, scale), shape), device)
+}
+
 /// Largest absolute element-wise difference of two equally long slices.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
