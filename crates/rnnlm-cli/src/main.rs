@@ -118,9 +118,7 @@ fn main() -> ExitCode {
     // The fused scan sets this itself on its first call; the composite path (other backends,
     // --fused off) gains from it too. RNNLM_MALLOC_DEFAULTS=1 leaves glibc alone, to measure
     // what the setting gives.
-    if std::env::var_os("RNNLM_MALLOC_DEFAULTS").is_none_or(|v| v != "1") {
-        rnnlm::fused::keep_freed_memory();
-    }
+    rnnlm::fused::keep_freed_memory_unless_told_not_to();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -49,9 +49,11 @@ pub fn set_automatic_allocator_settings(automatic: bool) {
     AUTOMATIC.store(automatic, Ordering::Relaxed);
 }
 
-/// What the first fused scan calls: [`keep_freed_memory`], unless the program or the
-/// environment said not to.
-pub(crate) fn keep_freed_memory_unless_told_not_to() {
+/// What the first fused scan calls: [`keep_freed_memory`], unless the program
+/// ([`set_automatic_allocator_settings`]) or the environment (`RNNLM_MALLOC_DEFAULTS=1`) said
+/// not to. An application that wants the setting before its first scan (the `rnnlm` command,
+/// whose composite paths gain from it too) calls this at start-up.
+pub fn keep_freed_memory_unless_told_not_to() {
     static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let leave_alone =
         *FROM_ENV.get_or_init(|| std::env::var_os("RNNLM_MALLOC_DEFAULTS").is_some_and(|v| v == "1"));

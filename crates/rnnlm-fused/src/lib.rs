@@ -61,7 +61,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-pub use alloc::{freed_memory_kept, keep_freed_memory, set_automatic_allocator_settings};
+pub use alloc::{
+    freed_memory_kept, keep_freed_memory, keep_freed_memory_unless_told_not_to,
+    set_automatic_allocator_settings,
+};
 /// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]) and
 /// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
 pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
