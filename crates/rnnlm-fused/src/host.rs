@@ -264,6 +264,12 @@ mod flex {
         }
 
         fn into_values(tensor: FlexTensor) -> Result<Vec<f32>, FlexTensor> {
+            // Flex allocates most results as bytes (`FlexTensor::empty`, alignment 1), which a
+            // `Vec<f32>` cannot take over: `into_data` would copy the whole buffer, a pass over
+            // memory that the borrowed path (gates written to a buffer of their own) saves.
+            if tensor.data_arc().align() != std::mem::align_of::<f32>() {
+                return Err(tensor);
+            }
             if !(tensor.is_unique() && tensor.as_slice::<f32>().is_some()) {
                 return Err(tensor);
             }
