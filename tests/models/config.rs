@@ -51,6 +51,13 @@ fn invalid_sizes_name_the_field_and_value() {
             base.clone().with_gru_formula(GruFormula::D2l),
             "model.gru_formula = D2l",
         ),
+        (
+            RnnLmConfig {
+                bidirectional: true,
+                ..base.clone()
+            },
+            "model.bidirectional = true",
+        ),
     ];
     for (config, expected) in cases {
         let message = error_of(config);
@@ -117,4 +124,23 @@ fn kinds_have_their_d2l_default_initialisation() {
         RnnLmConfig::new(CellKind::Lstm, 2, 2).weight_init(),
         WeightInit::PyTorch
     );
+}
+
+/// A language model cannot read ahead: a config asking for bidirectional layers is told why,
+/// not that the field is unknown, and a config that does not ask writes no such field.
+#[test]
+fn a_bidirectional_language_model_is_refused_with_the_reason() {
+    let config: RnnLmConfig = toml::from_str(
+        r#"
+        kind = "lstm"
+        vocab_size = 28
+        bidirectional = true
+        "#,
+    )
+    .expect("the field parses");
+    let message = error_of(config.clone());
+    assert!(message.contains("model.bidirectional = true"), "{message}");
+    assert!(message.contains("would read the very tokens it is asked to predict"), "{message}");
+    let plain = RnnLmConfig { bidirectional: false, ..config };
+    assert!(!toml::to_string(&plain).unwrap().contains("bidirectional"));
 }

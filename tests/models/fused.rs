@@ -313,11 +313,12 @@ impl ScanCase {
                 c0: c0.as_ref(),
                 weight: &weight,
                 hidden_bias: hidden_bias.as_ref(),
+                order: Default::default(),
             },
         )
         .unwrap_or_else(|_| panic!("the fused scan runs on the tests' backend"));
         let dims = out.dims();
-        assert_eq!(dims, [self.steps + usize::from(self.cell.has_cell()), self.batch, self.hidden]);
+        assert_eq!(dims, [self.steps + 1 + usize::from(self.cell.has_cell()), self.batch, self.hidden]);
         let weights = tensor(dims, 17, 1.0, &out.device());
         (out * weights).sum()
     }

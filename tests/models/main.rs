@@ -1,5 +1,6 @@
 //! Tests of the model crate on the default backend.
 
+mod bidirectional;
 mod burn_nn;
 mod cells;
 mod config;

@@ -12,7 +12,7 @@ use burn::backend::TensorMetadata;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::Wanted;
 
-use crate::op::{ScanBackend, ScanInputs, ScanKernels, ScanSaved};
+use crate::op::{ScanBackend, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
 
 /// The node's backward pass; its parents are the six inputs in the order of
 /// [`ScanBackend::recurrent_scan`].
@@ -86,6 +86,7 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
 
     fn recurrent_scan(
         cell: CellKind,
+        order: ScanOrder,
         projected: FloatTensor<Self>,
         input_bias: FloatTensor<Self>,
         h0: FloatTensor<Self>,
@@ -109,6 +110,7 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
             c0: c0.into_primitive(),
             weight: weight.into_primitive(),
             hidden_bias: hidden_bias.into_primitive(),
+            order,
         };
         // Compute-bound: a checkpointing strategy must keep the tape rather than run the loop
         // again.

@@ -74,6 +74,7 @@ pub(crate) fn forward<B: HostTensors>(
                 c0: &c0,
                 weight: &weight,
                 hidden_bias: &hidden_bias,
+                order: inputs.order.as_kernel_order(),
             },
             keep_tape,
             Plan::default(),
@@ -83,7 +84,7 @@ pub(crate) fn forward<B: HostTensors>(
     let rows = steps * batch;
     let output = B::from_values(
         out.output,
-        &[steps + usize::from(cell.has_cell()), batch, hidden],
+        &[steps + 1 + usize::from(cell.has_cell()), batch, hidden],
     );
     // A tape of `[rows, width]`, or `[0]` for a cell that keeps none.
     let tape = |values: Vec<f32>| {
@@ -98,6 +99,7 @@ pub(crate) fn forward<B: HostTensors>(
         output: output.clone(),
         gates: tape(out.gates),
         extra: tape(out.extra),
+        order: inputs.order,
     });
     (output, saved)
 }
@@ -111,7 +113,7 @@ pub(crate) fn backward<B: HostTensors>(
     let [outputs, batch, hidden] = <[usize; 3]>::try_from(dims::<B>(&saved.output))
         .expect("a scan's output has three dimensions");
     let shape = ScanShape {
-        steps: outputs - usize::from(cell.has_cell()),
+        steps: outputs - 1 - usize::from(cell.has_cell()),
         batch,
         hidden,
     };
@@ -132,6 +134,7 @@ pub(crate) fn backward<B: HostTensors>(
             output: &output,
             gates: &gates,
             extra: &extra,
+            order: saved.order.as_kernel_order(),
         };
         scan::backward(cell, shape, tape, &d_output, wanted, Plan::default())
     };
@@ -213,6 +216,7 @@ macro_rules! host_backend {
         impl crate::op::ScanBackend for $backend {
             fn recurrent_scan(
                 cell: CellKind,
+                order: crate::op::ScanOrder,
                 projected: FloatTensor<Self>,
                 input_bias: FloatTensor<Self>,
                 h0: FloatTensor<Self>,
@@ -227,6 +231,7 @@ macro_rules! host_backend {
                     c0,
                     weight,
                     hidden_bias,
+                    order,
                 };
                 forward::<Self>(cell, inputs, false).0
             }

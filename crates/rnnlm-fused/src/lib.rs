@@ -33,9 +33,10 @@
 //!     c0: Some(&h0),
 //!     weight: &weight,
 //!     hidden_bias: None,
+//!     order: Default::default(), // forwards, every row whole
 //! };
 //! let out = rnnlm_fused::try_scan(CellKind::Lstm, inputs).expect("flex runs the fused scan");
-//! assert_eq!(out.dims(), [steps + 1, batch, hidden]); // every h, then the final cell
+//! assert_eq!(out.dims(), [steps + 2, batch, hidden]); // every h, the final h, the final cell
 //! # }
 //! ```
 //!
@@ -68,7 +69,7 @@ pub use alloc::{
 /// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]) and
 /// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
 pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
-pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
+pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
 pub use rnnlm_kernels::{Activation, CellKind};
 
 /// Whether the fused operation runs where it can, or the composite tensor operations run
@@ -237,10 +238,12 @@ pub struct ScanTensors<'a> {
     /// PyTorch's GRU's `b_hh`: `[gates·hidden]`; `None` for the other cells (and a GRU without
     /// one).
     pub hidden_bias: Option<&'a Tensor<1>>,
+    /// The order of the steps and every row's length (`Default`: forwards, every row whole).
+    pub order: ScanOrder,
 }
 
-/// One layer's whole time loop as one operation: every step's `h`, then (LSTM) the final
-/// cell, `[steps (+ 1), batch, hidden]`.
+/// One layer's whole time loop as one operation: every step's `h` (zero past a row's length),
+/// then every row's final `h` and (LSTM) final cell, `[steps + 1 (+ 1), batch, hidden]`.
 ///
 /// `Err(inputs)`, the inputs handed back unchanged, where the fused scan does not run for these
 /// tensors (see [`status`]; also for a float type other than `f32`), so the caller runs its
@@ -281,6 +284,7 @@ pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Result<Tensor<3>, Sc
     };
     let out = <burn::backend::Dispatch as ScanBackend>::recurrent_scan(
         cell,
+        inputs.order,
         inputs.projected.into_dispatch(),
         inputs.input_bias.clone().into_dispatch(),
         inputs.h0.clone().into_dispatch(),
@@ -340,6 +344,15 @@ fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
         }
         Some(bias) => expect("hidden_bias", &bias.dims(), &[width], "[gates·hidden]"),
         None => {}
+    }
+    let lengths = &inputs.order.lengths;
+    assert!(
+        lengths.is_empty() || lengths.len() == batch,
+        "rnnlm_fused::try_scan: order.lengths holds {} values, expected one per row ({batch})",
+        lengths.len()
+    );
+    if let Some((row, length)) = lengths.iter().enumerate().find(|(_, l)| !(1..=steps).contains(*l)) {
+        panic!("rnnlm_fused::try_scan: row {row} has length {length}, expected 1..={steps}");
     }
 }
 

@@ -4,7 +4,31 @@
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, backend_extension};
 use rnnlm_kernels::CellKind;
-use rnnlm_kernels::scan::Wanted;
+use rnnlm_kernels::scan::{Order, Wanted};
+
+/// The order in which a scan visits its steps, and how many each row takes (see
+/// [`rnnlm_kernels::scan::Order`]), owned so that an autodiff node keeps it for the backward
+/// pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanOrder {
+    /// Last step first: the reverse direction of a bidirectional layer. It reads the same
+    /// projection and writes `h_t` at the same place `t`.
+    pub reverse: bool,
+    /// Every row's own number of steps `[batch]`, each in `1..=steps`; empty when every row
+    /// takes all of them. Outputs past a row's length are zero, and its final state is the one
+    /// after its own last step.
+    pub lengths: Vec<usize>,
+}
+
+impl ScanOrder {
+    /// The kernels' view of it.
+    pub fn as_kernel_order(&self) -> Order<'_> {
+        Order {
+            reverse: self.reverse,
+            lengths: &self.lengths,
+        }
+    }
+}
 
 /// One recurrent layer's whole time loop as one operation.
 ///
@@ -17,7 +41,10 @@ use rnnlm_kernels::scan::Wanted;
 /// - `weight`: the hidden weight `W_h`, `[hidden, gates·hidden]`;
 /// - `hidden_bias`: PyTorch's GRU's `b_hh`, `[gates·hidden]`; `[0]` for the other cells.
 ///
-/// Output: every step's `h`, then the LSTM's final cell, `[steps (+ 1), batch, hidden]`.
+/// - `order`: the order of the steps and every row's length ([`ScanOrder`]).
+///
+/// Output: every step's `h` (zero past a row's length), then every row's final `h` and (LSTM)
+/// final cell, `[steps + 1 (+ 1), batch, hidden]`.
 ///
 /// On an autodiff device the operation records one node whose backward pass gives the
 /// gradients of all six inputs, the hidden weight's as one product over all steps.
@@ -31,6 +58,7 @@ pub trait ScanBackend: Backend {
     #[allow(unused_variables)] // by the dispatch code of a build without any backend here
     fn recurrent_scan(
         cell: CellKind,
+        order: ScanOrder,
         projected: FloatTensor<Self>,
         input_bias: FloatTensor<Self>,
         h0: FloatTensor<Self>,
@@ -62,6 +90,8 @@ pub struct ScanInputs<B: Backend> {
     pub weight: FloatTensor<B>,
     /// `[gates·hidden]` or `[0]`.
     pub hidden_bias: FloatTensor<B>,
+    /// The order of the steps and the rows' lengths.
+    pub order: ScanOrder,
 }
 
 /// What the backward pass needs from a forward scan, kept on the autodiff node.
@@ -75,12 +105,14 @@ pub struct ScanSaved<B: Backend> {
     pub c0: FloatTensor<B>,
     /// `[hidden, gates·hidden]`.
     pub weight: FloatTensor<B>,
-    /// The forward output, `[steps (+ 1), batch, hidden]`.
+    /// The forward output, `[steps + 1 (+ 1), batch, hidden]`.
     pub output: FloatTensor<B>,
     /// The gate activations, `[steps · batch, gates·hidden]` (`[0]` for the RNN).
     pub gates: FloatTensor<B>,
     /// The cell's extra tape, `[steps · batch, hidden]` (`[0]` for the RNN).
     pub extra: FloatTensor<B>,
+    /// The forward scan's order.
+    pub order: ScanOrder,
 }
 
 /// The gradients of a scan's inputs, each `None` where it was not [`Wanted`].

@@ -792,14 +792,16 @@ mod tests {
                     c0: if weights.cell.has_cell() { &zeros } else { &[] },
                     weight: &layer.hidden_weight,
                     hidden_bias: &layer.hidden_bias,
+                    order: Default::default(),
                 },
                 false,
                 Plan::default(),
             );
-            let every_h = &out.output[..steps * batch * hidden];
-            state.hidden.push(every_h[(steps - 1) * batch * hidden..].to_vec());
+            let block = batch * hidden;
+            let every_h = &out.output[..steps * block];
+            state.hidden.push(out.output[steps * block..(steps + 1) * block].to_vec());
             if weights.cell.has_cell() {
-                state.cell.push(out.output[steps * batch * hidden..].to_vec());
+                state.cell.push(out.output[(steps + 1) * block..].to_vec());
             }
             below = every_h.to_vec();
             input = hidden;

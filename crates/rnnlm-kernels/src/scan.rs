@@ -69,6 +69,85 @@ impl Projected<'_> {
     }
 }
 
+/// The order in which a scan visits its steps, and how many of them each row takes: what a
+/// bidirectional layer's reverse direction and a batch of sequences of different lengths
+/// (PyTorch's packed sequences) need from the same loop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Order<'a> {
+    /// Last step first: the reverse direction of a bidirectional layer. It reads the same
+    /// projection and writes `h_t` at the same place `t`; nothing is flipped in memory.
+    pub reverse: bool,
+    /// Every row's own number of steps `[batch]`, each in `1..=steps`; empty when every row
+    /// takes all of them. Row `b` takes steps `0..lengths[b]`, in the scan's order: its outputs
+    /// past them are zero (and carry no gradient), and its state stays as it was there, so its
+    /// final state is the one after its own last step and a reverse scan starts at that step.
+    pub lengths: &'a [usize],
+}
+
+impl Order<'_> {
+    /// Whether row `b` takes step `t`.
+    #[inline(always)]
+    fn takes(&self, b: usize, t: usize) -> bool {
+        self.lengths.is_empty() || t < self.lengths[b]
+    }
+
+    /// The step visited before `t`, whose state step `t` starts from; `None` where row `b`
+    /// starts from the initial state.
+    #[inline(always)]
+    fn previous(&self, b: usize, t: usize, steps: usize) -> Option<usize> {
+        if self.reverse {
+            let last = if self.lengths.is_empty() { steps } else { self.lengths[b] };
+            (t + 1 < last).then_some(t + 1)
+        } else {
+            t.checked_sub(1)
+        }
+    }
+
+    /// The steps in the order a forward scan visits them.
+    fn steps(&self, steps: usize) -> Box<dyn Iterator<Item = usize>> {
+        if self.reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) }
+    }
+
+    /// The runs of consecutive rows of `rows` that take step `t`, as offsets into `rows`:
+    /// the whole block without lengths, and one run per block when the rows are sorted by
+    /// length, longest first.
+    fn runs(&self, rows: std::ops::Range<usize>, t: usize) -> Vec<std::ops::Range<usize>> {
+        let start = rows.start;
+        let mut runs = Vec::new();
+        let mut open: Option<usize> = None;
+        for b in rows.clone() {
+            match (self.takes(b, t), open) {
+                (true, None) => open = Some(b - start),
+                (false, Some(first)) => {
+                    runs.push(first..b - start);
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(first) = open {
+            runs.push(first..rows.end - start);
+        }
+        runs
+    }
+
+    fn check(&self, steps: usize, batch: usize) {
+        if self.lengths.is_empty() {
+            return;
+        }
+        assert_eq!(
+            self.lengths.len(),
+            batch,
+            "scan: lengths holds {} values, expected one per row ({batch})",
+            self.lengths.len()
+        );
+        let outside = |(_, length): &(usize, &usize)| !(1..=steps).contains(*length);
+        if let Some((row, &length)) = self.lengths.iter().enumerate().find(outside) {
+            panic!("scan: row {row} has length {length}, expected 1..={steps}");
+        }
+    }
+}
+
 /// What a layer's forward scan reads besides the projection, all row-major.
 #[derive(Clone, Copy, Debug)]
 pub struct ScanInputs<'a> {
@@ -82,12 +161,15 @@ pub struct ScanInputs<'a> {
     pub weight: &'a [f32],
     /// PyTorch's GRU: `b_hh`, `[gates·hidden]` (empty: none); empty for the other cells.
     pub hidden_bias: &'a [f32],
+    /// The order of the steps and the rows' lengths.
+    pub order: Order<'a>,
 }
 
 /// What a forward scan gives.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScanOutput {
-    /// `h_1 .. h_T`, then (LSTM) `c_T`: `[steps (+ 1), batch, hidden]`.
+    /// `h_t` of every step `t` (zero past a row's length), then every row's final `h` and
+    /// (LSTM) final `c`: `[steps + 1 (+ 1), batch, hidden]`.
     pub output: Vec<f32>,
     /// Tape: the gate activations `[steps · batch, gates·hidden]` (empty when no tape was kept,
     /// and for the RNN, which needs none).
@@ -149,11 +231,12 @@ fn forward_cell<C: Cell>(
     if !inputs.hidden_bias.is_empty() {
         expect_len("hidden_bias", inputs.hidden_bias, width, "[gates · hidden]");
     }
+    inputs.order.check(steps, batch);
     let parts = plan.threads.clamp(1, batch.max(1));
     let weights = timed("scan forward: pack W_h", || {
         cell.pack(inputs.weight, inputs.hidden_bias, hidden, parts)
     });
-    let output_len = (steps + usize::from(C::HAS_CELL)) * batch * hidden;
+    let output_len = output_blocks::<C>(steps) * batch * hidden;
     let in_place = matches!(projected, Projected::Owned(_));
     // Gates computed in place need no buffer of their own.
     let gates_len = if keep_tape && C::KEEPS_GATES && !in_place {
@@ -203,6 +286,12 @@ fn forward_cell<C: Cell>(
     ScanOutput { output, gates, extra }
 }
 
+/// Blocks of `[batch, hidden]` in a scan's output: every step's `h`, the final `h`, the final
+/// `c`.
+fn output_blocks<C: Cell>(steps: usize) -> usize {
+    steps + 1 + usize::from(C::HAS_CELL)
+}
+
 /// Where a forward scan's threads find the projection.
 #[derive(Clone, Copy)]
 enum Source<'a> {
@@ -238,6 +327,7 @@ impl<C: Cell> Kernel for ForwardRows<'_, C> {
             return;
         }
         let inputs = self.inputs;
+        let order = inputs.order;
         let mut cell_state = if C::HAS_CELL {
             inputs.c0[start * h..(start + nb) * h].to_vec()
         } else {
@@ -256,8 +346,12 @@ impl<C: Cell> Kernel for ForwardRows<'_, C> {
             vec![0.0f32; nb * h]
         };
         let mut scratch = Scratch::default();
-        let mut h_prev: &[f32] = &inputs.h0[start * h..(start + nb) * h];
-        for t in 0..steps {
+        let initial = &inputs.h0[start * h..(start + nb) * h];
+        // Rows of different lengths keep their state here, since a row's output past its
+        // length is zero; without lengths the previous step's output is the state.
+        let mut state = if order.lengths.is_empty() { Vec::new() } else { initial.to_vec() };
+        let mut h_prev: &[f32] = initial;
+        for t in order.steps(steps) {
             let row = t * batch + start;
             let rows = row * width..(row + nb) * width;
             // SAFETY (all four): rows `row .. row + nb` at step t are this thread's alone.
@@ -281,26 +375,52 @@ impl<C: Cell> Kernel for ForwardRows<'_, C> {
                     }
                 }
             }
-            self.cell.forward::<FMA>(
-                self.isa,
-                self.weights,
-                nb,
-                ForwardStep {
-                    gates,
-                    h_prev,
-                    h_prev_units: h_prev,
-                    cell: &mut cell_state,
-                    h: &mut *out,
-                    extra,
-                },
-                &mut scratch,
-            );
-            h_prev = out;
+            if order.lengths.is_empty() {
+                self.cell.forward::<FMA>(
+                    self.isa,
+                    self.weights,
+                    nb,
+                    ForwardStep {
+                        gates,
+                        h_prev,
+                        h_prev_units: h_prev,
+                        cell: &mut cell_state,
+                        h: &mut *out,
+                        extra,
+                    },
+                    &mut scratch,
+                );
+                h_prev = out;
+                continue;
+            }
+            // Only the rows that take this step, a run of consecutive ones at a time (one run
+            // where the rows are sorted by length); the others' outputs stay zero.
+            for run in order.runs(self.batch_rows.clone(), t) {
+                let units = run.start * h..run.end * h;
+                let gate_units = run.start * width..run.end * width;
+                self.cell.forward::<FMA>(
+                    self.isa,
+                    self.weights,
+                    run.len(),
+                    ForwardStep {
+                        gates: &mut gates[gate_units],
+                        h_prev: &state[units.clone()],
+                        h_prev_units: &state[units.clone()],
+                        cell: if C::HAS_CELL { &mut cell_state[units.clone()] } else { &mut [] },
+                        h: &mut out[units.clone()],
+                        extra: if C::HAS_EXTRA { &mut extra[units.clone()] } else { &mut [] },
+                    },
+                    &mut scratch,
+                );
+                state[units.clone()].copy_from_slice(&out[units]);
+            }
         }
+        let last = if order.lengths.is_empty() { h_prev } else { &state };
+        // SAFETY: these rows of the final state's blocks are this thread's alone.
+        unsafe { self.output.zeroed_slice((steps * batch + start) * h, nb * h) }.copy_from_slice(last);
         if C::HAS_CELL {
-            // SAFETY: these rows of the final cell's block are this thread's alone.
-            let last = unsafe { self.output.zeroed_slice((steps * batch + start) * h, nb * h) };
-            last.copy_from_slice(&cell_state);
+            unsafe { self.output.zeroed_slice(((steps + 1) * batch + start) * h, nb * h) }
+                .copy_from_slice(&cell_state);
         }
     }
 }
@@ -320,6 +440,8 @@ pub struct ScanTape<'a> {
     pub gates: &'a [f32],
     /// [`ScanOutput::extra`].
     pub extra: &'a [f32],
+    /// The forward scan's [`ScanInputs::order`].
+    pub order: Order<'a>,
 }
 
 /// Which gradients a backward scan computes besides the projection's (which every other one
@@ -385,12 +507,13 @@ fn backward_cell<C: Cell>(
     let width = C::GATES * hidden;
     let rows = shape.rows();
     let state = batch * hidden;
-    let output_len = (steps + usize::from(C::HAS_CELL)) * state;
+    let output_len = output_blocks::<C>(steps) * state;
     expect_len("h0", tape.h0, state, "[batch, hidden]");
     expect_len("c0", tape.c0, if C::HAS_CELL { state } else { 0 }, "[batch, hidden]");
     expect_len("weight", tape.weight, hidden * width, "[hidden, gates · hidden]");
-    expect_len("output", tape.output, output_len, "[steps (+ 1), batch, hidden]");
-    expect_len("d_output", d_output, output_len, "[steps (+ 1), batch, hidden]");
+    expect_len("output", tape.output, output_len, "[steps + 1 (+ 1), batch, hidden]");
+    expect_len("d_output", d_output, output_len, "[steps + 1 (+ 1), batch, hidden]");
+    tape.order.check(steps, batch);
     expect_len("tape gates", tape.gates, if C::KEEPS_GATES { rows * width } else { 0 }, "[steps · batch, gates · hidden]");
     expect_len("tape extra", tape.extra, if C::HAS_EXTRA { rows * hidden } else { 0 }, "[steps · batch, hidden]");
 
@@ -448,6 +571,7 @@ fn backward_cell<C: Cell>(
                 dq: &dq,
                 extra: tape.extra,
                 batch,
+                order: tape.order,
             };
             cell.weight_gradient(&sources, hidden, plan.threads)
         })
@@ -521,19 +645,23 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
         if nb == 0 {
             return;
         }
-        let (tape, d_output) = (self.tape, self.d_output);
+        let (tape, d_output, order) = (self.tape, self.d_output, self.tape.order);
         // This thread's rows of step t in a buffer of `cols` columns.
         let block = |t: usize, cols: usize| (t * batch + start) * cols..(t * batch + start + nb) * cols;
         let initial = start * h..(start + nb) * h;
-        // The gradient reaching h_t from step t + 1; the final state's own arrives in d_output.
-        let mut dh_next = vec![0.0f32; nb * h];
+        // The gradient reaching the state from the steps after it (in the forward scan's
+        // order), starting from the final state's own.
+        let mut dh_next = d_output[block(steps, h)].to_vec();
         let mut dh = vec![0.0f32; nb * h];
         // LSTM: the gradient of c_t, starting from the final cell's.
         let mut dc = if C::HAS_CELL {
-            d_output[block(steps, h)].to_vec()
+            d_output[block(steps + 1, h)].to_vec()
         } else {
             Vec::new()
         };
+        // Rows of different lengths: each run's h_{t-1} and c_{t-1}, gathered from the
+        // outputs and the initial state.
+        let (mut h_prev_rows, mut cell_prev_rows) = (Vec::new(), Vec::new());
         let mut scratch = Scratch::default();
         // SAFETY (the sums): these batch rows are this thread's alone.
         let projected_sums = if self.wanted.input_bias {
@@ -546,10 +674,8 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
         } else {
             &mut []
         };
-        for t in (0..steps).rev() {
-            for ((d, &up), &next) in dh.iter_mut().zip(&d_output[block(t, h)]).zip(&dh_next) {
-                *d = up + next;
-            }
+        let forward_order: Vec<usize> = order.steps(steps).collect();
+        for &t in forward_order.iter().rev() {
             // SAFETY: rows `block(t)` are this thread's alone.
             let dp = unsafe { self.dp.zeroed_slice((t * batch + start) * width, nb * width) };
             let dq: &mut [f32] = if C::HIDDEN_GRADIENT {
@@ -557,35 +683,82 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
             } else {
                 &mut []
             };
-            let h_prev = if t == 0 {
-                &tape.h0[initial.clone()]
+            if order.lengths.is_empty() {
+                for ((d, &up), &next) in dh.iter_mut().zip(&d_output[block(t, h)]).zip(&dh_next) {
+                    *d = up + next;
+                }
+                let previous = order.previous(0, t, steps);
+                let h_prev = match previous {
+                    None => &tape.h0[initial.clone()],
+                    Some(p) => &tape.output[block(p, h)],
+                };
+                let cell_prev: &[f32] = match (C::HAS_CELL, previous) {
+                    (false, _) => &[],
+                    (true, None) => &tape.c0[initial.clone()],
+                    (true, Some(p)) => &tape.extra[block(p, h)],
+                };
+                let wants_dh_prev = previous.is_some() || self.wanted.h0;
+                self.cell.backward::<FMA>(
+                    self.isa,
+                    self.transposed,
+                    nb,
+                    BackwardStep {
+                        gates: if C::KEEPS_GATES { &tape.gates[block(t, width)] } else { &[] },
+                        extra: if C::HAS_EXTRA { &tape.extra[block(t, h)] } else { &[] },
+                        cell_prev,
+                        h: &tape.output[block(t, h)],
+                        h_prev,
+                        dh: &dh,
+                        dc: &mut dc,
+                        dp: &mut *dp,
+                        dq: &mut *dq,
+                        dh_prev: wants_dh_prev.then_some(&mut dh_next[..]),
+                    },
+                    &mut scratch,
+                );
             } else {
-                &tape.output[block(t - 1, h)]
-            };
-            let cell_prev: &[f32] = match (C::HAS_CELL, t) {
-                (false, _) => &[],
-                (true, 0) => &tape.c0[initial.clone()],
-                (true, _) => &tape.extra[block(t - 1, h)],
-            };
-            let wants_dh_prev = t > 0 || self.wanted.h0;
-            self.cell.backward::<FMA>(
-                self.isa,
-                self.transposed,
-                nb,
-                BackwardStep {
-                    gates: if C::KEEPS_GATES { &tape.gates[block(t, width)] } else { &[] },
-                    extra: if C::HAS_EXTRA { &tape.extra[block(t, h)] } else { &[] },
-                    cell_prev,
-                    h: &tape.output[block(t, h)],
-                    h_prev,
-                    dh: &dh,
-                    dc: &mut dc,
-                    dp: &mut *dp,
-                    dq: &mut *dq,
-                    dh_prev: wants_dh_prev.then_some(&mut dh_next[..]),
-                },
-                &mut scratch,
-            );
+                // The rows past their length at step t pass the state's gradient through
+                // unchanged and get none of their own (their output there is a constant zero).
+                for run in order.runs(self.batch_rows.clone(), t) {
+                    // The run's rows in this thread's buffers, and of step t in the tapes.
+                    let (units, gate_units) = (run.start * h..run.end * h, run.start * width..run.end * width);
+                    let at = |cols: usize| (t * batch + start + run.start) * cols..(t * batch + start + run.end) * cols;
+                    h_prev_rows.clear();
+                    cell_prev_rows.clear();
+                    for b in start + run.start..start + run.end {
+                        let (h_from, c_from) = match order.previous(b, t, steps) {
+                            None => (tape.h0, tape.c0),
+                            Some(p) => (&tape.output[p * batch * h..], tape.extra.get(p * batch * h..).unwrap_or(&[])),
+                        };
+                        h_prev_rows.extend_from_slice(&h_from[b * h..(b + 1) * h]);
+                        if C::HAS_CELL {
+                            cell_prev_rows.extend_from_slice(&c_from[b * h..(b + 1) * h]);
+                        }
+                    }
+                    let up = &d_output[at(h)];
+                    for ((d, &up), &next) in dh[units.clone()].iter_mut().zip(up).zip(&dh_next[units.clone()]) {
+                        *d = up + next;
+                    }
+                    self.cell.backward::<FMA>(
+                        self.isa,
+                        self.transposed,
+                        run.len(),
+                        BackwardStep {
+                            gates: if C::KEEPS_GATES { &tape.gates[at(width)] } else { &[] },
+                            extra: if C::HAS_EXTRA { &tape.extra[at(h)] } else { &[] },
+                            cell_prev: &cell_prev_rows,
+                            h: &tape.output[at(h)],
+                            h_prev: &h_prev_rows,
+                            dh: &dh[units.clone()],
+                            dc: if C::HAS_CELL { &mut dc[units.clone()] } else { &mut [] },
+                            dp: &mut dp[gate_units.clone()],
+                            dq: if C::HIDDEN_GRADIENT { &mut dq[gate_units] } else { &mut [] },
+                            dh_prev: Some(&mut dh_next[units]),
+                        },
+                        &mut scratch,
+                    );
+                }
+            }
             if !projected_sums.is_empty() {
                 accumulate(projected_sums, dp);
             }
@@ -619,6 +792,8 @@ mod tests {
         c0: Vec<f32>,
         weight: Vec<f32>,
         hidden_bias: Vec<f32>,
+        reverse: bool,
+        lengths: Vec<usize>,
     }
 
     impl Case {
@@ -634,6 +809,8 @@ mod tests {
                 c0: if kind.has_cell() { values(batch * hidden, seed + 3, 0.8) } else { Vec::new() },
                 weight: values(hidden * width, seed + 4, 0.6),
                 hidden_bias: if kind.has_hidden_bias() { values(width, seed + 5, 0.5) } else { Vec::new() },
+                reverse: false,
+                lengths: Vec::new(),
             }
         }
 
@@ -644,6 +821,7 @@ mod tests {
                 c0: &self.c0,
                 weight: &self.weight,
                 hidden_bias: &self.hidden_bias,
+                order: Order { reverse: self.reverse, lengths: &self.lengths },
             }
         }
 
@@ -660,6 +838,7 @@ mod tests {
                 output: &out.output,
                 gates: &out.gates,
                 extra: &out.extra,
+                order: Order { reverse: self.reverse, lengths: &self.lengths },
             };
             let wanted = Wanted { input_bias: true, h0: true, c0: true, weight: true, hidden_bias: true };
             backward(self.kind, self.shape, tape, d_output, wanted, plan)
@@ -670,27 +849,28 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let shape = ScanShape { steps: 5, batch: 7, hidden: 70 };
-        for kind in KINDS {
-            let case = Case::new(kind, shape, 11);
+        for (kind, (reverse, lengths)) in KINDS.into_iter().flat_map(|k| orders(shape.steps, shape.batch).into_iter().map(move |o| (k, o))) {
+            let kind_and_order = format!("{kind:?} reverse {reverse} lengths {lengths:?}");
+            let case = Case { reverse, lengths, ..Case::new(kind, shape, 11) };
             let plan = |threads| Plan { threads, isa: Isa::detect() };
             let one = case.forward(true, plan(1));
             let d_output = values(one.output.len(), 99, 1.0);
             let grads = case.backward(&one, &d_output, plan(1));
             for threads in 2..=4 {
                 let out = case.forward(true, plan(threads));
-                assert_eq!(out, one, "{kind:?}, {threads} threads: forward");
-                assert_eq!(case.backward(&out, &d_output, plan(threads)), grads, "{kind:?}, {threads} threads: backward");
+                assert_eq!(out, one, "{kind_and_order}, {threads} threads: forward");
+                assert_eq!(case.backward(&out, &d_output, plan(threads)), grads, "{kind_and_order}, {threads} threads: backward");
             }
             // Without a tape the same states come out, and nothing else.
             let untracked = case.forward(false, plan(2));
-            assert_eq!(untracked.output, one.output, "{kind:?}: untracked forward");
+            assert_eq!(untracked.output, one.output, "{kind_and_order}: untracked forward");
             assert!(untracked.gates.is_empty() && untracked.extra.is_empty());
             // Gates computed in the projection's own buffer: the same output and tape.
             for keep_tape in [true, false] {
                 let owned = Projected::Owned(case.projected.clone());
                 let in_place = forward(kind, shape, owned, case.inputs(), keep_tape, plan(3));
                 let expected = if keep_tape { &one } else { &untracked };
-                assert_eq!(&in_place, expected, "{kind:?}: in place, tape {keep_tape}");
+                assert_eq!(&in_place, expected, "{kind_and_order}: in place, tape {keep_tape}");
             }
         }
     }
@@ -739,7 +919,7 @@ mod tests {
             let second = Case {
                 projected: case.projected[3 * shape.batch * width..].to_vec(),
                 h0: a.output[2 * state..3 * state].to_vec(),
-                c0: if kind.has_cell() { a.output[3 * state..].to_vec() } else { Vec::new() },
+                c0: if kind.has_cell() { a.output[4 * state..].to_vec() } else { Vec::new() },
                 ..Case { shape: half, ..first }
             };
             let b = second.forward(false, plan);
@@ -753,44 +933,167 @@ mod tests {
         out.output.iter().zip(weights).map(|(&o, &w)| o as f64 * w as f64).sum()
     }
 
+    /// The orders every order-dependent test runs: forwards and backwards, over whole rows and
+    /// over rows of different lengths (unsorted, with a row of one step).
+    fn orders(steps: usize, batch: usize) -> Vec<(bool, Vec<usize>)> {
+        let lengths: Vec<usize> = (0..batch).map(|b| [steps, 1, steps - 1, 2][b % 4].clamp(1, steps)).collect();
+        vec![(false, Vec::new()), (true, Vec::new()), (false, lengths.clone()), (true, lengths)]
+    }
+
     #[test]
     fn gradients_match_finite_differences() {
         let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
         let plan = Plan::default();
         // ReLU's kink makes differences unreliable; its backward row is checked by hand.
         for kind in KINDS.into_iter().filter(|k| *k != CellKind::Rnn(Activation::Relu)) {
-            let case = Case::new(kind, shape, 21);
-            let out = case.forward(true, plan);
-            let d_output = values(out.output.len(), 77, 1.0);
-            let grads = case.backward(&out, &d_output, plan);
-            let eps = 1e-3f32;
-            let fields: [(&str, fn(&mut Case) -> &mut Vec<f32>, &Vec<f32>); 6] = [
-                ("projected", |c| &mut c.projected, &grads.projected),
-                ("input_bias", |c| &mut c.input_bias, &grads.input_bias),
-                ("h0", |c| &mut c.h0, &grads.h0),
-                ("c0", |c| &mut c.c0, &grads.c0),
-                ("weight", |c| &mut c.weight, &grads.weight),
-                ("hidden_bias", |c| &mut c.hidden_bias, &grads.hidden_bias),
-            ];
-            for (name, field, analytic) in fields {
-                let mut probe = Case::new(kind, shape, 21);
-                let len = field(&mut probe).len();
-                assert_eq!(analytic.len(), len, "{kind:?} {name}: gradient length");
-                for i in (0..len).step_by(len.div_ceil(12).max(1)) {
-                    let at = field(&mut probe)[i];
-                    field(&mut probe)[i] = at + eps;
-                    let up = loss(&probe.forward(false, plan), &d_output);
-                    field(&mut probe)[i] = at - eps;
-                    let down = loss(&probe.forward(false, plan), &d_output);
-                    field(&mut probe)[i] = at;
-                    let numeric = (up - down) / (2.0 * eps as f64);
-                    let a = analytic[i] as f64;
-                    assert!(
-                        (a - numeric).abs() <= 2e-3 + 1e-2 * numeric.abs(),
-                        "{kind:?} d {name}[{i}]: analytic {a}, numeric {numeric}"
-                    );
+            for (reverse, lengths) in orders(shape.steps, shape.batch) {
+                let at_order = |case: Case| Case { reverse, lengths: lengths.clone(), ..case };
+                let case = at_order(Case::new(kind, shape, 21));
+                let out = case.forward(true, plan);
+                let d_output = values(out.output.len(), 77, 1.0);
+                let grads = case.backward(&out, &d_output, plan);
+                let eps = 1e-3f32;
+                let fields: [(&str, fn(&mut Case) -> &mut Vec<f32>, &Vec<f32>); 6] = [
+                    ("projected", |c| &mut c.projected, &grads.projected),
+                    ("input_bias", |c| &mut c.input_bias, &grads.input_bias),
+                    ("h0", |c| &mut c.h0, &grads.h0),
+                    ("c0", |c| &mut c.c0, &grads.c0),
+                    ("weight", |c| &mut c.weight, &grads.weight),
+                    ("hidden_bias", |c| &mut c.hidden_bias, &grads.hidden_bias),
+                ];
+                for (name, field, analytic) in fields {
+                    let mut probe = at_order(Case::new(kind, shape, 21));
+                    let len = field(&mut probe).len();
+                    assert_eq!(analytic.len(), len, "{kind:?} {name}: gradient length");
+                    for i in (0..len).step_by(len.div_ceil(12).max(1)) {
+                        let at = field(&mut probe)[i];
+                        field(&mut probe)[i] = at + eps;
+                        let up = loss(&probe.forward(false, plan), &d_output);
+                        field(&mut probe)[i] = at - eps;
+                        let down = loss(&probe.forward(false, plan), &d_output);
+                        field(&mut probe)[i] = at;
+                        let numeric = (up - down) / (2.0 * eps as f64);
+                        let a = analytic[i] as f64;
+                        assert!(
+                            (a - numeric).abs() <= 2e-3 + 1e-2 * numeric.abs(),
+                            "{kind:?} reverse {reverse} lengths {lengths:?} d {name}[{i}]: analytic {a}, numeric {numeric}"
+                        );
+                    }
                 }
             }
         }
+    }
+
+    /// Blocks `t` of `[blocks, batch, cols]` in the order `steps` (a row's steps reversed, say).
+    fn blocks_in(values: &[f32], steps: &[usize], batch: usize, cols: usize) -> Vec<f32> {
+        steps.iter().flat_map(|&t| values[t * batch * cols..(t + 1) * batch * cols].iter().copied()).collect()
+    }
+
+    #[test]
+    fn a_reverse_scan_is_the_forward_scan_of_the_steps_reversed() {
+        let shape = ScanShape { steps: 5, batch: 4, hidden: 9 };
+        let plan = Plan { threads: 2, isa: Isa::detect() };
+        let (steps, batch, h) = (shape.steps, shape.batch, shape.hidden);
+        let reversed: Vec<usize> = (0..steps).rev().collect();
+        // The output's step blocks reversed, the final state's blocks as they are.
+        let finals: Vec<usize> = (steps..steps + 2).collect();
+        for kind in KINDS {
+            let width = kind.gates() * h;
+            let case = Case { reverse: true, ..Case::new(kind, shape, 31) };
+            let flipped = Case { projected: blocks_in(&case.projected, &reversed, batch, width), ..Case::new(kind, shape, 31) };
+            let out = case.forward(true, plan);
+            let expected = flipped.forward(true, plan);
+            let blocks: Vec<usize> = reversed.iter().copied().chain(finals.iter().copied().take(1 + usize::from(kind.has_cell()))).collect();
+            assert_eq!(out.output, blocks_in(&expected.output, &blocks, batch, h), "{kind:?}: outputs");
+            let d_output = values(out.output.len(), 5, 1.0);
+            let grads = case.backward(&out, &d_output, plan);
+            let flipped_grads = flipped.backward(&expected, &blocks_in(&d_output, &blocks, batch, h), plan);
+            assert_eq!(grads.projected, blocks_in(&flipped_grads.projected, &reversed, batch, width), "{kind:?}: d projected");
+            for (name, a, b) in [
+                ("d h0", &grads.h0, &flipped_grads.h0),
+                ("d c0", &grads.c0, &flipped_grads.c0),
+                ("d input_bias", &grads.input_bias, &flipped_grads.input_bias),
+                ("d hidden_bias", &grads.hidden_bias, &flipped_grads.hidden_bias),
+                ("d weight", &grads.weight, &flipped_grads.weight),
+            ] {
+                // The sums over steps run in another order.
+                close(a, b, 1e-5, &format!("{kind:?}: {name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_different_lengths_each_equal_the_row_alone() {
+        let shape = ScanShape { steps: 5, batch: 6, hidden: 7 };
+        let (steps, batch, h) = (shape.steps, shape.batch, shape.hidden);
+        let lengths = vec![3, 5, 1, 4, 5, 2];
+        for threads in [1, 3] {
+            let plan = Plan { threads, isa: Isa::detect() };
+            for kind in KINDS {
+                let width = kind.gates() * h;
+                let blocks = 1 + usize::from(kind.has_cell());
+                for reverse in [false, true] {
+                    let case = Case { reverse, lengths: lengths.clone(), ..Case::new(kind, shape, 41) };
+                    let out = case.forward(true, plan);
+                    let d_output = values(out.output.len(), 9, 1.0);
+                    let grads = case.backward(&out, &d_output, plan);
+                    let (mut d_weight, mut d_input_bias, mut d_hidden_bias) = (
+                        vec![0.0; case.weight.len()],
+                        vec![0.0; case.input_bias.len()],
+                        vec![0.0; case.hidden_bias.len()],
+                    );
+                    for (b, &length) in lengths.iter().enumerate() {
+                        let what = format!("{kind:?} reverse {reverse}, {threads} threads, row {b} of length {length}");
+                        // Row b's values at steps 0..length (and at the final blocks).
+                        let row = |values: &[f32], cols: usize, steps: std::ops::Range<usize>| -> Vec<f32> {
+                            steps.flat_map(|t| values[(t * batch + b) * cols..(t * batch + b + 1) * cols].iter().copied()).collect()
+                        };
+                        let alone = Case {
+                            shape: ScanShape { steps: length, batch: 1, hidden: h },
+                            projected: row(&case.projected, width, 0..length),
+                            h0: case.h0[b * h..(b + 1) * h].to_vec(),
+                            c0: if kind.has_cell() { case.c0[b * h..(b + 1) * h].to_vec() } else { Vec::new() },
+                            reverse,
+                            ..Case::new(kind, shape, 41)
+                        };
+                        let alone_out = alone.forward(true, plan);
+                        let mut expected = alone_out.output[..length * h].to_vec();
+                        expected.resize(steps * h, 0.0);
+                        expected.extend_from_slice(&alone_out.output[length * h..]);
+                        assert_eq!(row(&out.output, h, 0..steps + blocks), expected, "{what}: outputs");
+                        let alone_d_output: Vec<f32> = row(&d_output, h, 0..length)
+                            .into_iter()
+                            .chain(row(&d_output, h, steps..steps + blocks))
+                            .collect();
+                        let alone_grads = alone.backward(&alone_out, &alone_d_output, plan);
+                        let mut d_projected = alone_grads.projected.clone();
+                        d_projected.resize(steps * width, 0.0);
+                        assert_eq!(row(&grads.projected, width, 0..steps), d_projected, "{what}: d projected");
+                        assert_eq!(&grads.h0[b * h..(b + 1) * h], &alone_grads.h0[..], "{what}: d h0");
+                        if kind.has_cell() {
+                            assert_eq!(&grads.c0[b * h..(b + 1) * h], &alone_grads.c0[..], "{what}: d c0");
+                        }
+                        for (sum, part) in [
+                            (&mut d_weight, &alone_grads.weight),
+                            (&mut d_input_bias, &alone_grads.input_bias),
+                            (&mut d_hidden_bias, &alone_grads.hidden_bias),
+                        ] {
+                            accumulate(sum, part);
+                        }
+                    }
+                    close(&grads.weight, &d_weight, 1e-5, &format!("{kind:?} reverse {reverse}: d weight"));
+                    close(&grads.input_bias, &d_input_bias, 1e-5, &format!("{kind:?} reverse {reverse}: d input_bias"));
+                    close(&grads.hidden_bias, &d_hidden_bias, 1e-5, &format!("{kind:?} reverse {reverse}: d hidden_bias"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "row 2 has length 0, expected 1..=4")]
+    fn a_zero_length_is_refused_naming_the_row() {
+        let shape = ScanShape { steps: 4, batch: 3, hidden: 2 };
+        let case = Case { lengths: vec![4, 1, 0], ..Case::new(CellKind::Lstm, shape, 1) };
+        case.forward(false, Plan::default());
     }
 }

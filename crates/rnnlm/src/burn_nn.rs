@@ -149,7 +149,16 @@ fn layer_targets(
     layers: usize,
     input_size: usize,
     hidden_size: usize,
+    bidirectional: bool,
 ) -> Result<impl Iterator<Item = Target<'_>>, ConfigError> {
+    if bidirectional {
+        return Err(ConfigError::new(
+            format!("{core}.bidirectional"),
+            true,
+            "false: burn-nn's layers loaded here run one direction; build the core with \
+             bidirectional = false",
+        ));
+    }
     if found != layers {
         return Err(ConfigError::new(
             format!("burn-nn layers (into {core})"),
@@ -192,6 +201,7 @@ impl DeepLstm {
             self.layers.len(),
             self.input_size,
             self.hidden_size,
+            self.bidirectional,
         )?;
         let mut loaded = Vec::with_capacity(layers.len());
         for (target, layer) in targets.zip(layers) {
@@ -259,6 +269,7 @@ impl Gru {
             self.layers.len(),
             self.input_size,
             self.hidden_size,
+            self.bidirectional,
         )?;
         let mut loaded = Vec::with_capacity(layers.len());
         for (target, (layer, own)) in targets.zip(layers.iter().zip(&self.layers)) {
@@ -334,6 +345,7 @@ impl RnnScratch {
             self.layers.len(),
             self.input_size,
             self.hidden_size,
+            self.bidirectional,
         )?;
         let mut loaded = Vec::with_capacity(layers.len());
         for (target, (layer, own)) in targets.zip(layers.iter().zip(&self.layers)) {

@@ -227,3 +227,18 @@ pub(crate) fn validate_dropout(field: &str, dropout: f64) -> Result<(), ConfigEr
     }
     Ok(())
 }
+
+/// The input width of every layer of a core, one entry per layer and direction in PyTorch's
+/// order (layer by layer, the forward direction before the reverse one): the first layer reads
+/// the input, each later one the outputs of both directions of the layer below, side by side.
+pub(crate) fn layer_inputs(
+    input_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    bidirectional: bool,
+) -> Vec<usize> {
+    let directions = 1 + usize::from(bidirectional);
+    (0..num_layers * directions)
+        .map(|index| if index < directions { input_size } else { directions * hidden_size })
+        .collect()
+}

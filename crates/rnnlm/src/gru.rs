@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::config::{ConfigError, GruFormula, WeightInit, validate_core};
+use crate::config::{ConfigError, GruFormula, WeightInit, layer_inputs, validate_core};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`Gru`].
@@ -32,6 +32,12 @@ pub struct GruConfig {
     /// `batch_first=False`). The state is `[num_layers, batch, hidden]` either way.
     #[config(default = true)]
     pub batch_first: bool,
+    /// Whether every layer also runs over the sequence backwards (PyTorch's
+    /// `bidirectional=True`): the two directions' outputs, side by side, make the outputs
+    /// `[batch, steps, 2·hidden]` and the next layer's input; the state holds
+    /// `num_layers·2` layers, forward before reverse in each layer.
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
 impl GruConfig {
@@ -62,9 +68,9 @@ impl GruConfig {
     pub fn try_init(&self, device: &Device) -> Result<Gru, ConfigError> {
         self.validate()?;
         let h = self.hidden_size;
-        let layers = (0..self.num_layers)
-            .map(|index| {
-                let input = if index == 0 { self.input_size } else { h };
+        let layers = layer_inputs(self.input_size, h, self.num_layers, self.bidirectional)
+            .into_iter()
+            .map(|input| {
                 GruLayer {
                     input_weight: Param::from_tensor(self.init.weight([input, 3 * h], h, device)),
                     input_bias: Param::from_tensor(self.init.bias(3 * h, h, device)),
@@ -83,6 +89,7 @@ impl GruConfig {
             input_size: self.input_size,
             hidden_size: h,
             batch_first: self.batch_first,
+            bidirectional: self.bidirectional,
         })
     }
 }
@@ -118,7 +125,8 @@ pub struct GruLayer {
 /// state `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct Gru {
-    /// The stacked layers, input side first.
+    /// The stacked layers, input side first (two per layer when bidirectional: forward, then
+    /// reverse).
     pub layers: Vec<GruLayer>,
     /// Dropout between layers.
     pub dropout: Dropout,
@@ -128,6 +136,9 @@ pub struct Gru {
     pub hidden_size: usize,
     /// Whether `forward` is batch-major (see the config's `batch_first`).
     pub batch_first: bool,
+    /// Whether every layer runs in both directions (see the config's `bidirectional`); then
+    /// `layers` holds two entries per layer, forward then reverse, as PyTorch numbers them.
+    pub bidirectional: bool,
 }
 
 /// The hidden weights as the step needs them.

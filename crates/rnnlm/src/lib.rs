@@ -139,6 +139,8 @@
 //! | call | `forward(x, None)` | `lstm(x)` / `lstm(x, (h0, c0))` | `forward(x, None)` / `forward(x, state)` |
 //! | returns | `(outputs, LstmState { cell, hidden })`, state `[batch, hidden]` | `(output, (h_n, c_n))`, `[num_layers, batch, hidden]` | `(outputs, RecurrentState { hidden, cell })`, `[num_layers, batch, hidden]`; `last_hidden()` / `last_cell()` give `[batch, hidden]` |
 //! | between layers | stack the layers yourself | `dropout=` | `dropout` on the config |
+//! | both directions | `BiLstm` / `BiGru` (one layer) | `bidirectional=True`, outputs `[.., 2H]`, state `[num_layers*2, batch, H]` | `bidirectional` on the config, the same shapes and order (per layer forward, then reverse) |
+//! | rows of different lengths | pad them (every row runs to the end) | `pack_padded_sequence(x, lengths, enforce_sorted=False)` | `forward_padded(x, &lengths, state)` on the padded batch |
 //! | weights | a `GateController` (two `Linear`s) per gate | `weight_ih_l{k}` `[4H, in]`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}` | per layer one packed `input_weight` `[in, 4H]`, `hidden_weight` `[H, 4H]`, `input_bias`, `hidden_bias` `[4H]`: PyTorch's transposed, same gate order (LSTM i, f, g, o; GRU r, z, n) |
 //!
 //! The same model, on burn-nn's single-layer LSTM and on rnnlm's, side by side:
@@ -194,6 +196,41 @@
 //! assert_eq!((output.dims(), h_n.hidden.dims()), ([10, 4, 16], [2, 4, 16]));
 //! let (_, h_n) = gru.forward(x, h_n); // continue from the state, as gru(x, h_n)
 //! assert_eq!(h_n.hidden.dims(), [2, 4, 16]);
+//! ```
+//!
+//! ## Both directions, rows of different lengths
+//!
+//! With `bidirectional = true` every layer also runs over the sequence backwards: the two
+//! directions' outputs side by side are the next layer's input and the core's outputs,
+//! `[batch, steps, 2·hidden]`, and the state holds `num_layers·2` layers, forward before
+//! reverse in each, as PyTorch orders `h_n`. The reverse direction is the same fused loop
+//! visiting the steps last to first, not a flipped copy of the input.
+//!
+//! A batch of sequences of different lengths, padded to the longest, goes through
+//! [`Recurrent::forward_padded`] with every row's length: each row gets the numbers it would
+//! get alone. Its outputs past its length are zero and carry no gradient, its final state is
+//! the one after its own last step, and its reverse direction starts at that step: PyTorch's
+//! `pack_padded_sequence` (any order of lengths), without packing, and the same numbers
+//! (checked against PyTorch in this workspace's tests). A length of 0 or past the steps is a
+//! [`LengthsError`] naming the row.
+//!
+//! ```
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::prelude::*;
+//! use rnnlm::{DeepLstmConfig, Recurrent};
+//!
+//! let device = Device::flex();
+//! let lstm = DeepLstmConfig::new(8, 16).with_num_layers(2).with_bidirectional(true).init(&device);
+//! let head = LinearConfig::new(lstm.output_size(), 3).init(&device); // 2·16 inputs
+//! let x = Tensor::<3>::zeros([4, 10, 8], &device); // padded to 10 steps
+//! let lengths = [10, 3, 7, 1];
+//! let (outputs, state) = lstm.forward_padded(x, &lengths, None)?;
+//! assert_eq!(outputs.dims(), [4, 10, 32]); // zero past each row's length
+//! assert_eq!(state.hidden.dims(), [4, 4, 16]); // [num_layers·2, batch, hidden]
+//! // Both directions' final states of the top layer, as PyTorch's cat(h_n[-2], h_n[-1]):
+//! let logits = head.forward(state.top_layer_hidden(lstm.num_directions()));
+//! assert_eq!(logits.dims(), [4, 3]);
+//! # Ok::<(), rnnlm::LengthsError>(())
 //! ```
 //!
 //! ## Training with truncated BPTT
@@ -279,7 +316,7 @@ pub use gru::{Gru, GruConfig, GruLayer};
 pub use lm::{OutputLayer, RecurrentCore, RnnLm};
 pub use lm_config::RnnLmConfig;
 pub use lstm::{DeepLstm, DeepLstmConfig, LstmLayer};
-pub use recurrent::{Recurrent, RecurrentState, SequenceInput};
+pub use recurrent::{LengthsError, Recurrent, RecurrentState, SequenceInput, check_lengths};
 pub use rnn_scratch::{RnnScratch, RnnScratchConfig, RnnScratchLayer};
 
 /// The cores, their configs, the language model and the [`Recurrent`] trait that gives every
@@ -287,8 +324,8 @@ pub use rnn_scratch::{RnnScratch, RnnScratchConfig, RnnScratchLayer};
 /// rnnlm::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        DeepLstm, DeepLstmConfig, Gru, GruConfig, Recurrent, RecurrentCore, RecurrentState,
-        RnnLm, RnnLmConfig, RnnScratch, RnnScratchConfig, SequenceInput,
+        DeepLstm, DeepLstmConfig, Gru, GruConfig, LengthsError, Recurrent, RecurrentCore,
+        RecurrentState, RnnLm, RnnLmConfig, RnnScratch, RnnScratchConfig, SequenceInput,
     };
 }
 

@@ -5,7 +5,7 @@ use burn::nn::Embedding;
 use burn::prelude::*;
 
 use crate::config::{CellKind, WeightInit};
-use crate::recurrent::{Recurrent, RecurrentState, SequenceInput, check_ids};
+use crate::recurrent::{LengthsError, Recurrent, RecurrentState, SequenceInput, check_ids};
 use crate::{DeepLstm, Gru, RnnScratch};
 
 /// Any of the three cores, chosen at run time (e.g. from a checkpoint's config).
@@ -81,13 +81,18 @@ impl Recurrent for RecurrentCore {
         on_core!(self, core => core.batch_first())
     }
 
-    fn forward_time_major(
+    fn bidirectional(&self) -> bool {
+        on_core!(self, core => core.bidirectional())
+    }
+
+    fn forward_time_major_padded(
         &self,
         input: SequenceInput,
+        lengths: Option<&[usize]>,
         state: impl Into<Option<RecurrentState>>,
-    ) -> (Tensor<3>, RecurrentState) {
+    ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
         let state = state.into();
-        on_core!(self, core => core.forward_time_major(input, state))
+        on_core!(self, core => core.forward_time_major_padded(input, lengths, state))
     }
 }
 

@@ -56,6 +56,10 @@ pub struct RnnLmConfig {
     /// Where the GRU applies its reset gate (`pytorch` or `d2l`).
     #[serde(default = "defaults::gru_formula")]
     pub gru_formula: GruFormula,
+    /// Always `false`: named only so that a config asking for bidirectional layers is told
+    /// why a language model cannot have them, rather than that the field is unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bidirectional: bool,
 }
 
 mod defaults {
@@ -96,6 +100,7 @@ impl RnnLmConfig {
             init: None,
             activation: defaults::activation(),
             gru_formula: defaults::gru_formula(),
+            bidirectional: false,
         }
     }
 
@@ -189,6 +194,16 @@ impl RnnLmConfig {
                     "only kind rnn-scratch has a selectable activation, not {}",
                     self.kind
                 ),
+            ));
+        }
+        if self.bidirectional {
+            return Err(ConfigError::new(
+                "model.bidirectional",
+                true,
+                "must be false: a language model predicts every token from the ones before it, \
+                 and a reverse direction would read the very tokens it is asked to predict \
+                 (bidirectional cores are for models that see the whole sequence, such as \
+                 classifiers: DeepLstmConfig::with_bidirectional)",
             ));
         }
         if self.gru_formula != GruFormula::PyTorch && self.kind != CellKind::Gru {

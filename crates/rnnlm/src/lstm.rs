@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::config::{ConfigError, WeightInit, validate_core};
+use crate::config::{ConfigError, WeightInit, layer_inputs, validate_core};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`DeepLstm`].
@@ -30,6 +30,12 @@ pub struct DeepLstmConfig {
     /// `batch_first=False`). The state is `[num_layers, batch, hidden]` either way.
     #[config(default = true)]
     pub batch_first: bool,
+    /// Whether every layer also runs over the sequence backwards (PyTorch's
+    /// `bidirectional=True`): the two directions' outputs, side by side, make the outputs
+    /// `[batch, steps, 2·hidden]` and the next layer's input; the state holds
+    /// `num_layers·2` layers, forward before reverse in each layer.
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
 impl DeepLstmConfig {
@@ -60,9 +66,9 @@ impl DeepLstmConfig {
     pub fn try_init(&self, device: &Device) -> Result<DeepLstm, ConfigError> {
         self.validate()?;
         let h = self.hidden_size;
-        let layers = (0..self.num_layers)
-            .map(|index| {
-                let input = if index == 0 { self.input_size } else { h };
+        let layers = layer_inputs(self.input_size, h, self.num_layers, self.bidirectional)
+            .into_iter()
+            .map(|input| {
                 LstmLayer {
                     input_weight: Param::from_tensor(self.init.weight([input, 4 * h], h, device)),
                     hidden_weight: Param::from_tensor(self.init.weight([h, 4 * h], h, device)),
@@ -80,6 +86,7 @@ impl DeepLstmConfig {
             input_size: self.input_size,
             hidden_size: h,
             batch_first: self.batch_first,
+            bidirectional: self.bidirectional,
         })
     }
 }
@@ -111,7 +118,8 @@ pub struct LstmLayer {
 /// (the last layer's `h`), state `hidden` and `cell` `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct DeepLstm {
-    /// The stacked layers, input side first.
+    /// The stacked layers, input side first (two per layer when bidirectional: forward, then
+    /// reverse).
     pub layers: Vec<LstmLayer>,
     /// Dropout between layers; never after the last one, inactive without autodiff.
     pub dropout: Dropout,
@@ -121,6 +129,9 @@ pub struct DeepLstm {
     pub hidden_size: usize,
     /// Whether `forward` is batch-major (see the config's `batch_first`).
     pub batch_first: bool,
+    /// Whether every layer runs in both directions (see the config's `bidirectional`); then
+    /// `layers` holds two entries per layer, forward then reverse, as PyTorch numbers them.
+    pub bidirectional: bool,
 }
 
 impl RecurrentLayer for LstmLayer {

@@ -76,6 +76,25 @@ impl RecurrentState {
         self.cell.as_ref().map(last_layer)
     }
 
+    /// The top layer's final `h` of each of its `directions` (1, or 2 for a bidirectional
+    /// core: [`Recurrent::num_directions`]) side by side, `[batch, directions·hidden]`: what a
+    /// classifier on a bidirectional core reads, PyTorch's `cat(h_n[-2], h_n[-1])`. With one
+    /// direction, [`last_hidden`](Self::last_hidden).
+    ///
+    /// # Panics
+    /// If the state holds fewer than `directions` layers, or `directions` is 0.
+    pub fn top_layer_hidden(&self, directions: usize) -> Tensor<2> {
+        let entries = self.num_layers();
+        assert!(
+            (1..=entries).contains(&directions),
+            "RecurrentState::top_layer_hidden: {directions} directions, but the state holds {entries} layers"
+        );
+        let top = self.hidden.clone().narrow(0, entries - directions, directions);
+        // [directions, batch, hidden] -> [batch, directions·hidden]
+        let [_, batch, hidden] = top.dims();
+        top.swap_dims(0, 1).reshape([batch, directions * hidden])
+    }
+
     /// The rows of the given sequences, in that order: every tensor becomes
     /// `[num_layers, indices.len(), hidden]`.
     ///
@@ -140,6 +159,41 @@ impl SequenceInput {
     }
 }
 
+/// Lengths that cannot describe a batch of padded sequences: which row, which value, and what
+/// fits ([`Recurrent::forward_padded`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LengthsError {
+    /// Not one length per row.
+    #[error("lengths holds {given} values, expected one per row of the batch ({batch})")]
+    Count {
+        /// Lengths given.
+        given: usize,
+        /// Rows in the batch.
+        batch: usize,
+    },
+    /// A length of 0 or past the input's steps.
+    #[error("lengths[{row}] = {length}: every row's length must lie in 1..={steps} (the input's steps)")]
+    OutOfRange {
+        /// The row.
+        row: usize,
+        /// Its length.
+        length: usize,
+        /// The input's steps.
+        steps: usize,
+    },
+}
+
+/// Checks that `lengths` gives every row of `batch` a length in `1..=steps`.
+pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<(), LengthsError> {
+    if lengths.len() != batch {
+        return Err(LengthsError::Count { given: lengths.len(), batch });
+    }
+    match lengths.iter().enumerate().find(|(_, length)| !(1..=steps).contains(*length)) {
+        Some((row, &length)) => Err(LengthsError::OutOfRange { row, length, steps }),
+        None => Ok(()),
+    }
+}
+
 /// One interface for every recurrent core ([`RnnScratch`](crate::RnnScratch),
 /// [`Gru`](crate::Gru), [`DeepLstm`](crate::DeepLstm) and the [`RecurrentCore`](crate::RecurrentCore)
 /// enum over them): sizes, a zero state, a whole-sequence forward and a single step.
@@ -165,14 +219,56 @@ pub trait Recurrent {
     fn batch_first(&self) -> bool {
         true
     }
+    /// Whether every layer also runs over the sequence backwards (PyTorch's
+    /// `bidirectional=True`).
+    fn bidirectional(&self) -> bool {
+        false
+    }
+    /// Directions per layer: 2 for a bidirectional core, else 1. The state holds
+    /// `num_layers·num_directions` layers.
+    fn num_directions(&self) -> usize {
+        1 + usize::from(self.bidirectional())
+    }
+    /// Width of the outputs: `hidden·num_directions` (both directions side by side).
+    fn output_size(&self) -> usize {
+        self.hidden_size() * self.num_directions()
+    }
+
+    /// Runs a batch whose rows may end before the last step, in the core's native time-major
+    /// layout, whatever [`batch_first`](Self::batch_first) says.
+    ///
+    /// - `input`: [`SequenceInput::Dense`] `[steps, batch, input]` or
+    ///   [`SequenceInput::OneHot`] `[steps, batch]`
+    /// - `lengths`: `None` when every row takes every step, else every row's own number of
+    ///   steps `[batch]`, each in `1..=steps` (PyTorch's `pack_padded_sequence` lengths,
+    ///   in any order)
+    /// - `state`: `[num_layers·num_directions, batch, hidden]` (and the cell, for LSTM), or
+    ///   `None` for zeros
+    /// - returns the last layer's outputs `[steps, batch, hidden·num_directions]`, zero past
+    ///   each row's length, and the final state: every row's state after its own last step
+    ///   (the reverse direction's after step 0, having started at the row's last step).
+    ///
+    /// # Errors
+    /// [`LengthsError`] when `lengths` does not give every row a length in `1..=steps`.
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape, or a token id outside `0..input_size`.
+    fn forward_time_major_padded(
+        &self,
+        input: SequenceInput,
+        lengths: Option<&[usize]>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> Result<(Tensor<3>, RecurrentState), LengthsError>;
 
     /// Runs the whole sequence in the core's native time-major layout, whatever
     /// [`batch_first`](Self::batch_first) says.
     ///
     /// - `input`: [`SequenceInput::Dense`] `[steps, batch, input]` or
     ///   [`SequenceInput::OneHot`] `[steps, batch]`
-    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM), or `None` for zeros
-    /// - returns the last layer's outputs `[steps, batch, hidden]` and the final state.
+    /// - `state`: `[num_layers·num_directions, batch, hidden]` (and the cell, for LSTM), or
+    ///   `None` for zeros
+    /// - returns the last layer's outputs `[steps, batch, hidden·num_directions]` and the
+    ///   final state.
     ///
     /// # Panics
     /// On an input or a state of the wrong shape, or a token id outside `0..input_size`.
@@ -180,12 +276,18 @@ pub trait Recurrent {
         &self,
         input: SequenceInput,
         state: impl Into<Option<RecurrentState>>,
-    ) -> (Tensor<3>, RecurrentState);
+    ) -> (Tensor<3>, RecurrentState) {
+        match self.forward_time_major_padded(input, None, state) {
+            Ok(result) => result,
+            Err(_) => unreachable!("a forward pass without lengths has no length to refuse"),
+        }
+    }
 
-    /// The zero state for `batch_size` sequences: `[num_layers, batch, hidden]` per tensor.
+    /// The zero state for `batch_size` sequences: `[num_layers·num_directions, batch, hidden]`
+    /// per tensor.
     fn begin_state(&self, batch_size: usize, device: &Device) -> RecurrentState {
         RecurrentState::zeros(
-            self.num_layers(),
+            self.num_layers() * self.num_directions(),
             batch_size,
             self.hidden_size(),
             self.has_cell(),
@@ -197,10 +299,12 @@ pub trait Recurrent {
     ///
     /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when the core was built
     ///   with `batch_first = false`)
-    /// - `state`: `[num_layers, batch, hidden]` (and the cell, for LSTM), or `None` for zeros
-    /// - returns the last layer's outputs `[batch, steps, hidden]` (time-major when not
-    ///   `batch_first`) and the final state of every layer; its
-    ///   [`last_hidden`](RecurrentState::last_hidden) is the top layer's `[batch, hidden]`.
+    /// - `state`: `[num_layers·num_directions, batch, hidden]` (and the cell, for LSTM), or
+    ///   `None` for zeros
+    /// - returns the last layer's outputs `[batch, steps, hidden·num_directions]` (time-major
+    ///   when not `batch_first`) and the final state of every layer; its
+    ///   [`last_hidden`](RecurrentState::last_hidden) is the top layer's `[batch, hidden]`
+    ///   ([`top_layer_hidden`](RecurrentState::top_layer_hidden) for both directions).
     ///
     /// # Panics
     /// On an input or a state of the wrong shape.
@@ -215,6 +319,42 @@ pub trait Recurrent {
         let (outputs, state) =
             self.forward_time_major(SequenceInput::Dense(inputs.swap_dims(0, 1)), state);
         (outputs.swap_dims(0, 1), state)
+    }
+
+    /// Runs a batch of sequences of different lengths, padded to the longest: PyTorch's
+    /// `pack_padded_sequence` (in any order, `enforce_sorted=False`) without the packing.
+    /// Every row gives the same numbers as when run alone at its own length: its outputs past
+    /// its length are zero and carry no gradient, its final state is the one after its own
+    /// last step, and the reverse direction of a bidirectional core starts there.
+    ///
+    /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when not `batch_first`);
+    ///   what lies past a row's length is never read
+    /// - `lengths`: every row's own number of steps, `[batch]`, each in `1..=steps`
+    /// - `state`: as for [`forward`](Self::forward)
+    /// - returns the outputs `[batch, steps, hidden·num_directions]` (time-major when not
+    ///   `batch_first`) and every row's final state.
+    ///
+    /// # Errors
+    /// [`LengthsError`], naming the row and its length, when `lengths` does not give every row
+    /// a length in `1..=steps`.
+    ///
+    /// # Panics
+    /// On an input or a state of the wrong shape.
+    fn forward_padded(
+        &self,
+        inputs: Tensor<3>,
+        lengths: &[usize],
+        state: impl Into<Option<RecurrentState>>,
+    ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
+        if !self.batch_first() {
+            return self.forward_time_major_padded(SequenceInput::Dense(inputs), Some(lengths), state);
+        }
+        let (outputs, state) = self.forward_time_major_padded(
+            SequenceInput::Dense(inputs.swap_dims(0, 1)),
+            Some(lengths),
+            state,
+        )?;
+        Ok((outputs.swap_dims(0, 1), state))
     }
 
     /// Same as [`forward`](Self::forward) on the one-hot encoding of `tokens`, computed by
@@ -273,7 +413,7 @@ macro_rules! impl_recurrent_core {
             }
 
             fn num_layers(&self) -> usize {
-                self.layers.len()
+                self.layers.len() / (1 + usize::from(self.bidirectional))
             }
 
             fn has_cell(&self) -> bool {
@@ -284,22 +424,29 @@ macro_rules! impl_recurrent_core {
                 self.batch_first
             }
 
-            fn forward_time_major(
+            fn bidirectional(&self) -> bool {
+                self.bidirectional
+            }
+
+            fn forward_time_major_padded(
                 &self,
                 input: $crate::recurrent::SequenceInput,
+                lengths: Option<&[usize]>,
                 state: impl Into<Option<$crate::recurrent::RecurrentState>>,
-            ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
+            ) -> Result<(Tensor<3>, $crate::recurrent::RecurrentState), $crate::recurrent::LengthsError> {
                 let shape = $crate::recurrent::CoreShape {
                     name: stringify!($core),
                     input_size: self.input_size,
                     hidden_size: self.hidden_size,
                     has_cell: $has_cell,
+                    bidirectional: self.bidirectional,
                 };
                 $crate::recurrent::run_layers(
                     shape,
                     &self.layers,
                     &self.dropout,
                     input,
+                    lengths,
                     state.into(),
                 )
             }
@@ -313,9 +460,10 @@ macro_rules! impl_recurrent_core {
             /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when built with
             ///   `batch_first = false`)
             /// - `state`: `None` for zeros, or a [`RecurrentState`](crate::RecurrentState)
-            ///   `[num_layers, batch, hidden]` per tensor (the LSTM's with its cell)
-            /// - returns the last layer's outputs `[batch, steps, hidden]` (time-major when not
-            ///   `batch_first`) and every layer's final state.
+            ///   `[num_layers·num_directions, batch, hidden]` per tensor (the LSTM's with its
+            ///   cell)
+            /// - returns the last layer's outputs `[batch, steps, hidden·num_directions]`
+            ///   (time-major when not `batch_first`) and every layer's final state.
             ///
             /// # Panics
             /// On an input or a state of the wrong shape, naming the tensor, its shape and the
@@ -326,6 +474,32 @@ macro_rules! impl_recurrent_core {
                 state: impl Into<Option<$crate::recurrent::RecurrentState>>,
             ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
                 <Self as $crate::recurrent::Recurrent>::forward(self, inputs, state)
+            }
+
+            /// Runs a batch of sequences of different lengths, padded to the longest
+            /// (PyTorch's `pack_padded_sequence`): the same as
+            /// [`Recurrent::forward_padded`](crate::Recurrent::forward_padded), callable
+            /// without importing the trait.
+            ///
+            /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when built with
+            ///   `batch_first = false`)
+            /// - `lengths`: every row's number of steps, `[batch]`, each in `1..=steps`
+            /// - `state`: as for `forward`
+            /// - returns the outputs `[batch, steps, hidden·num_directions]`, zero past each
+            ///   row's length, and every row's final state.
+            ///
+            /// # Errors
+            /// [`LengthsError`](crate::LengthsError) naming the row and its length.
+            ///
+            /// # Panics
+            /// On an input or a state of the wrong shape.
+            pub fn forward_padded(
+                &self,
+                inputs: Tensor<3>,
+                lengths: &[usize],
+                state: impl Into<Option<$crate::recurrent::RecurrentState>>,
+            ) -> Result<(Tensor<3>, $crate::recurrent::RecurrentState), $crate::recurrent::LengthsError> {
+                <Self as $crate::recurrent::Recurrent>::forward_padded(self, inputs, lengths, state)
             }
         }
     };
@@ -369,18 +543,32 @@ pub(crate) struct CoreShape<'a> {
     pub input_size: usize,
     pub hidden_size: usize,
     pub has_cell: bool,
+    pub bidirectional: bool,
 }
 
-/// Runs a stack of layers over a sequence: project, scan, dropout between layers.
+impl CoreShape<'_> {
+    fn directions(&self) -> usize {
+        1 + usize::from(self.bidirectional)
+    }
+}
+
+/// Runs a stack of layers over a sequence: per layer, each direction projects the layer's
+/// input and scans it (the reverse direction in reverse order), their outputs side by side
+/// feed the next layer, with dropout between layers.
 pub(crate) fn run_layers<L: RecurrentLayer>(
     shape: CoreShape<'_>,
     layers: &[L],
     dropout: &Dropout,
     input: SequenceInput,
+    lengths: Option<&[usize]>,
     state: Option<RecurrentState>,
-) -> (Tensor<3>, RecurrentState) {
+) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
     let [steps, batch] = input.steps_and_batch();
     check_input(&shape, &input);
+    if let Some(lengths) = lengths {
+        check_lengths(lengths, batch, steps)?;
+    }
+    let directions = shape.directions();
     let state = match state {
         Some(state) => {
             check_state(&shape, layers.len(), batch, &state);
@@ -394,16 +582,35 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
             &input.device(),
         ),
     };
+    // Rows that all take every step need no lengths: the loops' plain path.
+    let lengths = match lengths {
+        Some(lengths) if lengths.iter().any(|&length| length < steps) => lengths.to_vec(),
+        _ => Vec::new(),
+    };
 
-    let last = layers.len() - 1;
+    let last = layers.len() / directions - 1;
     let mut layer_input = input;
     let mut finals = Vec::with_capacity(layers.len());
-    for (index, layer) in layers.iter().enumerate() {
-        let (projected, bias) = project_input(layer, layer_input, steps, batch);
-        let (outputs, final_state) = scan(layer, projected, bias, state.layer(index));
-        finals.push(final_state);
+    for (index, both) in layers.chunks(directions).enumerate() {
+        let mut outputs = Vec::with_capacity(directions);
+        for (direction, layer) in both.iter().enumerate() {
+            let (projected, bias) = project_input(layer, layer_input.clone(), steps, batch);
+            let order = rnnlm_fused::ScanOrder {
+                reverse: direction == 1,
+                lengths: lengths.clone(),
+            };
+            let entry = index * directions + direction;
+            let (output, final_state) = scan(layer, projected, bias, state.layer(entry), order);
+            outputs.push(output);
+            finals.push(final_state);
+        }
+        let outputs = if directions == 1 {
+            outputs.remove(0)
+        } else {
+            Tensor::cat(outputs, 2)
+        };
         if index == last {
-            return (outputs, RecurrentState::from_layers(finals));
+            return Ok((outputs, RecurrentState::from_layers(finals)));
         }
         // Dropout sits between layers only: the last layer's outputs go to the caller as they are.
         layer_input = SequenceInput::Dense(dropout.forward(outputs));
@@ -438,6 +645,7 @@ fn scan<L: RecurrentLayer>(
     projected: Tensor<3>,
     bias: Option<Tensor<1>>,
     state: LayerState,
+    order: rnnlm_fused::ScanOrder,
 ) -> (Tensor<3>, LayerState) {
     let [steps, _, width] = projected.dims();
     let recurrence = layer.recurrence();
@@ -453,39 +661,73 @@ fn scan<L: RecurrentLayer>(
             c0: state.c.as_ref(),
             weight: &weight,
             hidden_bias: hidden_bias.as_ref(),
+            order,
         },
     );
     match fused {
         Ok(out) => {
-            // Every step's h, then (LSTM) the final cell.
-            let (outputs, c) = if recurrence.has_cell() {
-                let c = out.clone().narrow(0, steps, 1).squeeze_dim(0);
-                (out.narrow(0, 0, steps), Some(c))
-            } else {
-                (out, None)
+            // Every step's h, then every row's final h and (LSTM) final cell.
+            let last = |index: usize| out.clone().narrow(0, index, 1).squeeze_dim(0);
+            let state = LayerState {
+                h: last(steps),
+                c: recurrence.has_cell().then(|| last(steps + 1)),
             };
-            let h = outputs.clone().narrow(0, steps - 1, 1).squeeze_dim(0);
-            (outputs, LayerState { h, c })
+            (out.narrow(0, 0, steps), state)
         }
-        Err(inputs) => composite_scan(layer, inputs.projected + bias.reshape([1, 1, width]), state),
+        Err(rnnlm_fused::ScanTensors { projected, order, .. }) => {
+            composite_scan(layer, projected + bias.reshape([1, 1, width]), state, &order)
+        }
     }
 }
 
 /// The time loop as per-step tensor operations. Outputs are stacked once at the end: one copy,
 /// instead of a `slice_assign` into a preallocated tensor per step (each of which the autodiff
 /// graph records as a full-size operation).
+///
+/// Rows of different lengths step all together; a 0/1 column per step keeps the state of the
+/// rows past their length and zeroes their outputs (exact: `1·x + 0·y` is `x`).
 fn composite_scan<L: RecurrentLayer>(
     layer: &L,
     projected: Tensor<3>,
     mut state: LayerState,
+    order: &rnnlm_fused::ScanOrder,
 ) -> (Tensor<3>, LayerState) {
     let weights = layer.step_weights();
-    let outputs: Vec<Tensor<2>> = projected
-        .iter_dim(0)
-        .map(|step_input| {
-            state = L::step(&weights, step_input.squeeze_dim(0), state.clone());
-            state.h.clone()
-        })
+    let [steps, batch, _] = projected.dims();
+    let takes = (!order.lengths.is_empty()).then(|| {
+        let values: Vec<f32> = (0..steps)
+            .flat_map(|t| order.lengths.iter().map(move |&length| f32::from(u8::from(t < length))))
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(values, [steps, batch]), &projected.device())
+            .cast(projected.dtype())
+    });
+    let inputs: Vec<Tensor<3>> = projected.iter_dim(0).collect();
+    let mut outputs: Vec<Option<Tensor<2>>> = vec![None; steps];
+    let visit: Vec<usize> = if order.reverse {
+        (0..steps).rev().collect()
+    } else {
+        (0..steps).collect()
+    };
+    for t in visit {
+        let next = L::step(&weights, inputs[t].clone().squeeze_dim(0), state.clone());
+        let Some(takes) = &takes else {
+            outputs[t] = Some(next.h.clone());
+            state = next;
+            continue;
+        };
+        // `[batch, 1]`: 1 where the row takes step t.
+        let take = takes.clone().narrow(0, t, 1).reshape([batch, 1]);
+        let keep = take.clone().neg() + 1.0;
+        let blend = |next: Tensor<2>, previous: Tensor<2>| next * take.clone() + previous * keep.clone();
+        outputs[t] = Some(next.h.clone() * take.clone());
+        state = LayerState {
+            h: blend(next.h, state.h),
+            c: next.c.zip(state.c).map(|(next, previous)| blend(next, previous)),
+        };
+    }
+    let outputs = outputs
+        .into_iter()
+        .map(|output| output.expect("every step is visited once"))
         .collect();
     (Tensor::stack(outputs, 0), state)
 }
@@ -512,20 +754,25 @@ fn check_input(shape: &CoreShape<'_>, input: &SequenceInput) {
     }
 }
 
-fn check_state(shape: &CoreShape<'_>, num_layers: usize, batch: usize, state: &RecurrentState) {
+fn check_state(shape: &CoreShape<'_>, entries: usize, batch: usize, state: &RecurrentState) {
     let name = shape.name;
-    let expected = [num_layers, batch, shape.hidden_size];
+    let expected = [entries, batch, shape.hidden_size];
+    let names = if shape.bidirectional {
+        "[num_layers*2, batch, hidden] (a bidirectional core keeps both directions of every layer)"
+    } else {
+        "[num_layers, batch, hidden]"
+    };
     let hidden = state.hidden.dims();
     assert!(
         hidden == expected,
-        "{name}: state.hidden has shape {hidden:?}, expected [num_layers, batch, hidden] = {expected:?}"
+        "{name}: state.hidden has shape {hidden:?}, expected {names} = {expected:?}"
     );
     match (&state.cell, shape.has_cell) {
         (Some(cell), true) => {
             let cell = cell.dims();
             assert!(
                 cell == expected,
-                "{name}: state.cell has shape {cell:?}, expected [num_layers, batch, hidden] = {expected:?}"
+                "{name}: state.cell has shape {cell:?}, expected {names} = {expected:?}"
             );
         }
         (None, true) => panic!(

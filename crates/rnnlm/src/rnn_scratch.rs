@@ -4,7 +4,7 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 
-use crate::config::{Activation, ConfigError, WeightInit, validate_core};
+use crate::config::{Activation, ConfigError, WeightInit, layer_inputs, validate_core};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`RnnScratch`].
@@ -31,6 +31,12 @@ pub struct RnnScratchConfig {
     /// `batch_first=False`). The state is `[num_layers, batch, hidden]` either way.
     #[config(default = true)]
     pub batch_first: bool,
+    /// Whether every layer also runs over the sequence backwards (PyTorch's
+    /// `bidirectional=True`): the two directions' outputs, side by side, make the outputs
+    /// `[batch, steps, 2·hidden]` and the next layer's input; the state holds
+    /// `num_layers·2` layers, forward before reverse in each layer.
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
 impl RnnScratchConfig {
@@ -61,9 +67,9 @@ impl RnnScratchConfig {
     pub fn try_init(&self, device: &Device) -> Result<RnnScratch, ConfigError> {
         self.validate()?;
         let h = self.hidden_size;
-        let layers = (0..self.num_layers)
-            .map(|index| {
-                let input = if index == 0 { self.input_size } else { h };
+        let layers = layer_inputs(self.input_size, h, self.num_layers, self.bidirectional)
+            .into_iter()
+            .map(|input| {
                 RnnScratchLayer {
                     w_xh: Param::from_tensor(self.init.weight([input, h], h, device)),
                     w_hh: Param::from_tensor(self.init.weight([h, h], h, device)),
@@ -78,6 +84,7 @@ impl RnnScratchConfig {
             input_size: self.input_size,
             hidden_size: h,
             batch_first: self.batch_first,
+            bidirectional: self.bidirectional,
         })
     }
 }
@@ -103,7 +110,8 @@ pub struct RnnScratchLayer {
 /// state `[num_layers, batch, hidden]`.
 #[derive(Module, Debug)]
 pub struct RnnScratch {
-    /// The stacked layers, input side first.
+    /// The stacked layers, input side first (two per layer when bidirectional: forward, then
+    /// reverse).
     pub layers: Vec<RnnScratchLayer>,
     /// Dropout between layers.
     pub dropout: Dropout,
@@ -113,6 +121,9 @@ pub struct RnnScratch {
     pub hidden_size: usize,
     /// Whether `forward` is batch-major (see the config's `batch_first`).
     pub batch_first: bool,
+    /// Whether every layer runs in both directions (see the config's `bidirectional`); then
+    /// `layers` holds two entries per layer, forward then reverse, as PyTorch numbers them.
+    pub bidirectional: bool,
 }
 
 impl RecurrentLayer for RnnScratchLayer {

@@ -173,7 +173,8 @@ pub struct BackwardStep<'s> {
 pub struct GradientSources<'s> {
     /// `[batch, hidden]`.
     pub h0: &'s [f32],
-    /// `h_1 .. h_T`, `[steps · batch, hidden]` (the last step's rows are not read).
+    /// `h_1 .. h_T`, `[steps · batch, hidden]` (a forward scan reads all but the last step's
+    /// rows, a reverse one all but the first's).
     pub outputs: &'s [f32],
     /// The projection's gradient, `[steps · batch, gates·hidden]`.
     pub dp: &'s [f32],
@@ -183,6 +184,9 @@ pub struct GradientSources<'s> {
     pub extra: &'s [f32],
     /// Rows per step.
     pub batch: usize,
+    /// The order of the steps and the rows' lengths ([`crate::scan::Order`]): which step's
+    /// output is a step's `h_{t-1}`, and where each row starts from `h_0`.
+    pub order: crate::scan::Order<'s>,
 }
 
 /// One layer's recurrence: its step forwards and backwards for a block of rows, and how its
@@ -303,7 +307,11 @@ pub trait Cell: Copy + Send + Sync + 'static {
 
 /// Adds `Σ_t h_{t-1}ᵀ G_t[.., columns]` `[hidden, columns.len()]` into `out` (row stride
 /// `width`, from its first element), with `G` `[rows, width]`: the initial state's rows against
-/// the first step's, then the outputs against the rest.
+/// each row's first step, then the outputs against the steps that follow them.
+///
+/// A row past its length has a zero output and a zero `G` there, so the two products need no
+/// mask: in a reverse scan, the step where a shorter row starts pairs with the zero output
+/// after it, and its `h_0` term comes in through the first product.
 pub(crate) fn add_previous_states_times(
     sources: &GradientSources<'_>,
     g: &[f32],
@@ -315,8 +323,29 @@ pub(crate) fn add_previous_states_times(
 ) {
     let batch = sources.batch;
     let rows = g.len() / width;
-    let parts = [(sources.h0, 0, batch), (sources.outputs, batch, rows - batch)];
-    for (a, first, count) in parts {
+    let order = sources.order;
+    // Each row's G at its first step: step 0 forwards; backwards the last step, or each
+    // row's own last one.
+    let first: std::borrow::Cow<'_, [f32]> = match (order.reverse, order.lengths) {
+        (false, _) => g[..batch * width].into(),
+        (true, []) => g[(rows - batch) * width..].into(),
+        (true, lengths) => lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &length)| {
+                let row = (length - 1) * batch + b;
+                g[row * width..(row + 1) * width].iter().copied()
+            })
+            .collect::<Vec<f32>>()
+            .into(),
+    };
+    // h_{t-1} of step t is the output of step t - 1 forwards, of step t + 1 backwards.
+    let (outputs_from, g_from) = if order.reverse { (batch, 0) } else { (0, batch) };
+    let parts = [
+        (sources.h0, &first[..], batch),
+        (&sources.outputs[outputs_from * hidden..], &g[g_from * width..], rows - batch),
+    ];
+    for (a, g, count) in parts {
         gemm_large(
             out,
             width,
@@ -324,7 +353,7 @@ pub(crate) fn add_previous_states_times(
             columns.len(),
             count,
             View::transposed(a, hidden),
-            View::rows(&g[first * width + columns.start..], width),
+            View::rows(&g[columns.start..], width),
             threads,
         );
     }
