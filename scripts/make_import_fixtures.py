@@ -14,12 +14,20 @@ Files per model NAME:
     NAME.safetensors         the same weights as safetensors
     NAME.io.safetensors      tokens [batch, steps] (int64), h0 [layers, batch, hidden] (and c0),
                              logits [batch, steps, vocab], hn (and cn) after the last step
+
+and per bidirectional core on a padded batch (bigru_padded, bilstm_padded, birnn_padded: the
+core alone, its keys under `rnn.`, batch_first=True, through pack_padded_sequence):
+    NAME.pt, NAME.safetensors
+    NAME.io.safetensors      x [batch, steps, input], lengths [batch] (int64, unsorted),
+                             h0 [layers*2, batch, hidden] (and c0), out [batch, steps, 2*hidden]
+                             (pad_packed_sequence's, zero past each row's length), hn (and cn)
 """
 import os
 
 import torch
 from torch import nn
 from safetensors.torch import save_file
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 VOCAB, HIDDEN, LAYERS, BATCH, STEPS, EMBED = 7, 5, 2, 3, 4, 4
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "pytorch")
@@ -95,7 +103,50 @@ def main():
     save_file(dict(zip(names, params)), os.path.join(OUT, "d2l_scratch.safetensors"))
     save_file({"tokens": tokens, "h0": h0, "logits": logits.contiguous(), "hn": hn.unsqueeze(0).contiguous()},
               os.path.join(OUT, "d2l_scratch.io.safetensors"))
+    padded_cases()
     print(f"wrote {len(os.listdir(OUT))} files to {os.path.normpath(OUT)} with torch {torch.__version__}")
+
+
+class Core(nn.Module):
+    """A recurrent core alone, as a model of one's own holds it (keys `rnn.*`)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+
+def padded_cases():
+    """Bidirectional cores on a batch of rows of different lengths, unsorted, one of them a
+    single step: PyTorch's packed-sequence outputs and final states."""
+    torch.manual_seed(2025)
+    inputs = 3
+    lengths = torch.tensor([3, 4, 1])
+    cases = {
+        "bigru_padded": nn.GRU(inputs, HIDDEN, LAYERS, batch_first=True, bidirectional=True),
+        "bilstm_padded": nn.LSTM(inputs, HIDDEN, LAYERS, batch_first=True, bidirectional=True),
+        "birnn_padded": nn.RNN(inputs, HIDDEN, 1, batch_first=True, bidirectional=True),
+    }
+    for name, rnn in cases.items():
+        model = Core(rnn).eval()
+        x = torch.randn(BATCH, STEPS, inputs)
+        h0 = torch.randn(rnn.num_layers * 2, BATCH, HIDDEN)
+        io = {"x": x, "lengths": lengths, "h0": h0}
+        state = h0
+        if isinstance(rnn, nn.LSTM):
+            io["c0"] = torch.randn(rnn.num_layers * 2, BATCH, HIDDEN)
+            state = (h0, io["c0"])
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        with torch.no_grad():
+            out, state = rnn(packed, state)
+        io["out"], _ = pad_packed_sequence(out, batch_first=True, total_length=STEPS)
+        if isinstance(state, tuple):
+            io["hn"], io["cn"] = state
+        else:
+            io["hn"] = state
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        torch.save(weights, os.path.join(OUT, f"{name}.pt"))
+        save_file(weights, os.path.join(OUT, f"{name}.safetensors"))
+        save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, f"{name}.io.safetensors"))
 
 
 if __name__ == "__main__":

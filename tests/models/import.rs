@@ -295,13 +295,18 @@ fn extra_and_misshapen_keys_are_listed_together() {
     );
 }
 
+/// A bidirectional language model cannot be (it would read the tokens it predicts); its file
+/// is refused with that reason, and an LSTM with an output projection by name.
 #[test]
-fn bidirectional_and_projected_layers_are_refused_by_name() {
-    let mut dict = lstm_dict();
-    dict.insert("rnn.weight_ih_l0_reverse", zeros(&[20, 7]));
-    let message = import_error(&dict).to_string();
+fn bidirectional_language_models_and_projected_layers_are_refused_with_the_reason() {
+    let dict = StateDict::read(&fixture("bilstm_padded.pt")).unwrap();
+    let message = import_lm(&dict, &ImportOptions::default(), &device())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(
-        message.contains("bidirectional") && message.contains("rnn.weight_ih_l0_reverse"),
+        message.contains("model.bidirectional = true")
+            && message.contains("would read the very tokens it is asked to predict"),
         "{message}"
     );
     let mut dict = lstm_dict();
@@ -450,4 +455,52 @@ fn d2l_stacked_scratch_layers_load_in_order() {
     assert_eq!(first(core.layers[1].w_xh.val()), 1.0);
     assert_eq!(first(core.layers[1].w_hh.val()), 1.5);
     assert_eq!(rnnlm_tests::values(core.layers[1].b_h.val())[0], 1.25);
+}
+
+/// PyTorch's bidirectional nn.GRU, nn.LSTM (two layers) and nn.RNN on a padded batch through
+/// `pack_padded_sequence`: the imported cores give PyTorch's outputs (zero past each row's
+/// length) and final states to 1e-5.
+#[test]
+fn bidirectional_cores_match_pytorch_on_packed_sequences() {
+    let device = device();
+    for (name, description) in [
+        ("bigru_padded", "2-layer nn.GRU(3, 5, bidirectional=True)"),
+        ("bilstm_padded", "2-layer nn.LSTM(3, 5, bidirectional=True)"),
+        ("birnn_padded", "nn.RNN(3, 5, bidirectional=True)"),
+    ] {
+        for file in [format!("{name}.pt"), format!("{name}.safetensors")] {
+            let dict = StateDict::read(&fixture(&file)).expect("fixture reads");
+            let imported = import_core(&dict, &ImportOptions::default(), &device)
+                .unwrap_or_else(|err| panic!("{file}: {err}"));
+            assert_eq!(imported.description, description, "{file}");
+            let core = imported.core;
+            assert!(core.bidirectional(), "{file}");
+            let io = StateDict::read(&fixture(&format!("{name}.io.safetensors"))).unwrap();
+            let lengths: Vec<usize> = io
+                .get("lengths")
+                .expect("lengths")
+                .clone()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .expect("integer lengths")
+                .into_iter()
+                .map(|length| length as usize)
+                .collect();
+            let state = RecurrentState {
+                hidden: float_tensor(&io, "h0", &device),
+                cell: io.get("c0").map(|_| float_tensor(&io, "c0", &device)),
+            };
+            let (out, end) = core
+                .forward_padded(float_tensor(&io, "x", &device), &lengths, state)
+                .expect("PyTorch's lengths fit");
+            let diff = max_abs_diff(out, float_tensor(&io, "out", &device));
+            assert!(diff < 1e-5, "{file}: outputs differ from PyTorch's by {diff}");
+            let diff = max_abs_diff(end.hidden, float_tensor(&io, "hn", &device));
+            assert!(diff < 1e-5, "{file}: h_n differs from PyTorch's by {diff}");
+            if let Some(cell) = end.cell {
+                let diff = max_abs_diff(cell, float_tensor(&io, "cn", &device));
+                assert!(diff < 1e-5, "{file}: c_n differs from PyTorch's by {diff}");
+            }
+        }
+    }
 }

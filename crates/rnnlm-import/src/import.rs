@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use burn::module::Param;
 use burn::prelude::*;
-use rnnlm::{Activation, CellKind, DeepLstm, Gru, RecurrentCore, RnnLm, RnnLmConfig, RnnScratch};
+use rnnlm::{
+    Activation, CellKind, DeepLstm, DeepLstmConfig, Gru, GruConfig, RecurrentCore, RnnLm,
+    RnnLmConfig, RnnScratch, RnnScratchConfig,
+};
 
 use crate::{ImportError, KeyProblem, StateDict};
 
@@ -78,6 +81,14 @@ pub fn import_lm(
 ) -> Result<ImportedLm, ImportError> {
     let dict = select(dict, options);
     let core = find_core(&dict, options)?;
+    if core.bidirectional() {
+        // Refused by the model's config, which says why (a language model cannot read ahead).
+        let config = RnnLmConfig {
+            bidirectional: true,
+            ..RnnLmConfig::new(core.kind(), 1, core.hidden)
+        };
+        config.validate()?;
+    }
     let head = match find_head(&dict, &core) {
         Ok(head) => head,
         // Without a recognisable head, still list everything else that is wrong.
@@ -127,8 +138,12 @@ pub fn import_lm(
 /// [`ImportOptions::prefix`] naming the core's module (`"encoder.rnn."`), the rest of the file
 /// is ignored; without it, the file must hold the core and nothing else.
 ///
-/// The core takes inputs `[batch, steps, input]` and returns `[batch, steps, hidden]`, as
-/// PyTorch's `batch_first=True` does.
+/// A bidirectional module (`weight_ih_l{k}_reverse`, ...) becomes a bidirectional core, its
+/// layers in PyTorch's order (forward, then reverse, per layer); its `forward_padded` gives
+/// what the PyTorch module gives on a `pack_padded_sequence` of the same batch.
+///
+/// The core takes inputs `[batch, steps, input]` and returns `[batch, steps, hidden]`
+/// (`[batch, steps, 2·hidden]` when bidirectional), as PyTorch's `batch_first=True` does.
 pub fn import_core(
     dict: &StateDict,
     options: &ImportOptions,
@@ -137,16 +152,31 @@ pub fn import_core(
     let dict = select(dict, options);
     let core = find_core(&dict, options)?;
     check_keys(&dict, &core.expected_keys(), &core.describe())?;
-    let config = RnnLmConfig {
-        num_layers: core.num_layers,
-        activation: options.nonlinearity,
-        // One-hot input of width `input`: the LM wrapper is only a way to build the core.
-        ..RnnLmConfig::new(core.kind(), core.input, core.hidden)
+    let (input, hidden) = (core.input, core.hidden);
+    let mut built = match core.kind() {
+        CellKind::RnnScratch => RecurrentCore::RnnScratch(
+            RnnScratchConfig::new(input, hidden)
+                .with_num_layers(core.num_layers)
+                .with_activation(options.nonlinearity)
+                .with_bidirectional(core.bidirectional())
+                .try_init(device)?,
+        ),
+        CellKind::Gru => RecurrentCore::Gru(
+            GruConfig::new(input, hidden)
+                .with_num_layers(core.num_layers)
+                .with_bidirectional(core.bidirectional())
+                .try_init(device)?,
+        ),
+        CellKind::Lstm => RecurrentCore::Lstm(
+            DeepLstmConfig::new(input, hidden)
+                .with_num_layers(core.num_layers)
+                .with_bidirectional(core.bidirectional())
+                .try_init(device)?,
+        ),
     };
-    let mut model = config.try_init(device)?;
-    load_core(&dict, &core, options.nonlinearity, &mut model.core, device)?;
+    load_core(&dict, &core, options.nonlinearity, &mut built, device)?;
     Ok(ImportedCore {
-        core: model.core,
+        core: built,
         description: core.describe(),
     })
 }
@@ -223,11 +253,13 @@ struct CoreLayout {
 
 #[derive(Debug)]
 enum Convention {
-    /// `{prefix}weight_ih_l{k}` ...
+    /// `{prefix}weight_ih_l{k}` ..., and `{prefix}weight_ih_l{k}_reverse` ... for the reverse
+    /// directions of a bidirectional module.
     Torch {
         cell: TorchCell,
         prefix: String,
         bias: bool,
+        bidirectional: bool,
     },
     /// `{layer_prefixes[k]}W_xh`, `W_hh`, `b_h`.
     D2l { layer_prefixes: Vec<String> },
@@ -259,8 +291,22 @@ impl CoreLayout {
         }
     }
 
+    fn bidirectional(&self) -> bool {
+        matches!(self.convention, Convention::Torch { bidirectional: true, .. })
+    }
+
+    /// The key suffixes of a layer's directions: `""`, and `"_reverse"` when bidirectional.
+    fn directions(&self) -> &'static [&'static str] {
+        if self.bidirectional() { &["", "_reverse"] } else { &[""] }
+    }
+
+    /// The first layer reads the input; each later one both directions of the layer below.
     fn layer_input(&self, layer: usize) -> usize {
-        if layer == 0 { self.input } else { self.hidden }
+        if layer == 0 {
+            self.input
+        } else {
+            self.hidden * self.directions().len()
+        }
     }
 
     fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
@@ -269,13 +315,16 @@ impl CoreLayout {
         for layer in 0..self.num_layers {
             let input = self.layer_input(layer);
             match &self.convention {
-                Convention::Torch { cell, prefix, bias } => {
+                Convention::Torch { cell, prefix, bias, .. } => {
                     let rows = cell.gates() * h;
-                    keys.push((format!("{prefix}weight_ih_l{layer}"), vec![rows, input]));
-                    keys.push((format!("{prefix}weight_hh_l{layer}"), vec![rows, h]));
-                    if *bias {
-                        keys.push((format!("{prefix}bias_ih_l{layer}"), vec![rows]));
-                        keys.push((format!("{prefix}bias_hh_l{layer}"), vec![rows]));
+                    for suffix in self.directions() {
+                        let key = |name: &str| format!("{prefix}{name}_l{layer}{suffix}");
+                        keys.push((key("weight_ih"), vec![rows, input]));
+                        keys.push((key("weight_hh"), vec![rows, h]));
+                        if *bias {
+                            keys.push((key("bias_ih"), vec![rows]));
+                            keys.push((key("bias_hh"), vec![rows]));
+                        }
                     }
                 }
                 Convention::D2l { layer_prefixes } => {
@@ -295,12 +344,18 @@ impl CoreLayout {
             n => format!("{n}-layer "),
         };
         match &self.convention {
-            Convention::Torch { cell, bias, .. } => format!(
-                "{layers}{}({}, {}{})",
+            Convention::Torch {
+                cell,
+                bias,
+                bidirectional,
+                ..
+            } => format!(
+                "{layers}{}({}, {}{}{})",
                 cell.name(),
                 self.input,
                 self.hidden,
-                if *bias { "" } else { ", bias=False" }
+                if *bias { "" } else { ", bias=False" },
+                if *bidirectional { ", bidirectional=True" } else { "" }
             ),
             Convention::D2l { .. } => {
                 format!("{layers}d2l scratch RNN({}, {})", self.input, self.hidden)
@@ -333,13 +388,6 @@ fn recognise_core(dict: &StateDict) -> Result<CoreLayout, ImportError> {
             hint: hint.to_owned(),
         })
     };
-    if let Some(err) = unsupported(
-        "a bidirectional layer",
-        "_reverse",
-        "rnnlm's cores read left to right; export a model built with bidirectional=False",
-    ) {
-        return Err(err);
-    }
     if let Some(err) = unsupported(
         "an LSTM with proj_size > 0",
         "weight_hr_l",
@@ -422,8 +470,14 @@ fn torch_core(dict: &StateDict, prefix: String) -> Result<CoreLayout, ImportErro
         .count();
     let bias = dict.get(&format!("{prefix}bias_ih_l0")).is_some()
         || dict.get(&format!("{prefix}bias_hh_l0")).is_some();
+    let bidirectional = dict.get(&format!("{prefix}weight_ih_l0_reverse")).is_some();
     Ok(CoreLayout {
-        convention: Convention::Torch { cell, prefix, bias },
+        convention: Convention::Torch {
+            cell,
+            prefix,
+            bias,
+            bidirectional,
+        },
         input,
         hidden,
         num_layers,
@@ -718,7 +772,12 @@ fn load_core(
             }
         }
         (Convention::Torch { prefix, bias, .. }, core) => {
-            let key = |name: &str, layer: usize| format!("{prefix}{name}_l{layer}");
+            // The core's layers in PyTorch's order: layer by layer, forward then reverse.
+            let directions = layout.directions();
+            let key = |name: &str, entry: usize| {
+                let (layer, suffix) = (entry / directions.len(), directions[entry % directions.len()]);
+                format!("{prefix}{name}_l{layer}{suffix}")
+            };
             let rows = |layer: usize| -> Result<(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>), ImportError> {
                 let w_ih = matrix(dict, &key("weight_ih", layer), true, device)?;
                 let w_hh = matrix(dict, &key("weight_hh", layer), true, device)?;

@@ -1,7 +1,8 @@
 //! Loads weights trained elsewhere into [`rnnlm`]'s modules: PyTorch's `nn.RNN` (tanh or
 //! ReLU), `nn.GRU` and `nn.LSTM` with any number of layers, with or without biases, followed by
 //! an `nn.Linear` (and optionally preceded by an `nn.Embedding`); and d2l's scratch RNN
-//! (`W_xh, W_hh, b_h, W_hq, b_q`). Files are `torch.save` checkpoints (read by burn-store's
+//! (`W_xh, W_hh, b_h, W_hq, b_q`). A core alone ([`import_core`]) may also be bidirectional
+//! (`weight_ih_l{k}_reverse` ...), for a classifier or an encoder of one's own. Files are `torch.save` checkpoints (read by burn-store's
 //! PyTorch reader, no Python needed) or safetensors.
 //!
 //! PyTorch packs each layer's gates into `weight_ih_l{k}` `[gates·hidden, input]`; rnnlm packs
@@ -22,8 +23,9 @@
 //! # Ok::<(), rnnlm_import::ImportError>(())
 //! ```
 //!
-//! Anything that does not fit (missing, unexpected or misshapen keys, bidirectional layers,
-//! `proj_size`) is an [`ImportError`] that lists every offending key with the shape expected.
+//! Anything that does not fit (missing, unexpected or misshapen keys, `proj_size`, a
+//! bidirectional language model) is an [`ImportError`] that lists every offending key with the
+//! shape expected, or says why.
 #![deny(missing_docs)]
 
 mod error;
