@@ -33,18 +33,19 @@ fi
 [ -x "$RNNLM" ] || { echo "build first: cargo build --release -p rnnlm-cli"; exit 1; }
 mkdir -p "$OUT"
 echo "autogroup $(cat /proc/self/autogroup 2>/dev/null); results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
-CASES=${CASES:-"lstm-256:lstm:256:128 gru-256:gru:256:128 lstm-512:lstm:512:32"}
+# name:cell:hidden:batch[:peer options, comma-separated]
+CASES=${CASES:-"lstm-256:lstm:256:128 gru-256:gru:256:128 lstm-512:lstm:512:32 bilstm-256-packed:lstm:256:128:--bidirectional,--shortest,14"}
 STEPS=${STEPS:-20}
 for round in $(seq "$ROUNDS"); do
     for spec in $CASES; do
-        IFS=: read -r case cell hidden batch <<< "$spec"
+        IFS=: read -r case cell hidden batch extra <<< "$spec"
         echo "=== round $round: $case ($(date +%T))"
         "$RNNLM" bench --classifier "$case" --device flex --json --steps "$STEPS" >> "$OUT/ours.jsonl"
         RNNLM_MALLOC_DEFAULTS=1 "$RNNLM" bench --classifier "$case" --device flex --json \
             --steps "$STEPS" >> "$OUT/ours.jsonl"
         for mkldnn in on off; do
             "$PY" "$ROOT/scripts/peer_classifier.py" --cell "$cell" --hidden "$hidden" --layers 2 \
-                --batch-size "$batch" --mkldnn "$mkldnn" --repeats "$STEPS" \
+                --batch-size "$batch" --mkldnn "$mkldnn" --repeats "$STEPS" ${extra//,/ } \
                 --json "$OUT/peer.$case.$mkldnn.$round.json" > /dev/null
         done
     done

@@ -7,6 +7,10 @@ forward, loss, zero_grad, backward and optimizer step, measured with time.perf_c
 Inputs and labels are random (a few batches generated once and cycled through), so only speed is
 meaningful, not the loss.
 
+With `--bidirectional` every layer also reads backwards; with `--shortest N` every batch has
+random lengths N..=steps, goes through `pack_padded_sequence` (enforce_sorted=False, as a batch
+arrives), and the head reads h_n (both directions' final states of the top layer).
+
 Run by hand (not in CI), with torch installed:
   python scripts/peer_classifier.py --cell lstm --hidden 256 --layers 2 --batch-size 128 \
       --mkldnn off --json out.json
@@ -19,20 +23,29 @@ import time
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 NUM_BATCHES = 4
 
 
 class Classifier(nn.Module):
-    def __init__(self, cell, features, hidden, layers, classes):
+    def __init__(self, cell, features, hidden, layers, classes, bidirectional):
         super().__init__()
         rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.rnn = rnn(features, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
+        self.rnn = rnn(features, hidden, num_layers=layers, batch_first=True,
+                       bidirectional=bidirectional)
+        self.directions = 2 if bidirectional else 1
+        self.head = nn.Linear(hidden * self.directions, classes)
 
-    def forward(self, x):
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1, :])
+    def forward(self, x, lengths=None):
+        if lengths is None:
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1, :])
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state
+        top = h_n[-self.directions:]  # [directions, batch, hidden]
+        return self.head(top.transpose(0, 1).reshape(x.shape[0], -1))
 
 
 def main():
@@ -44,6 +57,8 @@ def main():
     p.add_argument("--steps-per-seq", type=int, default=28)
     p.add_argument("--features", type=int, default=28)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--bidirectional", action="store_true")
+    p.add_argument("--shortest", type=int, help="random lengths SHORTEST..=steps, packed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mkldnn", choices=["on", "off"], default="on")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps")
@@ -56,16 +71,22 @@ def main():
     torch.backends.mkldnn.enabled = args.mkldnn == "on"
     torch.manual_seed(args.seed)
 
-    net = Classifier(args.cell, args.features, args.hidden, args.layers, args.classes)
+    net = Classifier(args.cell, args.features, args.hidden, args.layers, args.classes,
+                     args.bidirectional)
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     shape = (args.batch_size, args.steps_per_seq, args.features)
-    batches = [(torch.randn(shape), torch.randint(0, args.classes, (args.batch_size,)))
+    def lengths():
+        if args.shortest is None:
+            return None
+        return torch.randint(args.shortest, args.steps_per_seq + 1, (args.batch_size,))
+
+    batches = [(torch.randn(shape), torch.randint(0, args.classes, (args.batch_size,)), lengths())
                for _ in range(NUM_BATCHES)]
 
     def step(i):
-        x, y = batches[i % NUM_BATCHES]
-        loss = loss_fn(net(x), y)
+        x, y, lens = batches[i % NUM_BATCHES]
+        loss = loss_fn(net(x, lens), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -84,6 +105,8 @@ def main():
         "hidden": args.hidden,
         "layers": args.layers,
         "batch_size": args.batch_size,
+        "bidirectional": args.bidirectional,
+        "shortest": args.shortest,
         "steps": args.steps_per_seq,
         "features": args.features,
         "threads": args.threads,
@@ -95,7 +118,7 @@ def main():
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
         "step_ms_all": times_ms,
     }
-    print(f"{args.cell} H={args.hidden} L={args.layers} B={args.batch_size} T={args.steps_per_seq} "
+    print(f"{'bi' if args.bidirectional else ''}{args.cell} H={args.hidden} L={args.layers} B={args.batch_size} T={args.steps_per_seq} "
           f"threads={args.threads} mkldnn={args.mkldnn} torch {torch.__version__}: "
           f"median {result['step_ms_median']:.2f} ms/step, {result['samples_per_s']:.0f} samples/s, "
           f"{result['tokens_per_s']:.0f} tokens/s, peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB")

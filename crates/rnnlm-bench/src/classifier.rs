@@ -42,6 +42,12 @@ pub struct ClassifierCase {
     pub layers: usize,
     /// Sequences per minibatch.
     pub batch_size: usize,
+    /// Whether every layer also reads the sequence backwards.
+    pub bidirectional: bool,
+    /// The shortest sequence of a batch of random lengths `shortest..=28` (PyTorch's packed
+    /// sequences; the head reads each row's final state), or `None`: every row 28 steps, the
+    /// head reading the top layer's last output.
+    pub shortest: Option<usize>,
 }
 
 /// Steps per sequence and features per step: the primer's 28 x 28 images read row by row.
@@ -51,8 +57,9 @@ pub const CLASSIFIER_FEATURES: usize = 28;
 /// Classes of the linear head.
 pub const CLASSIFIER_CLASSES: usize = 10;
 
-/// The primer's classifier (2-layer LSTM 256, batch 128), the same with a GRU, and a 2-layer
-/// LSTM 512 with batch 32.
+/// The primer's classifier (2-layer LSTM 256, batch 128), the same with a GRU, a 2-layer LSTM
+/// 512 with batch 32, and a bidirectional 2-layer LSTM 256 on batches of random lengths
+/// `14..=28` (`bilstm-256-packed`, PyTorch's `pack_padded_sequence`).
 pub fn classifier_cases() -> Vec<ClassifierCase> {
     let case = |name, cell, hidden, batch_size| ClassifierCase {
         name,
@@ -60,11 +67,18 @@ pub fn classifier_cases() -> Vec<ClassifierCase> {
         hidden,
         layers: 2,
         batch_size,
+        bidirectional: false,
+        shortest: None,
     };
     vec![
         case("lstm-256", ClassifierCell::Lstm, 256, 128),
         case("gru-256", ClassifierCell::Gru, 256, 128),
         case("lstm-512", ClassifierCell::Lstm, 512, 32),
+        ClassifierCase {
+            bidirectional: true,
+            shortest: Some(14),
+            ..case("bilstm-256-packed", ClassifierCell::Lstm, 256, 128)
+        },
     ]
 }
 
@@ -81,29 +95,52 @@ impl Classifier {
             ClassifierCell::Lstm => RecurrentCore::Lstm(
                 DeepLstmConfig::new(CLASSIFIER_FEATURES, case.hidden)
                     .with_num_layers(case.layers)
+                    .with_bidirectional(case.bidirectional)
                     .init(device),
             ),
             ClassifierCell::Gru => RecurrentCore::Gru(
                 GruConfig::new(CLASSIFIER_FEATURES, case.hidden)
                     .with_num_layers(case.layers)
+                    .with_bidirectional(case.bidirectional)
                     .init(device),
             ),
         };
         Self {
+            head: LinearConfig::new(core.output_size(), CLASSIFIER_CLASSES).init(device),
             core,
-            head: LinearConfig::new(case.hidden, CLASSIFIER_CLASSES).init(device),
         }
     }
 
-    /// `inputs [batch, steps, features]` -> `logits [batch, classes]`.
-    fn forward(&self, inputs: Tensor<3>) -> Tensor<2> {
+    /// `inputs [batch, steps, features]` -> `logits [batch, classes]`: from the last step's
+    /// output, or with `lengths`, from every row's final state (both directions'), as a
+    /// PyTorch model on packed sequences reads `h_n`.
+    fn forward(&self, inputs: Tensor<3>, lengths: Option<&[usize]>) -> Tensor<2> {
         let [batch, steps, _] = inputs.dims();
-        let start = self.core.begin_state(batch, &inputs.device());
-        let (outputs, _) = self.core.forward(inputs, start);
-        let hidden = self.core.hidden_size();
-        self.head
-            .forward(outputs.narrow(1, steps - 1, 1).reshape([batch, hidden]))
+        let Some(lengths) = lengths else {
+            let (outputs, _) = self.core.forward(inputs, None);
+            let width = self.core.output_size();
+            return self.head.forward(outputs.narrow(1, steps - 1, 1).reshape([batch, width]));
+        };
+        let (_, state) = self
+            .core
+            .forward_padded(inputs, lengths, None)
+            .expect("the benchmark's lengths lie in 1..=steps");
+        self.head.forward(state.top_layer_hidden(self.core.num_directions()))
     }
+}
+
+/// `batch` lengths drawn uniformly from `shortest..=CLASSIFIER_STEPS` (xorshift from `seed`).
+fn random_lengths(batch: usize, shortest: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let span = (CLASSIFIER_STEPS - shortest + 1) as u64;
+    (0..batch)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            shortest + (state % span) as usize
+        })
+        .collect()
 }
 
 /// The figures of one case on one device; rates are medians over the timed steps.
@@ -121,6 +158,10 @@ pub struct ClassifierResult {
     pub layers: usize,
     /// Sequences per minibatch.
     pub batch_size: usize,
+    /// Whether every layer also read the sequences backwards.
+    pub bidirectional: bool,
+    /// The shortest sequence of the batches' random lengths (`None`: all 28 steps).
+    pub shortest: Option<usize>,
     /// Whether the layers ran as fused scans ([`rnnlm::fused::is_active`]).
     pub fused: bool,
     /// Whether glibc's malloc kept freed memory in this process
@@ -163,8 +204,8 @@ pub fn run_classifier_bench(
         let mut optimizer = AdamConfig::new().init();
         let loss_fn = CrossEntropyLossConfig::new().init(&ad);
         let batch = case.batch_size;
-        let batches: Vec<(Tensor<3>, Tensor<1, Int>)> = (0..4)
-            .map(|_| {
+        let batches: Vec<(Tensor<3>, Tensor<1, Int>, Option<Vec<usize>>)> = (0..4u64)
+            .map(|index| {
                 let x = Tensor::random(
                     [batch, CLASSIFIER_STEPS, CLASSIFIER_FEATURES],
                     Distribution::Normal(0.0, 1.0),
@@ -175,7 +216,8 @@ pub fn run_classifier_bench(
                     Distribution::Uniform(0.0, CLASSIFIER_CLASSES as f64),
                     &ad,
                 );
-                (x, y)
+                let lengths = case.shortest.map(|shortest| random_lengths(batch, shortest, seed + index));
+                (x, y, lengths)
             })
             .collect();
         let mut seconds = Vec::with_capacity(steps);
@@ -184,9 +226,9 @@ pub fn run_classifier_bench(
                 let _ = profile::take();
                 profile::enable(true);
             }
-            let (x, y) = batches[step % batches.len()].clone();
+            let (x, y, lengths) = batches[step % batches.len()].clone();
             let started = Instant::now();
-            let loss = loss_fn.forward(model.forward(x), y);
+            let loss = loss_fn.forward(model.forward(x, lengths.as_deref()), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = profile::timed("optimizer step", || {
                 let model = optimizer.step(1e-3, model, grads);
@@ -220,6 +262,8 @@ pub fn run_classifier_bench(
             hidden: case.hidden,
             layers: case.layers,
             batch_size: batch,
+            bidirectional: case.bidirectional,
+            shortest: case.shortest,
             fused: rnnlm::fused::is_active(device),
             freed_memory_kept: rnnlm::fused::freed_memory_kept(),
             samples_per_s,

@@ -38,7 +38,8 @@ pub struct Args {
     /// Instead of the language models, a Burn user's own model on rnnlm's cores: the primer's
     /// sequence classifier (`[batch, 28, 28]` -> 2-layer core -> last step -> Linear 10, Adam
     /// 1e-3, plain Burn autodiff): lstm-256 (batch 128), gru-256 (batch 128), lstm-512
-    /// (batch 32), or all. Its peer is scripts/peer_classifier.py.
+    /// (batch 32), bilstm-256-packed (bidirectional, batch 128 of random lengths 14..=28, the
+    /// head on every row's final state), or all. Its peer is scripts/peer_classifier.py.
     #[arg(long, value_name = "CASE")]
     classifier: Option<String>,
 }
@@ -159,7 +160,7 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
     }
     if !args.json {
         println!(
-            "{:<10} {:<8} {:<9} {:>6} {:>10} {:>11} {:>9} {:>8}",
+            "{:<18} {:<8} {:<9} {:>6} {:>10} {:>11} {:>9} {:>8}",
             "case", "device", "layers", "batch", "samples/s", "step ms", "peak MB", "malloc"
         );
     }
@@ -180,7 +181,7 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
                 println!(
-                    "{:<10} {:<8} {:<9} {:>6} {:>10.1} {:>11.2} {:>9.0} {:>8}",
+                    "{:<18} {:<8} {:<9} {:>6} {:>10.1} {:>11.2} {:>9.0} {:>8}",
                     result.case,
                     result.device,
                     if result.fused { "fused" } else { "composite" },
