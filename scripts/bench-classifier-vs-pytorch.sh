@@ -4,7 +4,8 @@
 # -> Linear 10, cross-entropy, Adam 1e-3) as `rnnlm bench --classifier CASE` (plain Burn
 # autodiff, flex) and as scripts/peer_classifier.py (nn.LSTM / nn.GRU), alternating ours and
 # theirs in one run, then medians and ratios. Cases: lstm-256 (batch 128), gru-256 (batch 128),
-# lstm-512 (batch 32).
+# lstm-512 (batch 32), bilstm-256-packed (bidirectional, batch 128 of random lengths 14..=28,
+# against pack_padded_sequence).
 #
 #   bash scripts/bench-classifier-vs-pytorch.sh [ROUNDS] [OUTDIR]
 #
@@ -12,8 +13,9 @@
 # as every program does (the first fused scan makes glibc keep freed memory,
 # rnnlm::fused::keep_freed_memory) and with glibc's defaults (RNNLM_MALLOC_DEFAULTS=1). Needs a
 # built `target/release/rnnlm` (or RNNLM=path) and a Python with torch (PY=path; default: the
-# reference's .venv, then ~/.cache/rnnlm/peer-venv). Runs in its own session with autogroup
-# nice -15, as scripts/bench-vs-pytorch.sh does.
+# reference's .venv, then ~/.cache/rnnlm/peer-venv). BASELINE=path runs another rnnlm binary
+# too (the landed one, for a change's A/B), on the cases it has. Runs in its own session with
+# autogroup nice -15, as scripts/bench-vs-pytorch.sh does.
 set -euo pipefail
 if [ "${_IN_OWN_SESSION:-}" != 1 ]; then
     exec env _IN_OWN_SESSION=1 setsid --wait bash "$0" "$@"
@@ -43,6 +45,10 @@ for round in $(seq "$ROUNDS"); do
         "$RNNLM" bench --classifier "$case" --device flex --json --steps "$STEPS" >> "$OUT/ours.jsonl"
         RNNLM_MALLOC_DEFAULTS=1 "$RNNLM" bench --classifier "$case" --device flex --json \
             --steps "$STEPS" >> "$OUT/ours.jsonl"
+        if [ -n "${BASELINE:-}" ]; then
+            "$BASELINE" bench --classifier "$case" --device flex --json --steps "$STEPS" \
+                >> "$OUT/baseline.jsonl" 2> /dev/null || echo "  (the baseline has no $case)"
+        fi
         for mkldnn in on off; do
             "$PY" "$ROOT/scripts/peer_classifier.py" --cell "$cell" --hidden "$hidden" --layers 2 \
                 --batch-size "$batch" --mkldnn "$mkldnn" --repeats "$STEPS" ${extra//,/ } \
@@ -54,6 +60,10 @@ done
 import glob, json, statistics, sys
 out = sys.argv[1]
 ours = [json.loads(line) for line in open(f"{out}/ours.jsonl")]
+try:
+    baseline = [json.loads(line) for line in open(f"{out}/baseline.jsonl")]
+except FileNotFoundError:
+    baseline = []
 med = statistics.median
 print("\n| case | batch | ours, samples/s | ours, malloc defaults | PyTorch | ratio | ratio, malloc defaults | ours: peak MB | PyTorch: peak MB |")
 print("|---|---|---|---|---|---|---|---|---|")
@@ -71,4 +81,12 @@ for case in dict.fromkeys(r["case"] for r in ours):
     tmem = med([t["peak_rss_bytes"] for t in theirs]) / 1e6
     print(f"| {case} | {kept[0]['batch_size']} | {mine:.0f} | {mine_plain:.0f} | {best:.0f} | "
           f"{mine / best:.2f} | {mine_plain / best:.2f} | {mem:.0f} | {tmem:.0f} |")
+if baseline:
+    print("\n| case | ours, samples/s | baseline | ours / baseline |")
+    print("|---|---|---|---|")
+    for case in dict.fromkeys(r["case"] for r in baseline):
+        mine = [r["samples_per_s"] for r in ours if r["case"] == case and r["freed_memory_kept"]]
+        base = [r["samples_per_s"] for r in baseline if r["case"] == case]
+        if mine and base:
+            print(f"| {case} | {med(mine):.0f} | {med(base):.0f} | {med(mine) / med(base):.2f} |")
 PY

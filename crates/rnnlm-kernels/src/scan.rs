@@ -131,6 +131,16 @@ impl Order<'_> {
         runs
     }
 
+    /// Part `part` of `parts` of the rows `0..batch`, contiguous: as many rows each without
+    /// lengths, else about as many steps each (the longest rows first take fewer rows).
+    fn part(&self, batch: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+        if self.lengths.is_empty() {
+            split(batch, parts, part)
+        } else {
+            crate::shared::split_weighted(self.lengths, parts, part)
+        }
+    }
+
     fn check(&self, steps: usize, batch: usize) {
         if self.lengths.is_empty() {
             return;
@@ -192,7 +202,120 @@ pub fn forward(
     keep_tape: bool,
     plan: Plan,
 ) -> ScanOutput {
+    inputs.order.check(shape.steps, shape.batch);
+    if let Some(sorted) = Sorted::by_length(inputs.order, shape.batch) {
+        return sorted.forward(kind, shape, projected, inputs, keep_tape, plan);
+    }
     crate::dispatch!(kind, |cell| forward_cell(cell, shape, projected, inputs, keep_tape, plan))
+}
+
+/// Rows of different lengths in another order than longest first, run sorted: at every step
+/// the rows that take it are then one run per thread (one product with the hidden weight,
+/// not one per run of consecutive rows). The rows move into the sorted order on the way in and
+/// back on the way out; the tape stays sorted, and the backward pass sorts the same way (the
+/// order depends on the lengths alone, so the results do not depend on the thread count).
+struct Sorted {
+    /// `rows[i]`: the row at place `i` of the sorted order (longest first, ties in row order).
+    rows: Vec<usize>,
+    lengths: Vec<usize>,
+}
+
+impl Sorted {
+    /// `None` without lengths, or when the rows are already longest first.
+    fn by_length(order: Order<'_>, batch: usize) -> Option<Self> {
+        let lengths = order.lengths;
+        if lengths.is_empty() || lengths.windows(2).all(|pair| pair[0] >= pair[1]) {
+            return None;
+        }
+        let mut rows: Vec<usize> = (0..batch).collect();
+        rows.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
+        let lengths = rows.iter().map(|&row| lengths[row]).collect();
+        Some(Self { rows, lengths })
+    }
+
+    fn order(&self, reverse: bool) -> Order<'_> {
+        Order { reverse, lengths: &self.lengths }
+    }
+
+    /// Every block of `rows.len()` rows of `cols` values, in the sorted order.
+    fn gather(&self, values: &[f32], cols: usize) -> Vec<f32> {
+        let block = self.rows.len() * cols;
+        let mut out = Vec::with_capacity(values.len());
+        for chunk in values.chunks_exact(block) {
+            for &row in &self.rows {
+                out.extend_from_slice(&chunk[row * cols..(row + 1) * cols]);
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`gather`](Self::gather).
+    fn scatter(&self, values: &[f32], cols: usize) -> Vec<f32> {
+        let block = self.rows.len() * cols;
+        let mut out = vec![0.0f32; values.len()];
+        for (from, to) in values.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
+            for (place, &row) in self.rows.iter().enumerate() {
+                to[row * cols..(row + 1) * cols].copy_from_slice(&from[place * cols..(place + 1) * cols]);
+            }
+        }
+        out
+    }
+
+    fn forward(
+        &self,
+        kind: CellKind,
+        shape: ScanShape,
+        projected: Projected<'_>,
+        inputs: ScanInputs<'_>,
+        keep_tape: bool,
+        plan: Plan,
+    ) -> ScanOutput {
+        let (hidden, width) = (shape.hidden, kind.gates() * shape.hidden);
+        let projected = match projected {
+            Projected::Borrowed(values) => self.gather(values, width),
+            Projected::Owned(values) => self.gather(&values, width),
+        };
+        let (h0, c0) = (self.gather(inputs.h0, hidden), self.gather(inputs.c0, hidden));
+        let sorted_inputs = ScanInputs {
+            h0: &h0,
+            c0: &c0,
+            order: self.order(inputs.order.reverse),
+            ..inputs
+        };
+        let out = forward(kind, shape, Projected::Owned(projected), sorted_inputs, keep_tape, plan);
+        ScanOutput {
+            output: self.scatter(&out.output, hidden),
+            ..out
+        }
+    }
+
+    fn backward(
+        &self,
+        kind: CellKind,
+        shape: ScanShape,
+        tape: ScanTape<'_>,
+        d_output: &[f32],
+        wanted: Wanted,
+        plan: Plan,
+    ) -> ScanGradients {
+        let (hidden, width) = (shape.hidden, kind.gates() * shape.hidden);
+        let (h0, c0) = (self.gather(tape.h0, hidden), self.gather(tape.c0, hidden));
+        let (output, d_output) = (self.gather(tape.output, hidden), self.gather(d_output, hidden));
+        let sorted_tape = ScanTape {
+            h0: &h0,
+            c0: &c0,
+            output: &output,
+            order: self.order(tape.order.reverse),
+            ..tape
+        };
+        let grads = backward(kind, shape, sorted_tape, &d_output, wanted, plan);
+        ScanGradients {
+            projected: self.scatter(&grads.projected, width),
+            h0: self.scatter(&grads.h0, hidden),
+            c0: self.scatter(&grads.c0, hidden),
+            ..grads
+        }
+    }
 }
 
 fn expect_len(what: &str, slice: &[f32], len: usize, shape: &str) {
@@ -261,7 +384,7 @@ fn forward_cell<C: Cell>(
                             let rows = ForwardRows {
                                 cell,
                                 shape,
-                                batch_rows: split(batch, parts, part),
+                                batch_rows: inputs.order.part(batch, parts, part),
                                 source,
                                 inputs,
                                 isa: plan.isa,
@@ -492,6 +615,10 @@ pub fn backward(
     wanted: Wanted,
     plan: Plan,
 ) -> ScanGradients {
+    tape.order.check(shape.steps, shape.batch);
+    if let Some(sorted) = Sorted::by_length(tape.order, shape.batch) {
+        return sorted.backward(kind, shape, tape, d_output, wanted, plan);
+    }
     crate::dispatch!(kind, |cell| backward_cell(cell, shape, tape, d_output, wanted, plan))
 }
 
@@ -546,7 +673,7 @@ fn backward_cell<C: Cell>(
                         let rows = BackwardRows {
                             cell,
                             shape,
-                            batch_rows: split(batch, parts, part),
+                            batch_rows: tape.order.part(batch, parts, part),
                             isa: plan.isa,
                             transposed: &transposed,
                             tape,

@@ -138,6 +138,30 @@ pub fn split(len: usize, parts: usize, part: usize) -> Range<usize> {
     start..start + base + usize::from(part < extra)
 }
 
+/// Contiguous ranges splitting the indices of `weights` into `parts` pieces of about equal
+/// total weight (each boundary where the running total first reaches its share); piece `part`
+/// of them.
+pub fn split_weighted(weights: &[usize], parts: usize, part: usize) -> Range<usize> {
+    let total: usize = weights.iter().sum();
+    // The first index whose running total (before it) reaches `share` of `parts` of the whole.
+    let boundary = |share: usize| {
+        if share >= parts {
+            return weights.len();
+        }
+        let target = total * share;
+        let mut running = 0usize;
+        weights
+            .iter()
+            .position(|&w| {
+                let reached = running * parts >= target;
+                running += w;
+                reached
+            })
+            .unwrap_or(weights.len())
+    };
+    boundary(part)..boundary(part + 1)
+}
+
 /// Runs `work(part)` for `parts` parts of the work on as many threads (the calling thread takes
 /// part 0, [`crate::pool`]'s helpers the others) and returns when all are done.
 pub fn parallel(parts: usize, work: impl Fn(usize) + Sync) {
@@ -159,6 +183,24 @@ mod tests {
                 assert!(pieces.iter().all(|r| longest - r.len() <= 1));
             }
         }
+    }
+
+    #[test]
+    fn weighted_pieces_cover_every_index_once_with_about_equal_weight() {
+        let weights = [28, 27, 27, 25, 22, 20, 19, 17, 15, 14, 14, 14];
+        for parts in 1..6 {
+            let pieces: Vec<_> = (0..parts).map(|p| split_weighted(&weights, parts, p)).collect();
+            let joined: Vec<usize> = pieces.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(joined, (0..weights.len()).collect::<Vec<_>>(), "{parts} parts");
+            let sums: Vec<usize> = pieces.iter().map(|r| weights[r.clone()].iter().sum()).collect();
+            let share = weights.iter().sum::<usize>() / parts;
+            // Each piece within one item of its share.
+            assert!(sums.iter().all(|&s| s.abs_diff(share) <= 28), "{parts} parts: {sums:?}");
+        }
+        // Equal weights split as `split` does, to one item.
+        let even = [1usize; 7];
+        assert_eq!(split_weighted(&even, 2, 0), 0..4);
+        assert_eq!(split_weighted(&even, 2, 1), 4..7);
     }
 
     #[test]
