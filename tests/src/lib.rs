@@ -226,7 +226,8 @@ pub fn tiny_experiment(
     rnnlm_train::TrainOptions {
         config,
         overrides: vec!["train.sample_every=0".to_owned()],
-        data: Some(data),
+        data: vec![data],
+        encoding: None,
         artifacts: dir.join("run"),
         resume: false,
         device: device(),

@@ -1,5 +1,7 @@
 //! Training: global-norm clipping, experiment files, artifacts, bad input.
 
+mod budget;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;

@@ -30,6 +30,22 @@ struct Cli {
     fused: Option<Fused>,
 }
 
+/// `--which`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WhichArg {
+    Best,
+    Last,
+}
+
+impl From<WhichArg> for rnnlm_train::Which {
+    fn from(which: WhichArg) -> Self {
+        match which {
+            WhichArg::Best => rnnlm_train::Which::Best,
+            WhichArg::Last => rnnlm_train::Which::Last,
+        }
+    }
+}
+
 /// `--fused`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Fused {
@@ -44,10 +60,16 @@ enum Command {
         /// Experiment file (TOML), e.g. configs/quick.toml.
         #[arg(long)]
         config: PathBuf,
-        /// Train on this UTF-8 text file instead of the experiment's corpus (default: The Time
-        /// Machine, downloaded once and checked by sha1).
+        /// Train on this text file instead of the experiment's corpus (default: The Time
+        /// Machine, downloaded once and checked by sha1). Repeat it for several corpora (one
+        /// vocabulary; each keeps its end for validation); a directory stands for the *.txt
+        /// files in it.
         #[arg(long)]
-        data: Option<PathBuf>,
+        data: Vec<PathBuf>,
+        /// The corpus files' encoding (default: the experiment's data.encoding, utf-8), e.g.
+        /// windows-1252 or latin-1.
+        #[arg(long)]
+        encoding: Option<String>,
         /// Backend: flex, ndarray, wgpu, tch, cpu or cuda (those compiled in).
         #[arg(long, default_value_t = device::default_name().to_owned())]
         device: String,
@@ -68,6 +90,10 @@ enum Command {
         /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// A time budget in minutes: stop after the epoch that spends it (the experiment's
+        /// train.max_minutes; a resumed run counts its earlier epochs).
+        #[arg(long)]
+        max_minutes: Option<f64>,
     },
     /// Turn PyTorch weights (nn.RNN, nn.GRU or nn.LSTM with an nn.Linear head, from a .pt or
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
@@ -81,20 +107,28 @@ enum Command {
     /// List the backends this binary was built with and check that each one runs here (a
     /// missing driver or library is reported with what to install).
     Backends,
-    /// Perplexity and bits per character of a trained model on a text.
+    /// Perplexity and bits per character of a trained model on texts: one row per file, then
+    /// the total over all of them.
     Eval {
         /// A training run's artifacts directory.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// UTF-8 text to score.
+        /// Text to score (repeatable; a directory stands for the *.txt files in it).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// The files' encoding (default: the checkpoint's data.encoding), e.g. windows-1252.
         #[arg(long)]
-        data: PathBuf,
+        encoding: Option<String>,
         /// Backend (see `train --help`).
         #[arg(long, default_value_t = device::default_name().to_owned())]
         device: String,
-        /// Parallel streams the text is cut into.
-        #[arg(long, default_value_t = 32)]
-        streams: usize,
+        /// Parallel streams each text is cut into (at least 1).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        streams: u64,
+        /// Which model of the run: the best by validation perplexity (model-best.bpk, where
+        /// the run kept one) or the last.
+        #[arg(long, value_enum, default_value_t = WhichArg::Best)]
+        which: WhichArg,
     },
     /// Continue a prefix with a trained model, streaming the text as it is produced.
     ///
@@ -111,6 +145,10 @@ enum Command {
         /// Backend (see `train --help`).
         #[arg(long, default_value_t = device::default_name().to_owned())]
         device: String,
+        /// Which model of the run: the best by validation perplexity (model-best.bpk, where
+        /// the run kept one) or the last.
+        #[arg(long, value_enum, default_value_t = WhichArg::Best)]
+        which: WhichArg,
     },
 }
 
@@ -139,13 +177,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train {
             config,
             data,
+            encoding,
             device,
             artifacts,
             resume,
             mut overrides,
             devices,
             cache_dir,
+            max_minutes,
         } => {
+            if let Some(minutes) = max_minutes {
+                overrides.push(format!("train.max_minutes={minutes:?}"));
+            }
             if !devices.is_empty() {
                 let quoted: Vec<String> = devices.iter().map(|d| format!("{d:?}")).collect();
                 overrides.push(format!("train.devices=[{}]", quoted.join(", ")));
@@ -168,12 +211,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 && std::env::var_os("CI").is_none();
             let interrupter = burn::train::Interrupter::new();
             let on_signal = interrupter.clone();
-            ctrlc::set_handler(move || on_signal.stop(Some("interrupted by Ctrl-C")))
-                .context("installing the Ctrl-C handler")?;
+            // Ctrl-C, SIGTERM (a scheduler's or `kill`'s) and SIGHUP all stop after the current
+            // minibatch, the last complete checkpoint kept.
+            ctrlc::set_handler(move || on_signal.stop(Some("interrupted by a signal (Ctrl-C, SIGTERM)")))
+                .context("installing the signal handler")?;
             let options = TrainOptions {
                 config,
                 overrides,
                 data,
+                encoding,
                 artifacts,
                 resume,
                 device,
@@ -189,6 +235,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = rnnlm_train::train(&options)?;
             for sample in &report.held_samples {
                 println!("{sample}");
+            }
+            if let Some(reason) = &report.stopped {
+                println!("stopped early: {reason}");
             }
             let last = report.history.last().context("no epoch was run")?;
             let first = &report.history[0];
@@ -207,9 +256,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             checkpoint,
             request,
             device,
+            which,
         } => {
             let device = device::by_name(&device)?;
-            let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
+            let loaded = rnnlm_train::load_model_as(&checkpoint, which.into(), &device)?;
             generate::run(&loaded, &request, &device)
         }
         Command::Import(args) => import::run(&args),
@@ -221,39 +271,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval {
             checkpoint,
             data,
+            encoding,
             device,
             streams,
+            which,
         } => {
             let device = device::by_name(&device)?;
-            let loaded = rnnlm_train::load_model(&checkpoint, &device)?;
-            let text = rnnlm_data::read_text(&data)?;
-            let result = rnnlm_train::evaluate(&loaded, &text, streams, &device)?;
-            if !result.unknown.is_empty() {
-                let total: usize = result.unknown.iter().map(|(_, n)| n).sum();
-                let listed: Vec<String> = result
-                    .unknown
-                    .iter()
-                    .take(20)
-                    .map(|(t, n)| format!("{t:?} x{n}"))
-                    .collect();
-                eprintln!(
-                    "warning: {total} tokens of {} are not in the model's vocabulary and were scored as <unk>: {}",
-                    data.display(),
-                    listed.join(", ")
-                );
-            }
+            let loaded = rnnlm_train::load_model_as(&checkpoint, which.into(), &device)?;
+            let encoding = encoding.unwrap_or_else(|| loaded.config.data.encoding.clone());
             let unit = match loaded.config.data.level {
                 rnnlm_data::TokenLevel::Char => "character",
                 rnnlm_data::TokenLevel::Word => "word",
             };
-            println!(
-                "{}: perplexity {:.4}, {:.4} bits per {unit}, over {} tokens ({})",
-                data.display(),
-                result.perplexity,
-                result.bits_per_token,
-                result.tokens,
-                loaded.weights.display()
-            );
+            let files = rnnlm_data::text_files(&data)?;
+            let (mut tokens, mut bits, mut unknown_tokens) = (0usize, 0.0f64, 0usize);
+            for file in &files {
+                let text = rnnlm_data::read_text_in(file, &encoding)?;
+                let result = rnnlm_train::evaluate(&loaded, &text, streams as usize, &device)
+                    .with_context(|| format!("scoring {}", file.display()))?;
+                let unknown: usize = result.unknown.iter().map(|(_, n)| n).sum();
+                if unknown > 0 {
+                    let listed: Vec<String> = result
+                        .unknown
+                        .iter()
+                        .take(20)
+                        .map(|(t, n)| format!("{t:?} x{n}"))
+                        .collect();
+                    eprintln!(
+                        "warning: {unknown} tokens of {} are not in the model's vocabulary and were scored as <unk>: {}",
+                        file.display(),
+                        listed.join(", ")
+                    );
+                }
+                println!(
+                    "{}: {} tokens, {unknown} unknown, perplexity {:.4}, {:.4} bits per {unit}",
+                    file.display(),
+                    result.tokens,
+                    result.perplexity,
+                    result.bits_per_token,
+                );
+                tokens += result.tokens;
+                bits += result.bits_per_token * result.tokens as f64;
+                unknown_tokens += unknown;
+            }
+            if files.len() > 1 {
+                let mean = bits / tokens as f64;
+                println!(
+                    "total: {tokens} tokens, {unknown_tokens} unknown, perplexity {:.4}, {mean:.4} bits per {unit}",
+                    mean.exp2()
+                );
+            }
+            println!("(model: {})", loaded.weights.display());
             Ok(())
         }
     }

@@ -64,7 +64,7 @@ impl RemoteFile {
         let had_copy = path.exists();
         std::fs::create_dir_all(cache_dir).map_err(|source| DataError::Io {
             path: cache_dir.to_owned(),
-            source,
+            reason: source,
         })?;
         let partial = cache_dir.join(format!(".{}.part-{}", self.file_name, std::process::id()));
         let result = self.download_to(&partial, &path, had_copy);
@@ -74,7 +74,7 @@ impl RemoteFile {
         result?;
         std::fs::rename(&partial, &path).map_err(|source| DataError::Io {
             path: path.clone(),
-            source,
+            reason: source,
         })?;
         Ok(path)
     }
@@ -101,7 +101,7 @@ impl RemoteFile {
         let mut reader = response.body_mut().with_config().limit(64 << 20).reader();
         let mut file = std::fs::File::create(partial).map_err(|source| DataError::Io {
             path: partial.to_owned(),
-            source,
+            reason: source,
         })?;
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -115,12 +115,12 @@ impl RemoteFile {
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n]).map_err(|source| DataError::Io {
                 path: partial.to_owned(),
-                source,
+                reason: source,
             })?;
         }
         file.sync_all().map_err(|source| DataError::Io {
             path: partial.to_owned(),
-            source,
+            reason: source,
         })?;
         let actual = hex(&hasher.finalize());
         if actual != self.sha1 {
@@ -147,7 +147,7 @@ fn hex(bytes: &[u8]) -> String {
 pub fn sha1_of_file(path: &Path) -> Result<String, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        source,
+        reason: source,
     })?;
     Ok(hex(&Sha1::digest(&bytes)))
 }
@@ -241,6 +241,133 @@ impl Corpus {
         }
         let valid = (self.tokens.len() as f64 * valid_fraction).round() as usize;
         Ok(self.tokens.split_at(self.tokens.len() - valid))
+    }
+}
+
+/// A text of a corpus with the name that messages and summaries give it (its path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedText {
+    /// The file's path, or "The Time Machine".
+    pub name: String,
+    /// Its contents.
+    pub text: String,
+}
+
+/// One text's share of a [`SplitCorpus`], in tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextShare {
+    /// The text's name.
+    pub name: String,
+    /// Its tokens (after preprocessing and `max_tokens`).
+    pub tokens: usize,
+    /// Of them, for training.
+    pub train: usize,
+    /// Of them, for validation.
+    pub valid: usize,
+}
+
+/// The training and validation tokens of one or more texts under one vocabulary: d2l's
+/// "increase the training data to include multiple books".
+#[derive(Clone, Debug)]
+pub struct SplitCorpus {
+    /// Built from every text, validation parts included (as d2l builds it from a whole book).
+    pub vocab: Vocab,
+    /// Every training text's training part, one after the other.
+    pub train: Vec<u32>,
+    /// Every validation part, one after the other.
+    pub valid: Vec<u32>,
+    /// Each text's share, training texts first.
+    pub shares: Vec<TextShare>,
+}
+
+impl SplitCorpus {
+    /// Tokenises every text and builds one vocabulary over all of them. Without `valid_texts`,
+    /// each text keeps its last `valid_fraction` of tokens for validation; with them, the
+    /// `texts` train whole and the `valid_texts` validate. `options.max_tokens` keeps the first
+    /// tokens of every text.
+    ///
+    /// # Errors
+    /// A text with no token after preprocessing (named), an invalid `valid_fraction`, or no
+    /// text at all.
+    pub fn build(
+        texts: &[NamedText],
+        valid_texts: &[NamedText],
+        tokenizer: &Tokenizer,
+        options: &CorpusOptions,
+        valid_fraction: f64,
+    ) -> Result<Self, DataError> {
+        if !(0.0..1.0).contains(&valid_fraction) {
+            return Err(DataError::Invalid {
+                field: "data.valid_fraction",
+                value: valid_fraction.to_string(),
+                expected: "must lie in [0, 1)".to_owned(),
+            });
+        }
+        if texts.is_empty() {
+            return Err(DataError::Empty {
+                what: "the corpus".to_owned(),
+                hint: ": it names no text file".to_owned(),
+            });
+        }
+        let tokenize = |named: &NamedText| -> Result<Vec<String>, DataError> {
+            let tokens = tokenizer.tokenize(&named.text);
+            if tokens.is_empty() {
+                return Err(DataError::Empty {
+                    what: named.name.clone(),
+                    hint: format!(
+                        " after {:?} preprocessing; the raw mode keeps every character",
+                        tokenizer.preprocess
+                    ),
+                });
+            }
+            Ok(tokens)
+        };
+        let train_tokens = texts.iter().map(tokenize).collect::<Result<Vec<_>, _>>()?;
+        let valid_tokens = valid_texts.iter().map(tokenize).collect::<Result<Vec<_>, _>>()?;
+        let reserved: Vec<&str> = options.reserved.iter().map(String::as_str).collect();
+        let vocab = Vocab::build(
+            train_tokens.iter().chain(&valid_tokens).flatten().map(String::as_str),
+            options.min_freq,
+            &reserved,
+        );
+        let ids = |tokens: &[String]| -> Vec<u32> {
+            let keep = options.max_tokens.unwrap_or(usize::MAX).min(tokens.len());
+            tokens[..keep].iter().map(|t| vocab.index_of(t)).collect()
+        };
+        let (mut train, mut valid, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+        for (named, tokens) in texts.iter().zip(&train_tokens) {
+            let ids = ids(tokens);
+            let held = if valid_texts.is_empty() {
+                (ids.len() as f64 * valid_fraction).round() as usize
+            } else {
+                0
+            };
+            let (own_train, own_valid) = ids.split_at(ids.len() - held);
+            shares.push(TextShare {
+                name: named.name.clone(),
+                tokens: ids.len(),
+                train: own_train.len(),
+                valid: own_valid.len(),
+            });
+            train.extend_from_slice(own_train);
+            valid.extend_from_slice(own_valid);
+        }
+        for (named, tokens) in valid_texts.iter().zip(&valid_tokens) {
+            let ids = ids(tokens);
+            shares.push(TextShare {
+                name: named.name.clone(),
+                tokens: ids.len(),
+                train: 0,
+                valid: ids.len(),
+            });
+            valid.extend_from_slice(&ids);
+        }
+        Ok(Self {
+            vocab,
+            train,
+            valid,
+            shares,
+        })
     }
 }
 

@@ -16,24 +16,42 @@ pub enum DataError {
         /// The path as given.
         path: PathBuf,
     },
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read. The message holds the reason, so it is not also given as
+    /// the error's source (which would print it twice in a chain).
+    #[error("cannot read {path}: {reason}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's reason.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is not UTF-8.
     #[error(
-        "{path} is not UTF-8 text (invalid byte at offset {offset}); convert it to UTF-8 first"
+        "{path} is not UTF-8 text (invalid byte at offset {offset}); name its encoding with \
+         data.encoding (--encoding), e.g. \"windows-1252\" for many Project Gutenberg files, or \
+         convert it to UTF-8"
     )]
     NotUtf8 {
         /// The file.
         path: PathBuf,
         /// Offset of the first invalid byte.
         offset: usize,
+    },
+    /// The file holds a byte its encoding does not define.
+    #[error("{path} is not {encoding} text (undefined byte at offset {offset}); check data.encoding (--encoding)")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The encoding it was read in.
+        encoding: &'static str,
+        /// Offset of the first undefined byte.
+        offset: usize,
+    },
+    /// A directory of corpora without a text file.
+    #[error("{path} holds no *.txt file; put the corpora there, or name the files themselves")]
+    NoTextFiles {
+        /// The directory.
+        path: PathBuf,
     },
     /// The file, or what preprocessing left of it, holds no token.
     #[error("{what} holds no tokens{hint}")]

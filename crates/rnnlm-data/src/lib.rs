@@ -24,11 +24,14 @@ pub use batches::{
     BatchConfig, Minibatch, MinibatchDataset, Sampling, SequenceBatch, SequenceBatcher, epoch_rng,
 };
 pub use corpus::{
-    CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, RemoteFile, TIME_MACHINE_FILE,
+    CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, NamedText, RemoteFile, SplitCorpus,
+    TIME_MACHINE_FILE, TextShare,
     TIME_MACHINE_SHA1, TIME_MACHINE_URL, default_cache_dir, encode, sha1_of_file,
 };
 pub use error::DataError;
-pub use text::{Preprocess, TokenLevel, Tokenizer, read_text};
+pub use text::{
+    Preprocess, TokenLevel, Tokenizer, UTF_8, encoding_for, read_text, read_text_in, text_files,
+};
 pub use vocab::{UNK, Vocab};
 
 /// The crate's README, whose example runs as a doctest.

@@ -131,13 +131,45 @@ impl Tokenizer {
 
 /// Reads a UTF-8 text file, with an error that names the file and the problem.
 pub fn read_text(path: &Path) -> Result<String, DataError> {
+    read_text_in(path, UTF_8)
+}
+
+/// The label of UTF-8, the default encoding.
+pub const UTF_8: &str = "utf-8";
+
+/// The decoder of an encoding label: any label of the WHATWG Encoding Standard
+/// (`utf-8`, `windows-1252`, `latin1`, `iso-8859-15`, `koi8-r`, `shift_jis`, ...), plus
+/// `latin-1`, which names `latin1` (decoded as `windows-1252`, as browsers do).
+pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, DataError> {
+    let normalised = label.trim().to_ascii_lowercase();
+    let normalised = match normalised.as_str() {
+        "latin-1" | "iso-latin-1" => "latin1",
+        other => other,
+    };
+    encoding_rs::Encoding::for_label_no_replacement(normalised.as_bytes()).ok_or_else(|| {
+        DataError::Invalid {
+            field: "data.encoding",
+            value: format!("{label:?}"),
+            expected: "an encoding label such as \"utf-8\", \"windows-1252\", \"latin-1\" or \
+                       \"iso-8859-15\" (the WHATWG Encoding Standard's labels)"
+                .to_owned(),
+        }
+    })
+}
+
+/// Reads a text file in the encoding `label` names ([`encoding_for`]), with an error that names
+/// the file and the problem. UTF-8 is read strictly (an invalid byte is an error that says how
+/// to name another encoding); other encodings decode every byte they define, and a byte one
+/// leaves undefined is an error naming its offset.
+pub fn read_text_in(path: &Path, label: &str) -> Result<String, DataError> {
+    let encoding = encoding_for(label)?;
     let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::NotFound {
             path: path.to_owned(),
         },
         _ => DataError::Io {
             path: path.to_owned(),
-            source,
+            reason: source,
         },
     })?;
     if metadata.is_dir() {
@@ -147,7 +179,7 @@ pub fn read_text(path: &Path) -> Result<String, DataError> {
     }
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_owned(),
-        source,
+        reason: source,
     })?;
     if bytes.is_empty() {
         return Err(DataError::Empty {
@@ -155,8 +187,84 @@ pub fn read_text(path: &Path) -> Result<String, DataError> {
             hint: String::new(),
         });
     }
-    String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-        path: path.to_owned(),
-        offset: e.utf8_error().valid_up_to(),
-    })
+    if encoding == encoding_rs::UTF_8 {
+        // A UTF-8 byte-order mark is no character of the text.
+        let start = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+        let mut bytes = bytes;
+        bytes.drain(..start);
+        return String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
+            path: path.to_owned(),
+            offset: e.utf8_error().valid_up_to() + start,
+        });
+    }
+    match encoding.decode_without_bom_handling_and_without_replacement(&bytes) {
+        Some(text) => Ok(text.into_owned()),
+        None => {
+            // Where: decode with replacement and find the first replacement character's byte.
+            let mut decoder = encoding.new_decoder_without_bom_handling();
+            let offset = first_malformed_byte(&mut decoder, &bytes);
+            Err(DataError::Malformed {
+                path: path.to_owned(),
+                encoding: encoding.name(),
+                offset,
+            })
+        }
+    }
+}
+
+/// The offset of the first byte `decoder` cannot decode.
+fn first_malformed_byte(decoder: &mut encoding_rs::Decoder, bytes: &[u8]) -> usize {
+    let mut out = String::with_capacity(64);
+    let mut read = 0;
+    loop {
+        out.clear();
+        let (result, consumed) =
+            decoder.decode_to_string_without_replacement(&bytes[read..], &mut out, true);
+        match result {
+            encoding_rs::DecoderResult::Malformed(bad, _) => {
+                return (read + consumed).saturating_sub(bad as usize);
+            }
+            encoding_rs::DecoderResult::InputEmpty => return bytes.len(),
+            encoding_rs::DecoderResult::OutputFull => {
+                read += consumed;
+                out.reserve(64);
+            }
+        }
+    }
+}
+
+/// The text files `paths` name, in order: a file as it is, a directory as the `*.txt` files
+/// directly inside it, in name order.
+pub fn text_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            if !path.exists() {
+                return Err(DataError::NotFound { path: path.clone() });
+            }
+            files.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path).map_err(|source| DataError::Io {
+            path: path.clone(),
+            reason: source,
+        })?;
+        let mut inside = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| DataError::Io {
+                path: path.clone(),
+                reason: source,
+            })?;
+            let file = entry.path();
+            if file.is_file() && file.extension().is_some_and(|e| e == "txt") {
+                inside.push(file);
+            }
+        }
+        if inside.is_empty() {
+            return Err(DataError::NoTextFiles { path: path.clone() });
+        }
+        inside.sort();
+        files.extend(inside);
+    }
+    Ok(files)
 }

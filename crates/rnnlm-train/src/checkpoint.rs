@@ -7,6 +7,9 @@
 //! <artifacts>/vocab.json            the vocabulary
 //! <artifacts>/checkpoint/model-N.bpk, optim-N.bpk, scheduler-N.bpk, epoch-N.json
 //! <artifacts>/model.bpk             the final model
+//! <artifacts>/model-best.bpk        the model of the epoch with the best validation perplexity
+//! <artifacts>/stop.txt              why training stopped before its last epoch (patience, time)
+//! <artifacts>/data.csv              every corpus file's tokens, for training and validation
 //! <artifacts>/metrics.csv           one row per epoch
 //! <artifacts>/perplexity.svg        perplexity per epoch
 //! ```
@@ -114,6 +117,10 @@ pub struct EpochMetrics {
     pub grad_norm: f64,
     /// Learning rate of the epoch's last step.
     pub lr: f64,
+    /// Wall-clock seconds of the epoch, validation included (what `train.max_minutes`
+    /// counts; 0 in runs written before it existed).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What `epoch-N.json` holds: the metrics of every epoch up to N, so a resumed run continues
@@ -180,15 +187,28 @@ pub fn latest_complete_checkpoint(artifacts: &Path) -> Option<EpochState> {
     })
 }
 
+/// The epoch (index into `history`) with the lowest validation perplexity, the first of equals.
+pub fn best_epoch(history: &[EpochMetrics]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (index, metrics) in history.iter().enumerate() {
+        if let Some(ppl) = metrics.valid_perplexity
+            && best.is_none_or(|(_, lowest)| ppl < lowest)
+        {
+            best = Some((index, ppl));
+        }
+    }
+    best.map(|(index, _)| index)
+}
+
 /// Writes `metrics.csv`.
 pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {
     let mut csv = String::from(
-        "epoch,train_perplexity,valid_perplexity,train_bits_per_token,valid_bits_per_token,tokens_per_second,grad_norm,lr\n",
+        "epoch,train_perplexity,valid_perplexity,train_bits_per_token,valid_bits_per_token,tokens_per_second,grad_norm,lr,seconds\n",
     );
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
     for m in history {
         csv.push_str(&format!(
-            "{},{:.6},{},{:.6},{},{:.1},{:.6},{}\n",
+            "{},{:.6},{},{:.6},{},{:.1},{:.6},{},{:.3}\n",
             m.epoch,
             m.train_perplexity,
             opt(m.valid_perplexity),
@@ -196,7 +216,8 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<(), Tr
             opt(m.valid_bits_per_token),
             m.tokens_per_second,
             m.grad_norm,
-            m.lr
+            m.lr,
+            m.seconds
         ));
     }
     write_atomic(path, csv.as_bytes()).map_err(|e| TrainError::io(path, e))

@@ -33,9 +33,19 @@ pub struct ExperimentConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A UTF-8 text file (relative to the working directory); absent means The Time Machine,
-    /// downloaded once into the cache directory.
+    /// A text file (relative to the working directory); absent, with `files` empty, means The
+    /// Time Machine, downloaded once into the cache directory.
     pub file: Option<PathBuf>,
+    /// Several corpora, trained on one after the other with one vocabulary: text files, and
+    /// directories standing for the `*.txt` files inside them (in name order). Each keeps the
+    /// last `valid_fraction` of its tokens for validation, unless `valid_files` is given.
+    pub files: Vec<PathBuf>,
+    /// Validation texts (files or directories, as `files`); then the training texts train
+    /// whole and `valid_fraction` is not used.
+    pub valid_files: Vec<PathBuf>,
+    /// The files' character encoding: `utf-8` (the default), or any WHATWG label such as
+    /// `windows-1252` or `latin-1` (many Project Gutenberg files).
+    pub encoding: String,
     /// `d2l-lines` (d2l's classic chapter), `d2l-whole` (current book) or `raw`.
     pub preprocess: Preprocess,
     /// `char` or `word`.
@@ -58,6 +68,9 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             file: None,
+            files: Vec::new(),
+            valid_files: Vec::new(),
+            encoding: rnnlm_data::UTF_8.to_owned(),
             preprocess: Preprocess::D2lLines,
             level: TokenLevel::Char,
             max_tokens: 0,
@@ -71,6 +84,12 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// The training corpora as named: `file`, then `files` (directories not yet expanded);
+    /// empty for The Time Machine.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.file.iter().chain(&self.files).cloned().collect()
+    }
+
     /// The tokenizer these settings describe.
     pub fn tokenizer(&self) -> Tokenizer {
         Tokenizer {
@@ -184,6 +203,12 @@ pub struct TrainConfig {
     /// `["flex", "flex"]` (two workers on the one CPU device). Each device runs its share of the
     /// minibatch's parallel streams; empty trains on the `--device` one alone.
     pub devices: Vec<String>,
+    /// Stop when the validation perplexity has not improved for this many epochs (0: never;
+    /// needs a validation split). The best model is kept as `model-best.bpk` either way.
+    pub patience: usize,
+    /// A time budget: stop after the epoch that brings the run's wall-clock time (a resumed
+    /// run's earlier epochs included) to this many minutes (0: none).
+    pub max_minutes: f64,
 }
 
 impl Default for TrainConfig {
@@ -196,6 +221,8 @@ impl Default for TrainConfig {
             sample_prefix: "time traveller".to_owned(),
             sample_len: 50,
             devices: Vec::new(),
+            patience: 0,
+            max_minutes: 0.0,
         }
     }
 }
@@ -246,6 +273,21 @@ impl ExperimentConfig {
                 "must lie in [0, 1)",
             ));
         }
+        if d.file.is_some() && !d.files.is_empty() {
+            return Err(invalid(
+                "data.file",
+                format!("{:?}", d.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()),
+                "give either data.file or data.files, not both (data.files may hold one file)",
+            ));
+        }
+        if !d.valid_files.is_empty() && d.sources().is_empty() {
+            return Err(invalid(
+                "data.valid_files",
+                format!("{:?}", d.valid_files),
+                "needs data.file or data.files: The Time Machine keeps its own validation part",
+            ));
+        }
+        rnnlm_data::encoding_for(&d.encoding).map_err(|e| TrainError::Config(e.to_string()))?;
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return Err(invalid("optimizer.lr", o.lr, "must be a finite number > 0"));
@@ -285,6 +327,20 @@ impl ExperimentConfig {
                 "train.theta",
                 t.theta,
                 "must be a finite number > 0",
+            ));
+        }
+        if !(t.max_minutes.is_finite() && t.max_minutes >= 0.0) {
+            return Err(invalid(
+                "train.max_minutes",
+                t.max_minutes,
+                "must be a finite number of minutes >= 0 (0: no budget)",
+            ));
+        }
+        if t.patience > 0 && d.valid_fraction == 0.0 && d.valid_files.is_empty() {
+            return Err(invalid(
+                "train.patience",
+                t.patience,
+                "needs a validation split: set data.valid_fraction > 0 or data.valid_files",
             ));
         }
         if t.sample_every > 0 && t.sample_len == 0 {

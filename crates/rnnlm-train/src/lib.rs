@@ -16,7 +16,8 @@ mod strategy;
 use std::path::Path;
 
 pub use checkpoint::{
-    AtomicFileCheckpointer, EpochMetrics, EpochState, latest_complete_checkpoint, write_atomic,
+    AtomicFileCheckpointer, EpochMetrics, EpochState, best_epoch, latest_complete_checkpoint,
+    write_atomic,
 };
 pub use clip::{clip_grad_global_norm, global_grad_norm};
 pub use device::{DeviceError, probe_device};
@@ -26,8 +27,8 @@ pub use experiment::{
 };
 pub use render::QuietRenderer;
 pub use run::{
-    Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, evaluate, files, load_model,
-    save_model_dir, train,
+    Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, Which, evaluate, files,
+    load_model, load_model_as, save_model_dir, train,
 };
 pub use schedule::Schedule;
 pub use strategy::{
@@ -53,13 +54,14 @@ pub enum TrainError {
     /// The plot could not be drawn.
     #[error("cannot draw the perplexity plot: {0}")]
     Plot(String),
-    /// A file operation failed.
-    #[error("{path}: {source}")]
+    /// A file operation failed. The message holds the reason, so it is not also given as the
+    /// error's source (which would print it twice in a chain).
+    #[error("{path}: {reason}")]
     Io {
         /// The file.
         path: String,
         /// The reason.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// Loss or gradient norm became NaN or infinite.
     #[error(
@@ -101,10 +103,10 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, reason: std::io::Error) -> Self {
         Self::Io {
             path: path.display().to_string(),
-            source,
+            reason,
         }
     }
 }

@@ -12,7 +12,7 @@ use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use rnnlm::RnnLm;
-use rnnlm_data::{Corpus, CorpusOptions, CorpusSource, Vocab, encode};
+use rnnlm_data::{CorpusOptions, CorpusSource, NamedText, SplitCorpus, TextShare, Vocab, encode};
 
 use crate::TrainError;
 use crate::checkpoint::{
@@ -33,10 +33,16 @@ pub mod files {
     pub const VOCAB: &str = "vocab.json";
     /// The final model.
     pub const MODEL: &str = "model.bpk";
+    /// The model of the epoch with the best validation perplexity.
+    pub const BEST_MODEL: &str = "model-best.bpk";
+    /// Why training stopped before its last epoch (`train.patience`, `train.max_minutes`).
+    pub const STOP: &str = "stop.txt";
     /// Metrics per epoch.
     pub const METRICS: &str = "metrics.csv";
     /// Perplexity plot.
     pub const PLOT: &str = "perplexity.svg";
+    /// Every corpus file's tokens and its training and validation shares.
+    pub const DATA: &str = "data.csv";
 }
 
 /// How a run reports progress.
@@ -55,8 +61,10 @@ pub struct TrainOptions {
     pub config: PathBuf,
     /// `table.field=value` overrides.
     pub overrides: Vec<String>,
-    /// Train on this file instead of the config's corpus.
-    pub data: Option<PathBuf>,
+    /// Train on these files (or directories of `*.txt` files) instead of the config's corpus.
+    pub data: Vec<PathBuf>,
+    /// The corpus files' encoding instead of the config's `data.encoding`.
+    pub encoding: Option<String>,
     /// Where the artifacts go.
     pub artifacts: PathBuf,
     /// Continue the run in `artifacts` from its last complete checkpoint.
@@ -89,36 +97,67 @@ pub struct TrainReport {
     pub artifacts: PathBuf,
     /// Samples taken during training that were not printed (dashboard mode).
     pub held_samples: Vec<String>,
+    /// Why training stopped before its last epoch (patience or the time budget), if it did.
+    pub stopped: Option<String>,
 }
 
 /// The experiment, its text and the derived data of a run.
 struct Prepared {
     config: ExperimentConfig,
-    corpus: Corpus,
+    corpus: SplitCorpus,
     plan: DataPlan,
+}
+
+/// Reads every file `paths` names (directories expanded to their `*.txt` files).
+fn read_texts(paths: &[PathBuf], encoding: &str) -> Result<Vec<NamedText>, TrainError> {
+    rnnlm_data::text_files(paths)?
+        .into_iter()
+        .map(|path| {
+            Ok(NamedText {
+                name: path.display().to_string(),
+                text: rnnlm_data::read_text_in(&path, encoding)?,
+            })
+        })
+        .collect()
 }
 
 fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
     let mut config = ExperimentConfig::load(&options.config, &options.overrides)?;
-    if let Some(data) = &options.data {
-        config.data.file = Some(data.clone());
+    if !options.data.is_empty() {
+        config.data.file = None;
+        config.data.files = options.data.clone();
     }
-    let source = match &config.data.file {
-        Some(file) => CorpusSource::File(file.clone()),
-        None => CorpusSource::TimeMachine,
+    if let Some(encoding) = &options.encoding {
+        config.data.encoding = encoding.clone();
+    }
+    config.validate()?;
+    let sources = config.data.sources();
+    let texts = if sources.is_empty() {
+        vec![NamedText {
+            name: "The Time Machine".to_owned(),
+            text: CorpusSource::TimeMachine.read(options.cache_dir.as_deref())?,
+        }]
+    } else {
+        read_texts(&sources, &config.data.encoding)?
     };
-    let text = source.read(options.cache_dir.as_deref())?;
-    let what = match &config.data.file {
-        Some(file) => file.display().to_string(),
-        None => "The Time Machine".to_owned(),
+    let valid_texts = read_texts(&config.data.valid_files, &config.data.encoding)?;
+    let what = match texts.as_slice() {
+        [one] => one.name.clone(),
+        many => format!("the {} corpus files", many.len()),
     };
     let corpus_options = CorpusOptions {
         max_tokens: (config.data.max_tokens > 0).then_some(config.data.max_tokens),
         min_freq: config.data.min_freq,
         reserved: Vec::new(),
     };
-    let corpus = Corpus::build(&text, &config.data.tokenizer(), &corpus_options, &what)?;
-    let (train, valid) = corpus.split(config.data.valid_fraction)?;
+    let corpus = SplitCorpus::build(
+        &texts,
+        &valid_texts,
+        &config.data.tokenizer(),
+        &corpus_options,
+        config.data.valid_fraction,
+    )?;
+    let (train, valid) = (&corpus.train, &corpus.valid);
     let batches = config.data.batches();
     batches.check(train.len(), &format!("the training part of {what}"))?;
     if !valid.is_empty() {
@@ -133,8 +172,8 @@ fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
     config.model.vocab_size = corpus.vocab.len();
     config.validate()?;
     let plan = DataPlan {
-        train: train.to_vec(),
-        valid: valid.to_vec(),
+        train: train.clone(),
+        valid: valid.clone(),
         batches,
         seed: config.train.seed,
     };
@@ -159,8 +198,11 @@ fn claim_artifacts(
         // A resumed run may be extended: everything but the number of epochs must match.
         let mut comparable = existing.clone();
         comparable.train.epochs = config.train.epochs;
-        // Nor do the devices: data-parallel training computes the same updates.
+        // Nor do the devices: data-parallel training computes the same updates. A resumed run
+        // may also get more patience or a larger time budget.
         comparable.train.devices = config.train.devices.clone();
+        comparable.train.patience = config.train.patience;
+        comparable.train.max_minutes = config.train.max_minutes;
         if comparable != *config {
             return Err(TrainError::Artifacts(format!(
                 "{} holds a different run (its {} differs from this experiment); choose another --artifacts directory",
@@ -189,13 +231,77 @@ fn claim_artifacts(
     write_config_and_vocab(dir, config, vocab)
 }
 
-/// Whether `dir` exists and has at least one entry.
+/// Whether `dir` exists and has at least one entry besides a run's lock file.
 fn holds_files(dir: &Path) -> Result<bool, TrainError> {
-    Ok(dir.exists()
-        && std::fs::read_dir(dir)
-            .map_err(|e| TrainError::io(dir, e))?
-            .next()
-            .is_some())
+    if !dir.exists() {
+        return Ok(false);
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let entry = entry.map_err(|e| TrainError::io(dir, e))?;
+        if entry.file_name() != LOCK_FILE {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The file a run holds an exclusive lock on for as long as it trains in a directory.
+const LOCK_FILE: &str = ".rnnlm-train.lock";
+
+/// Makes `dir` (if needed) and takes the exclusive lock of its run, writing this process's id
+/// into the lock file; a second run on the same directory is refused with the holder's id.
+/// The lock goes with the returned file (and with the process, however it ends).
+fn lock_artifacts(dir: &Path) -> Result<std::fs::File, TrainError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(TrainError::Artifacts(format!(
+            "--artifacts {} is a file, not a directory; name a new or empty directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| TrainError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(TrainError::Artifacts(format!(
+                "{} is in use by another rnnlm train (pid {}); wait for it to finish, or choose \
+                 another --artifacts directory",
+                dir.display(),
+                holder.trim()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
+    }
+    use std::io::{Seek, Write};
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| TrainError::io(&path, e))?;
+    Ok(file)
+}
+
+/// Writes every corpus file's share (`file,tokens,train,valid`) atomically.
+fn write_shares(path: &Path, shares: &[TextShare]) -> Result<(), TrainError> {
+    let mut csv = String::from("file,tokens,train,valid\n");
+    for share in shares {
+        // A comma or a quote in a path is quoted, as CSV readers expect.
+        let name = if share.name.contains([',', '"', '\n']) {
+            format!("\"{}\"", share.name.replace('"', "\"\""))
+        } else {
+            share.name.clone()
+        };
+        csv.push_str(&format!("{name},{},{},{}\n", share.tokens, share.train, share.valid));
+    }
+    write_atomic(path, csv.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
 
 /// Writes the experiment and the vocabulary into `dir`, each atomically.
@@ -246,7 +352,16 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         })?;
     }
     let artifacts = options.artifacts.clone();
+    // Held until training returns: a second run on the same directory is refused meanwhile.
+    let _lock = lock_artifacts(&artifacts)?;
     claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
+    for share in &corpus.shares {
+        println!(
+            "data: {}: {} tokens, {} for training, {} for validation",
+            share.name, share.tokens, share.train, share.valid
+        );
+    }
+    write_shares(&artifacts.join(files::DATA), &corpus.shares)?;
     let resume_state = if options.resume {
         latest_complete_checkpoint(&artifacts)
     } else {
@@ -284,6 +399,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     ));
     let failure = Arc::new(Mutex::new(None));
     let held_samples = Arc::new(Mutex::new(Vec::new()));
+    let stopped = Arc::new(Mutex::new(None));
     let tokenizer = config.data.tokenizer();
     let sample = (config.train.sample_every > 0)
         .then(|| {
@@ -311,6 +427,9 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         print_epochs: options.progress == Progress::Lines,
         failure: failure.clone(),
         held_samples: held_samples.clone(),
+        patience: config.train.patience,
+        max_seconds: (config.train.max_minutes > 0.0).then(|| config.train.max_minutes * 60.0),
+        stopped: stopped.clone(),
     };
 
     let checkpoints = checkpoint_dir(&artifacts);
@@ -344,6 +463,16 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                 config.train.epochs
             )));
         }
+        let history = resume_state.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
+        let spent: f64 = history.iter().map(|m| m.seconds).sum::<f64>() / 60.0;
+        if config.train.max_minutes > 0.0 && spent >= config.train.max_minutes {
+            return Err(TrainError::Artifacts(format!(
+                "{} already spent its time budget ({spent:.1} of train.max_minutes = {} minutes); \
+                 raise train.max_minutes (--max-minutes) to train further",
+                artifacts.display(),
+                config.train.max_minutes
+            )));
+        }
         println!(
             "resuming after epoch {epoch} from {}",
             checkpoints.display()
@@ -371,6 +500,17 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     save_model(&artifacts.join(files::MODEL), &model)?;
     write_metrics_csv(&artifacts.join(files::METRICS), &history)?;
     plot_perplexity(&artifacts.join(files::PLOT), &history)?;
+    let stopped = stopped.lock().expect("stop lock").take();
+    let stop_path = artifacts.join(files::STOP);
+    match &stopped {
+        Some(reason) => write_atomic(&stop_path, format!("{reason}\n").as_bytes())
+            .map_err(|e| TrainError::io(&stop_path, e))?,
+        // A resumed run that went on past an earlier stop no longer stopped there.
+        None if stop_path.exists() => {
+            std::fs::remove_file(&stop_path).map_err(|e| TrainError::io(&stop_path, e))?
+        }
+        None => {}
+    }
     let held_samples = std::mem::take(&mut *held_samples.lock().expect("samples lock"));
     Ok(TrainReport {
         history,
@@ -378,10 +518,11 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         model,
         artifacts,
         held_samples,
+        stopped,
     })
 }
 
-fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
+pub(crate) fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
     let bytes = model
         .clone()
         .into_record()
@@ -483,9 +624,25 @@ impl LoadedModel {
     }
 }
 
-/// Loads the final model of an artifacts directory, or, if the run did not finish, the model
-/// of its last complete checkpoint.
+/// Which model of a run [`load_model_as`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Which {
+    /// `model-best.bpk`, the epoch with the best validation perplexity, where the run kept
+    /// one; else as [`Which::Last`].
+    #[default]
+    Best,
+    /// The final model, or, if the run did not finish, that of its last complete checkpoint.
+    Last,
+}
+
+/// Loads the best model of an artifacts directory where it has one ([`Which::Best`]), else
+/// its final model or, if the run did not finish, the model of its last complete checkpoint.
 pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel, TrainError> {
+    load_model_as(dir, Which::Best, device)
+}
+
+/// Loads the model `which` names from an artifacts directory (see [`Which`]).
+pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<LoadedModel, TrainError> {
     let missing = |name: &str| {
         TrainError::Artifacts(format!(
             "{} is not a complete rnnlm checkpoint directory: {name} is missing",
@@ -516,7 +673,9 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel, TrainError
             config.model.vocab_size
         )));
     }
+    let best = dir.join(files::BEST_MODEL);
     let weights = match dir.join(files::MODEL) {
+        _ if which == Which::Best && best.is_file() => best,
         path if path.is_file() => path,
         _ => match latest_complete_checkpoint(dir) {
             Some(state) => checkpoint_file(&checkpoint_dir(dir), "model", state.epoch),

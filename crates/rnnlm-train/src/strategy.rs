@@ -25,7 +25,7 @@ use rnnlm::{RecurrentState, RnnLm};
 use rnnlm_data::{BatchConfig, MinibatchDataset, SequenceBatch, SequenceBatcher, Vocab, epoch_rng};
 
 use crate::TrainError;
-use crate::checkpoint::{EpochMetrics, EpochState, save_epoch_state};
+use crate::checkpoint::{EpochMetrics, EpochState, best_epoch, save_epoch_state};
 use crate::clip::clip_grad_global_norm;
 
 /// Mean cross-entropy over every position of `logits` `[batch, steps, vocab]` against `targets`
@@ -436,6 +436,13 @@ pub struct TbpttStrategy {
     pub failure: Arc<Mutex<Option<TrainError>>>,
     /// Samples taken while burn's dashboard owned the terminal, to print after it closes.
     pub held_samples: Arc<Mutex<Vec<String>>>,
+    /// Stop when validation has not improved for this many epochs (0: never).
+    pub patience: usize,
+    /// Stop after the epoch that spends this many seconds, counted over the whole run
+    /// (resumed runs included); `None`: no budget.
+    pub max_seconds: Option<f64>,
+    /// Why training stopped before its last epoch, if it did (patience or time).
+    pub stopped: Arc<Mutex<Option<String>>>,
 }
 
 /// Token-weighted sums over an epoch.
@@ -630,6 +637,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 tokens_per_second: tally.tokens as f64 / seconds.max(1e-9),
                 grad_norm: tally.grad_norm / tally.steps.max(1) as f64,
                 lr: learner.lr_current().base(),
+                seconds: started.elapsed().as_secs_f64(),
             };
             if self.print_epochs {
                 println!("{}", format_epoch(&metrics, components.num_epochs));
@@ -641,15 +649,37 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             };
             self.print_sample(&model, epoch, epoch == components.num_epochs);
 
-            if let Some(checkpointer) = &mut checkpointer {
-                interrupter.fail_on_error(processor.flush());
-                checkpointer.checkpoint(&learner, epoch, &components.event_store);
-                if let Err(error) =
-                    save_epoch_state(&self.artifacts, &EpochState { epoch, history })
-                {
+            // The best model by validation perplexity so far, kept beside the last ones.
+            if best_epoch(&history) == Some(history.len() - 1) {
+                let path = self.artifacts.join(crate::run::files::BEST_MODEL);
+                if let Err(error) = crate::run::save_model(&path, &model.lm) {
                     self.fail(error, &interrupter);
                     break;
                 }
+            }
+
+            if let Some(checkpointer) = &mut checkpointer {
+                interrupter.fail_on_error(processor.flush());
+                checkpointer.checkpoint(&learner, epoch, &components.event_store);
+                if let Err(error) = save_epoch_state(
+                    &self.artifacts,
+                    &EpochState {
+                        epoch,
+                        history: history.clone(),
+                    },
+                ) {
+                    self.fail(error, &interrupter);
+                    break;
+                }
+            }
+            if epoch < components.num_epochs
+                && let Some(reason) = stop_reason(&history, self.patience, self.max_seconds)
+            {
+                if self.print_epochs {
+                    println!("stopping after epoch {epoch}: {reason}");
+                }
+                *self.stopped.lock().expect("stop lock") = Some(reason);
+                break;
             }
         }
         (learner.model(), processor)
@@ -678,7 +708,16 @@ impl TbpttStrategy {
         let mut state = None;
         let mut items = valid.iter();
         let mut step = 0;
-        while let Some(Ok(batch)) = items.next() {
+        while let Some(item) = items.next() {
+            // A batch that cannot be made stops the run, as in training, rather than ending
+            // validation early with a perplexity of what was read so far.
+            let batch = match item {
+                Ok(batch) => batch,
+                Err(err) => {
+                    interrupter.fail(err);
+                    return None;
+                }
+            };
             step += 1;
             let tokens = batch.x.dims().iter().product::<usize>();
             let (output, final_state) = model.run(batch, if carry { state.take() } else { None });
@@ -691,6 +730,35 @@ impl TbpttStrategy {
         interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
         Some(tally)
     }
+}
+
+/// Why to stop after the last epoch of `history`, if the patience (epochs without a better
+/// validation perplexity; 0: never) or the time budget (seconds over all of `history`) says so.
+fn stop_reason(history: &[EpochMetrics], patience: usize, max_seconds: Option<f64>) -> Option<String> {
+    if patience > 0
+        && let Some(best) = best_epoch(history)
+        && history.len() - 1 - best >= patience
+    {
+        let ppl = history[best].valid_perplexity.unwrap_or(f64::NAN);
+        return Some(format!(
+            "validation perplexity has not improved for {} epochs (train.patience = {patience}); \
+             the best, {ppl:.3}, was epoch {}",
+            history.len() - 1 - best,
+            history[best].epoch
+        ));
+    }
+    let spent: f64 = history.iter().map(|m| m.seconds).sum();
+    if let Some(budget) = max_seconds
+        && spent >= budget
+    {
+        return Some(format!(
+            "the time budget is spent: {:.1} of train.max_minutes = {} minutes over {} epochs",
+            spent / 60.0,
+            budget / 60.0,
+            history.len()
+        ));
+    }
+    None
 }
 
 /// `epoch 3/10  train ppl 9.81  valid ppl 10.20  train bpc 3.29  152.3k tok/s  |g| 0.93  lr 1`
@@ -708,4 +776,51 @@ pub fn format_epoch(m: &EpochMetrics, epochs: usize) -> String {
         m.grad_norm,
         m.lr
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, valid: Option<f64>, seconds: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_perplexity: 10.0,
+            valid_perplexity: valid,
+            train_bits_per_token: 3.0,
+            valid_bits_per_token: valid.map(f64::log2),
+            tokens_per_second: 1.0,
+            grad_norm: 1.0,
+            lr: 1.0,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn patience_counts_the_epochs_since_the_best() {
+        let history: Vec<_> = [9.0, 8.0, 8.5, 8.2]
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| epoch(i + 1, Some(p), 1.0))
+            .collect();
+        assert_eq!(best_epoch(&history), Some(1));
+        assert_eq!(stop_reason(&history[..3], 2, None), None, "one epoch without a better one");
+        let reason = stop_reason(&history, 2, None).expect("two epochs without");
+        assert!(reason.contains("not improved for 2 epochs") && reason.contains("8.000, was epoch 2"), "{reason}");
+        assert_eq!(stop_reason(&history, 0, None), None, "0: no patience");
+        // An equal perplexity is no improvement; the first of equals is the best.
+        let flat: Vec<_> = (1..=3).map(|e| epoch(e, Some(5.0), 1.0)).collect();
+        assert_eq!(best_epoch(&flat), Some(0));
+        assert!(stop_reason(&flat, 2, None).is_some());
+    }
+
+    #[test]
+    fn the_time_budget_counts_every_epoch_of_the_run() {
+        let history: Vec<_> = (1..=3).map(|e| epoch(e, None, 50.0)).collect();
+        assert_eq!(stop_reason(&history[..2], 0, Some(120.0)), None);
+        let reason = stop_reason(&history, 0, Some(120.0)).expect("150 s of 120");
+        assert!(reason.contains("2.5 of train.max_minutes = 2 minutes over 3 epochs"), "{reason}");
+        // Without validation, patience never fires.
+        assert_eq!(stop_reason(&history, 1, None), None);
+    }
 }

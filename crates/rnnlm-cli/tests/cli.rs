@@ -1,0 +1,93 @@
+//! The `rnnlm` binary's answers to bad input, and `eval` over several files, as a user runs
+//! them: a short training run writes the checkpoint the rest reads.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rnnlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .env("CI", "true")
+        .output()
+        .expect("the rnnlm binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// A GRU of 16 units trained for one epoch on the start of The Time Machine.
+fn checkpoint(dir: &Path) -> std::path::PathBuf {
+    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
+    let data = dir.join("head.txt");
+    std::fs::write(&data, book.chars().take(4000).collect::<String>()).unwrap();
+    let run = dir.join("run");
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let output = rnnlm(&[
+        "train", "--config", path(&config), "--data", path(&data), "--artifacts", path(&run),
+        "--set", "train.epochs=1", "--set", "model.hidden_size=16", "--set", "data.batch_size=4",
+        "--set", "data.num_steps=8", "--set", "train.sample_every=0",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    run
+}
+
+#[test]
+fn eval_scores_every_file_and_the_total_and_refuses_zero_streams() {
+    let dir = rnnlm_tests::scratch_dir("cli-eval");
+    let run = checkpoint(&dir);
+    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
+    let texts = dir.join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    std::fs::write(texts.join("a.txt"), book.chars().skip(5000).take(3000).collect::<String>()).unwrap();
+    std::fs::write(texts.join("b.txt"), book.chars().skip(9000).take(2000).collect::<String>()).unwrap();
+    let output = rnnlm(&["eval", "--checkpoint", path(&run), "--data", path(&texts), "--streams", "4"]);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let rows: Vec<&str> = log.lines().filter(|l| l.contains("perplexity")).collect();
+    assert_eq!(rows.len(), 3, "two files and the total: {log}");
+    assert!(rows[0].contains("a.txt: ") && rows[1].contains("b.txt: ") && rows[2].starts_with("total: "), "{log}");
+    // The total weighs each file by its tokens.
+    let field = |row: &str, after: &str| -> f64 {
+        row.split(after).nth(1).unwrap().split([',', ' ']).find(|s| !s.is_empty()).unwrap().parse().unwrap()
+    };
+    let tokens: Vec<f64> = rows.iter().map(|r| r.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()).collect();
+    let bits: Vec<f64> = rows.iter().map(|r| field(r, "perplexity ").log2()).collect();
+    assert_eq!(tokens[2], tokens[0] + tokens[1], "{log}");
+    let mean = (bits[0] * tokens[0] + bits[1] * tokens[1]) / tokens[2];
+    assert!((mean - bits[2]).abs() < 1e-3, "{log}");
+    assert!(log.contains("model-best.bpk"), "the best model by default: {log}");
+    let last = rnnlm(&["eval", "--checkpoint", path(&run), "--data", path(&texts), "--which", "last"]);
+    assert!(text(&last).contains("model.bpk)"), "{}", text(&last));
+
+    let zero = rnnlm(&["eval", "--checkpoint", path(&run), "--data", path(&texts), "--streams", "0"]);
+    assert!(!zero.status.success());
+    let log = text(&zero);
+    assert!(log.contains("--streams") && log.contains('0'), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn artifacts_naming_a_file_is_said_once_with_the_path() {
+    let dir = rnnlm_tests::scratch_dir("cli-artifacts-file");
+    let file = dir.join("taken.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let book = rnnlm_tests::shared_data("timemachine.txt");
+    let output = rnnlm(&["train", "--config", path(&config), "--data", path(&book), "--artifacts", path(&file)]);
+    assert_eq!(output.status.code(), Some(1));
+    let log = text(&output);
+    assert!(log.contains("is a file, not a directory"), "{log}");
+    assert_eq!(log.matches("taken.txt").count(), 1, "{log}");
+    assert!(!log.contains("os error"), "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine", "the file is left alone");
+    std::fs::remove_dir_all(&dir).ok();
+}
