@@ -271,11 +271,13 @@ impl Sorted {
         plan: Plan,
     ) -> ScanOutput {
         let (hidden, width) = (shape.hidden, kind.gates() * shape.hidden);
-        let projected = match projected {
-            Projected::Borrowed(values) => self.gather(values, width),
-            Projected::Owned(values) => self.gather(&values, width),
-        };
-        let (h0, c0) = (self.gather(inputs.h0, hidden), self.gather(inputs.c0, hidden));
+        let (projected, h0, c0) = timed("scan: rows sorted by length", || {
+            let projected = match projected {
+                Projected::Borrowed(values) => self.gather(values, width),
+                Projected::Owned(values) => self.gather(&values, width),
+            };
+            (projected, self.gather(inputs.h0, hidden), self.gather(inputs.c0, hidden))
+        });
         let sorted_inputs = ScanInputs {
             h0: &h0,
             c0: &c0,
@@ -284,7 +286,7 @@ impl Sorted {
         };
         let out = forward(kind, shape, Projected::Owned(projected), sorted_inputs, keep_tape, plan);
         ScanOutput {
-            output: self.scatter(&out.output, hidden),
+            output: timed("scan: rows sorted by length", || self.scatter(&out.output, hidden)),
             ..out
         }
     }
@@ -299,8 +301,14 @@ impl Sorted {
         plan: Plan,
     ) -> ScanGradients {
         let (hidden, width) = (shape.hidden, kind.gates() * shape.hidden);
-        let (h0, c0) = (self.gather(tape.h0, hidden), self.gather(tape.c0, hidden));
-        let (output, d_output) = (self.gather(tape.output, hidden), self.gather(d_output, hidden));
+        let (h0, c0, output, d_output) = timed("scan: rows sorted by length", || {
+            (
+                self.gather(tape.h0, hidden),
+                self.gather(tape.c0, hidden),
+                self.gather(tape.output, hidden),
+                self.gather(d_output, hidden),
+            )
+        });
         let sorted_tape = ScanTape {
             h0: &h0,
             c0: &c0,
@@ -309,12 +317,12 @@ impl Sorted {
             ..tape
         };
         let grads = backward(kind, shape, sorted_tape, &d_output, wanted, plan);
-        ScanGradients {
+        timed("scan: rows sorted by length", || ScanGradients {
             projected: self.scatter(&grads.projected, width),
             h0: self.scatter(&grads.h0, hidden),
             c0: self.scatter(&grads.c0, hidden),
             ..grads
-        }
+        })
     }
 }
 

@@ -587,7 +587,89 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
         Some(lengths) if lengths.iter().any(|&length| length < steps) => lengths.to_vec(),
         _ => Vec::new(),
     };
+    if let Some(sorted) = SortedRows::new(&lengths) {
+        let device = input.device();
+        let input = match input {
+            SequenceInput::Dense(x) => SequenceInput::Dense(sorted.steps_in(x, &sorted.order, &device)),
+            SequenceInput::OneHot(ids) => SequenceInput::OneHot(ids.select(1, sorted.ids(&sorted.order, &device))),
+        };
+        let state = sorted.layers_in(state, &sorted.order, &device);
+        let (outputs, state) = run_stack(layers, dropout, input, sorted.lengths.clone(), state, directions);
+        return Ok((
+            sorted.steps_in(outputs, &sorted.inverse, &device),
+            sorted.layers_in(state, &sorted.inverse, &device),
+        ));
+    }
+    Ok(run_stack(layers, dropout, input, lengths, state, directions))
+}
 
+/// A batch's rows sorted by length, longest first (ties in row order), for the whole stack at
+/// once: each layer's loop then finds the rows that take a step in one run per thread, and the
+/// kernels need not sort every layer's projection and outputs themselves (rnnlm_kernels' own
+/// sorting, for its direct callers, costs ten times more here: it moves each layer's widest
+/// tensors).
+struct SortedRows {
+    /// `order[place]`: the row at that place of the sorted batch.
+    order: Vec<usize>,
+    /// `inverse[row]`: the place of that row.
+    inverse: Vec<usize>,
+    /// The lengths in the sorted order.
+    lengths: Vec<usize>,
+}
+
+impl SortedRows {
+    /// `None` without lengths, or when the rows are already longest first.
+    fn new(lengths: &[usize]) -> Option<Self> {
+        if lengths.is_empty() || lengths.windows(2).all(|pair| pair[0] >= pair[1]) {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
+        let mut inverse = vec![0; order.len()];
+        for (place, &row) in order.iter().enumerate() {
+            inverse[row] = place;
+        }
+        let lengths = order.iter().map(|&row| lengths[row]).collect();
+        Some(Self { order, inverse, lengths })
+    }
+
+    fn ids(&self, rows: &[usize], device: &Device) -> Tensor<1, Int> {
+        let ids: Vec<i64> = rows.iter().map(|&row| row as i64).collect();
+        Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
+    }
+
+    /// `[steps, batch, width]` with every step's rows taken in the order `rows`: one row gather
+    /// (whose backward pass, on the fused backends, is one scatter).
+    fn steps_in(&self, x: Tensor<3>, rows: &[usize], device: &Device) -> Tensor<3> {
+        let [steps, batch, width] = x.dims();
+        let ids: Vec<i64> = (0..steps)
+            .flat_map(|t| rows.iter().map(move |&row| (t * batch + row) as i64))
+            .collect();
+        let ids = Tensor::from_data(TensorData::new(ids, [steps * batch]), device);
+        rnnlm_fused::gather_rows(x.reshape([steps * batch, width]), ids).reshape([steps, batch, width])
+    }
+
+    /// A state `[layers, batch, hidden]` with its rows in the order `rows`.
+    fn layers_in(&self, state: RecurrentState, rows: &[usize], device: &Device) -> RecurrentState {
+        let ids = self.ids(rows, device);
+        RecurrentState {
+            hidden: state.hidden.select(1, ids.clone()),
+            cell: state.cell.map(|cell| cell.select(1, ids)),
+        }
+    }
+}
+
+/// The layers of [`run_layers`] on checked inputs; `lengths` empty when every row takes every
+/// step.
+fn run_stack<L: RecurrentLayer>(
+    layers: &[L],
+    dropout: &Dropout,
+    input: SequenceInput,
+    lengths: Vec<usize>,
+    state: RecurrentState,
+    directions: usize,
+) -> (Tensor<3>, RecurrentState) {
+    let [steps, batch] = input.steps_and_batch();
     let last = layers.len() / directions - 1;
     let mut layer_input = input;
     let mut finals = Vec::with_capacity(layers.len());
@@ -610,12 +692,12 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
             Tensor::cat(outputs, 2)
         };
         if index == last {
-            return Ok((outputs, RecurrentState::from_layers(finals)));
+            return (outputs, RecurrentState::from_layers(finals));
         }
         // Dropout sits between layers only: the last layer's outputs go to the caller as they are.
         layer_input = SequenceInput::Dense(dropout.forward(outputs));
     }
-    unreachable!("{}: a core has at least one layer", shape.name)
+    unreachable!("a core has at least one layer")
 }
 
 /// `[steps, batch, gates·hidden]`: the input projection of every step, in one matmul or gather,
