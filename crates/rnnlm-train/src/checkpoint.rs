@@ -70,6 +70,12 @@ impl AtomicFileCheckpointer {
     }
 }
 
+/// burn-train reports a checkpointer's error without a path: the message names the file (a
+/// full disk, say, while writing the optimizer's state).
+fn with_path(doing: &str, path: &Path, e: std::io::Error) -> CheckpointerError {
+    CheckpointerError::IOError(std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display())))
+}
+
 /// `<directory>/<name>-<epoch>.bpk`.
 pub fn checkpoint_file(directory: &Path, name: &str, epoch: usize) -> PathBuf {
     directory.join(format!("{name}-{epoch}.bpk"))
@@ -80,20 +86,21 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicFileCheckpointer {
         let bytes = record
             .checkpoint_into_bytes()
             .map_err(CheckpointerError::Record)?;
-        write_atomic(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
+        let path = self.path(epoch);
+        write_atomic(&path, &bytes).map_err(|e| with_path("writing", &path, e))
     }
 
     fn delete(&self, epoch: usize) -> Result<(), CheckpointerError> {
-        match std::fs::remove_file(self.path(epoch)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(CheckpointerError::IOError(e))
-            }
+        let path = self.path(epoch);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(with_path("deleting", &path, e)),
             _ => Ok(()),
         }
     }
 
     fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
-        let bytes = std::fs::read(self.path(epoch)).map_err(CheckpointerError::IOError)?;
+        let path = self.path(epoch);
+        let bytes = std::fs::read(&path).map_err(|e| with_path("reading", &path, e))?;
         R::checkpoint_from_bytes(Bytes::from_bytes_vec(bytes)).map_err(CheckpointerError::Record)
     }
 }
