@@ -90,7 +90,7 @@ for corpus in $CORPORA; do
                 rm -rf "$peer" && mkdir -p "$peer"
                 started=$(date +%s.%N)
                 "$PY" "$PEER/d2l_charlm.py" --model "$theirs" --data "$train" --epochs 100000 \
-                    --max-seconds "$((budget * 60))" --threads 2 --mkldnn "$mkldnn" --gen-chars 10 \
+                    --max-seconds "$(awk "BEGIN { print $budget * 60 }")" --threads 2 --mkldnn "$mkldnn" --gen-chars 10 \
                     --gen-repeats 1 --json "$peer/summary.json" --save "$peer/model.pt" > "$peer.log" 2>&1 \
                     || { echo "PyTorch failed: $peer.log"; exit 1; }
                 seconds=$(awk "BEGIN { print $(date +%s.%N) - $started }")

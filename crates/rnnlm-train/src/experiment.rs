@@ -280,13 +280,6 @@ impl ExperimentConfig {
                 "give either data.file or data.files, not both (data.files may hold one file)",
             ));
         }
-        if !d.valid_files.is_empty() && d.sources().is_empty() {
-            return Err(invalid(
-                "data.valid_files",
-                format!("{:?}", d.valid_files),
-                "needs data.file or data.files: The Time Machine keeps its own validation part",
-            ));
-        }
         rnnlm_data::encoding_for(&d.encoding).map_err(|e| TrainError::Config(e.to_string()))?;
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {

@@ -132,6 +132,14 @@ fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
     }
     config.validate()?;
     let sources = config.data.sources();
+    // Checked here, after --data: a command line may name the corpus the config leaves out.
+    if !config.data.valid_files.is_empty() && sources.is_empty() {
+        return Err(TrainError::Config(format!(
+            "invalid data.valid_files = {:?}: needs data.file, data.files or --data (The Time \
+             Machine keeps its own validation part)",
+            config.data.valid_files
+        )));
+    }
     let texts = if sources.is_empty() {
         vec![NamedText {
             name: "The Time Machine".to_owned(),
