@@ -180,3 +180,21 @@ fn artifacts_naming_a_file_are_refused_once_with_the_path() {
     assert_eq!(message.matches("text.txt").count(), 1, "{message}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn validation_files_validate_and_the_training_files_train_whole() {
+    let dir = scratch_dir("train-valid-files");
+    let mut options = tiny_experiment(&dir, 3000, GRU);
+    let held = dir.join("held.txt");
+    let later: String = head("timemachine.txt", 6000).chars().skip(3000).collect();
+    std::fs::write(&held, later).unwrap();
+    options.overrides.push(format!("data.valid_files=[{:?}]", held.display().to_string()));
+    let report = rnnlm_train::train(&options).unwrap();
+    assert!(report.history.iter().all(|m| m.valid_perplexity.is_some_and(f64::is_finite)));
+    let csv = std::fs::read_to_string(options.artifacts.join("data.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[0][0].ends_with("text.txt") && rows[0][1] == rows[0][2] && rows[0][3] == "0", "{csv}");
+    assert!(rows[1][0].ends_with("held.txt") && rows[1][2] == "0" && rows[1][1] == rows[1][3], "{csv}");
+    std::fs::remove_dir_all(&dir).ok();
+}
