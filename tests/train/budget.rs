@@ -65,6 +65,15 @@ fn a_windows_1252_corpus_reads_with_its_encoding_and_is_refused_as_utf8_naming_t
     assert!(unknown.contains("data.encoding = \"klingon\""), "{unknown}");
     // latin-1 is a name users write.
     assert!(rnnlm_data::read_text_in(&file, "latin-1").unwrap().contains("café"));
+    // A UTF-8 file among windows-1252 corpora would decode into mojibake: refused, named.
+    let utf8 = dir.join("utf8.txt");
+    std::fs::write(&utf8, "café au lait, ".repeat(400)).unwrap();
+    options.data = vec![file.clone(), utf8.clone()];
+    let mixed = rnnlm_train::train(&options).unwrap_err().to_string();
+    assert!(
+        mixed.contains(&utf8.display().to_string()) && mixed.contains("share one encoding"),
+        "{mixed}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -47,6 +47,18 @@ pub enum DataError {
         /// Offset of the first undefined byte.
         offset: usize,
     },
+    /// A UTF-8 file read under another encoding (corpora in different encodings).
+    #[error(
+        "{path} is UTF-8 text with non-ASCII characters, but data.encoding (--encoding) says \
+         {encoding}: all corpora of a run share one encoding; convert this file to {encoding}, \
+         or the others to UTF-8"
+    )]
+    EncodingMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The encoding the run reads its files in.
+        encoding: &'static str,
+    },
     /// A directory of corpora without a text file.
     #[error("{path} holds no *.txt file; put the corpora there, or name the files themselves")]
     NoTextFiles {

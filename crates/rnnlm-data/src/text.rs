@@ -160,7 +160,8 @@ pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, DataE
 /// Reads a text file in the encoding `label` names ([`encoding_for`]), with an error that names
 /// the file and the problem. UTF-8 is read strictly (an invalid byte is an error that says how
 /// to name another encoding); other encodings decode every byte they define, and a byte one
-/// leaves undefined is an error naming its offset.
+/// leaves undefined is an error naming its offset. A file that is valid UTF-8 with non-ASCII
+/// characters is refused under another encoding (corpora in different encodings).
 pub fn read_text_in(path: &Path, label: &str) -> Result<String, DataError> {
     let encoding = encoding_for(label)?;
     let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
@@ -195,6 +196,14 @@ pub fn read_text_in(path: &Path, label: &str) -> Result<String, DataError> {
         return String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
             path: path.to_owned(),
             offset: e.utf8_error().valid_up_to() + start,
+        });
+    }
+    // Valid UTF-8 holding non-ASCII text is almost never a single-byte encoding's text: it is a
+    // UTF-8 file among corpora in another encoding, which decoding would turn into mojibake.
+    if !bytes.is_ascii() && std::str::from_utf8(&bytes).is_ok() {
+        return Err(DataError::EncodingMismatch {
+            path: path.to_owned(),
+            encoding: encoding.name(),
         });
     }
     match encoding.decode_without_bom_handling_and_without_replacement(&bytes) {

@@ -328,7 +328,7 @@ pub trait Recurrent {
     /// last step, and the reverse direction of a bidirectional core starts there.
     ///
     /// - `inputs`: `[batch, steps, input]` (`[steps, batch, input]` when not `batch_first`);
-    ///   what lies past a row's length is never read
+    ///   what lies past a row's length changes nothing (and gets a zero gradient)
     /// - `lengths`: every row's own number of steps, `[batch]`, each in `1..=steps`
     /// - `state`: as for [`forward`](Self::forward)
     /// - returns the outputs `[batch, steps, hidden·num_directions]` (time-major when not
@@ -383,7 +383,10 @@ pub trait Recurrent {
     /// One time step.
     ///
     /// - `input`: `[batch, input]`
-    /// - returns the last layer's output `[batch, hidden]` and the new state.
+    /// - returns the last layer's output `[batch, hidden·num_directions]` and the new state.
+    ///
+    /// A bidirectional core has no step of its own (its reverse direction starts at the
+    /// sequence's end): this runs a sequence of one step through both directions.
     ///
     /// # Panics
     /// On an input or a state of the wrong shape.
