@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::prelude::*;
 use rnnlm::fused::{Mode, with_mode};
 use rnnlm::{
     DeepLstmConfig, GruConfig, LengthsError, Recurrent, RecurrentCore, RecurrentState,
     RnnScratchConfig, WeightInit,
 };
-use rnnlm_tests::{device, floats, max_diff, param_grads, pattern_tensor as tensor, rounding_bound, values};
+use rnnlm_tests::{Nudge, device, max_diff, param_grads, pattern_tensor as tensor, rounding_bound, values};
 
 const INPUT: usize = 5;
 const HIDDEN: usize = 7;
@@ -259,28 +259,6 @@ fn fused_and_composite_agree_on_padded_bidirectional_batches() {
         let (fused, _) = padded_and_alone(&core, &lengths, steps, Mode::Fused);
         let (composite, _) = padded_and_alone(&core, &lengths, steps, Mode::Composite);
         assert_same_pass(&format!("{name}: fused against composite"), &fused, &composite);
-    }
-}
-
-/// Adds `delta` to entry `index` of parameter `id`.
-struct Nudge {
-    id: ParamId,
-    index: usize,
-    delta: f32,
-}
-
-impl ModuleMapper for Nudge {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if param.id != self.id {
-            return param;
-        }
-        let (index, delta) = (self.index, self.delta);
-        param.map(|t| {
-            let (dims, device) = (t.dims(), t.device());
-            let mut v = values(t);
-            v[index] += delta;
-            floats(&v, dims, &device)
-        })
     }
 }
 

@@ -1,11 +1,11 @@
 //! Finite-difference gradient checks: every parameter entry of a small two-layer language model
 //! of each kind, through the one-hot gather (and the embedding), every cell and the output layer.
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
 use rnnlm::{CellKind, RnnLm, RnnLmConfig, WeightInit};
-use rnnlm_tests::{device, floats, ids, values};
+use rnnlm_tests::{Nudge, device, ids, values};
 
 const VOCAB: usize = 5;
 const BATCH: usize = 2;
@@ -18,28 +18,6 @@ fn loss(model: &RnnLm, x: Tensor<2, Int>, y: Tensor<2, Int>) -> Tensor<1> {
         logits.reshape([BATCH * STEPS, VOCAB]),
         y.reshape([BATCH * STEPS]),
     )
-}
-
-/// Adds `delta` to entry `index` of parameter `id`.
-struct Nudge {
-    id: ParamId,
-    index: usize,
-    delta: f32,
-}
-
-impl ModuleMapper for Nudge {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if param.id != self.id {
-            return param;
-        }
-        let (index, delta) = (self.index, self.delta);
-        param.map(|t| {
-            let (dims, device) = (t.dims(), t.device());
-            let mut v = values(t);
-            v[index] += delta;
-            floats(&v, dims, &device)
-        })
-    }
 }
 
 fn check(config: RnnLmConfig) {

@@ -237,3 +237,31 @@ pub fn tiny_experiment(
         interrupter: None,
     }
 }
+
+/// Adds `delta` to entry `index` of parameter `id` (finite-difference gradient checks).
+pub struct Nudge {
+    /// The parameter.
+    pub id: burn::module::ParamId,
+    /// The entry, row-major.
+    pub index: usize,
+    /// What is added to it.
+    pub delta: f32,
+}
+
+impl burn::module::ModuleMapper for Nudge {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        if param.id != self.id {
+            return param;
+        }
+        let (index, delta) = (self.index, self.delta);
+        param.map(|t| {
+            let (dims, device) = (t.dims(), t.device());
+            let mut v = values(t);
+            v[index] += delta;
+            floats(&v, dims, &device)
+        })
+    }
+}
