@@ -203,10 +203,22 @@ pub fn forward(
     plan: Plan,
 ) -> ScanOutput {
     inputs.order.check(shape.steps, shape.batch);
-    if let Some(sorted) = Sorted::by_length(inputs.order, shape.batch) {
+    if let Some(sorted) = Sorted::by_length(inputs.order) {
         return sorted.forward(kind, shape, projected, inputs, keep_tape, plan);
     }
     crate::dispatch!(kind, |cell| forward_cell(cell, shape, projected, inputs, keep_tape, plan))
+}
+
+/// The rows sorted by length, longest first, ties in row order (`result[place]` is the row at
+/// that place): the order in which rows of different lengths run, each step's rows then one
+/// run per thread. `None` when the rows are already in it, or have no lengths.
+pub fn longest_first(lengths: &[usize]) -> Option<Vec<usize>> {
+    if lengths.windows(2).all(|pair| pair[0] >= pair[1]) {
+        return None;
+    }
+    let mut rows: Vec<usize> = (0..lengths.len()).collect();
+    rows.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
+    Some(rows)
 }
 
 /// Rows of different lengths in another order than longest first, run sorted: at every step
@@ -222,14 +234,9 @@ struct Sorted {
 
 impl Sorted {
     /// `None` without lengths, or when the rows are already longest first.
-    fn by_length(order: Order<'_>, batch: usize) -> Option<Self> {
-        let lengths = order.lengths;
-        if lengths.is_empty() || lengths.windows(2).all(|pair| pair[0] >= pair[1]) {
-            return None;
-        }
-        let mut rows: Vec<usize> = (0..batch).collect();
-        rows.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
-        let lengths = rows.iter().map(|&row| lengths[row]).collect();
+    fn by_length(order: Order<'_>) -> Option<Self> {
+        let rows = longest_first(order.lengths)?;
+        let lengths = rows.iter().map(|&row| order.lengths[row]).collect();
         Some(Self { rows, lengths })
     }
 
@@ -624,7 +631,7 @@ pub fn backward(
     plan: Plan,
 ) -> ScanGradients {
     tape.order.check(shape.steps, shape.batch);
-    if let Some(sorted) = Sorted::by_length(tape.order, shape.batch) {
+    if let Some(sorted) = Sorted::by_length(tape.order) {
         return sorted.backward(kind, shape, tape, d_output, wanted, plan);
     }
     crate::dispatch!(kind, |cell| backward_cell(cell, shape, tape, d_output, wanted, plan))

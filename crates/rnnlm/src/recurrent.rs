@@ -623,11 +623,8 @@ struct SortedRows {
 impl SortedRows {
     /// `None` without lengths, or when the rows are already longest first.
     fn new(lengths: &[usize]) -> Option<Self> {
-        if lengths.is_empty() || lengths.windows(2).all(|pair| pair[0] >= pair[1]) {
-            return None;
-        }
-        let mut order: Vec<usize> = (0..lengths.len()).collect();
-        order.sort_by_key(|&row| std::cmp::Reverse(lengths[row]));
+        // The kernels' own order, so that they find the rows sorted and move nothing.
+        let order = rnnlm_kernels::scan::longest_first(lengths)?;
         let mut inverse = vec![0; order.len()];
         for (place, &row) in order.iter().enumerate() {
             inverse[row] = place;
