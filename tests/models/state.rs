@@ -1,5 +1,6 @@
 //! Carrying state, dropout, records and seeds.
 
+use burn::module::Param;
 use burn::prelude::*;
 use rnnlm::{InputEncoding, RecurrentCore, RnnLm, RnnLmConfig, WeightInit};
 use rnnlm_tests::{device, ids, max_abs_diff, values};
@@ -91,6 +92,52 @@ fn no_dropout_after_the_last_layer() {
             .0;
         let b = model.forward(x, model.begin_state(2, &train_device)).0;
         assert_eq!(values(a), values(b), "{kind}");
+    }
+}
+
+#[test]
+fn output_dropout_acts_on_the_last_layer_in_training_only() {
+    let train_device = device().autodiff();
+    // vocab = hidden and an identity output layer: the logits are the masked hidden states.
+    let (width, batch, steps) = (16, 3, 5);
+    for kind in KINDS {
+        let mut model = RnnLmConfig::new(kind, width, width)
+            .with_output_dropout(0.5)
+            .with_init(WeightInit::Normal { sigma: 0.5 })
+            .init(&train_device);
+        model.output.w_hq = Param::from_tensor(Tensor::eye(width, &train_device));
+        model.output.b_q = Param::from_tensor(Tensor::zeros([width], &train_device));
+        let x = tokens(batch, steps, width, &train_device);
+        let logits = values(model.forward(x.clone(), None).0); // [batch, steps, width]
+        let hidden = values(model.forward_hidden(x.clone(), None).0); // [steps, batch, width]
+        let mut dropped = 0;
+        for t in 0..steps {
+            for r in 0..batch {
+                for k in 0..width {
+                    let (got, h) = (logits[(r * steps + t) * width + k], hidden[(t * batch + r) * width + k]);
+                    // Kept units are scaled by 1 / (1 - p) = 2.
+                    if got == 0.0 && h != 0.0 {
+                        dropped += 1;
+                    } else {
+                        assert!((got - 2.0 * h).abs() < 1e-5, "{kind}: {got} is neither 0 nor 2 x {h}");
+                    }
+                }
+            }
+        }
+        let total = batch * steps * width;
+        assert!((total / 4..3 * total / 4).contains(&dropped), "{kind}: {dropped} of {total} dropped");
+        // Two passes draw different masks.
+        assert_ne!(logits, values(model.forward(x.clone(), None).0), "{kind}");
+        // Evaluation (no autodiff): the same weights without output dropout, exactly.
+        let eval = model.valid();
+        let x = x.inner();
+        let mut plain = eval.clone();
+        plain.output_dropout.prob = 0.0;
+        assert_eq!(
+            values(eval.forward(x.clone(), None).0),
+            values(plain.forward(x, None).0),
+            "{kind}"
+        );
     }
 }
 

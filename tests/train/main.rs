@@ -106,6 +106,7 @@ fn experiment_files_reject_bad_values_by_name() {
         ("train.epochs=0", "train.epochs = 0"),
         ("model.hidden_size=0", "model.hidden_size = 0"),
         ("model.dropout=1.5", "model.dropout = 1.5"),
+        ("model.output_dropout=1", "model.output_dropout = 1.0: must lie in [0, 1)"),
         ("model.bidirectional=true", "model.bidirectional = true: must be false: a language model"),
     ] {
         let message = parse_error(ok, &[set]);

@@ -1,7 +1,7 @@
 //! The language model around a recurrent core.
 
 use burn::module::Param;
-use burn::nn::Embedding;
+use burn::nn::{Dropout, Embedding};
 use burn::prelude::*;
 
 use crate::config::{CellKind, WeightInit};
@@ -136,6 +136,8 @@ pub struct RnnLm {
     pub core: RecurrentCore,
     /// Hidden state to logits.
     pub output: OutputLayer,
+    /// Dropout on the core's outputs before [`output`](Self::output), while training.
+    pub output_dropout: Dropout,
     /// Number of tokens in the vocabulary.
     pub vocab_size: usize,
 }
@@ -164,6 +166,7 @@ impl RnnLm {
     ) -> (Tensor<3>, RecurrentState) {
         let [batch, steps] = tokens.dims();
         let (hidden, state) = self.forward_hidden(tokens, state);
+        let hidden = self.output_dropout.forward(hidden);
         let logits = self
             .output
             .forward(hidden.reshape([steps * batch, self.core.hidden_size()]));

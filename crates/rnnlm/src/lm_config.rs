@@ -4,8 +4,11 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use burn::nn::DropoutConfig;
+
 use crate::config::{
     Activation, CellKind, ConfigError, GruFormula, InputEncoding, WeightInit, validate_core,
+    validate_dropout,
 };
 use crate::{DeepLstmConfig, GruConfig, RecurrentCore, RnnLm, RnnScratchConfig, lm::OutputLayer};
 
@@ -40,6 +43,11 @@ pub struct RnnLmConfig {
     /// Dropout probability on the outputs of every layer but the last, while training.
     #[serde(default)]
     pub dropout: f64,
+    /// Dropout probability on the last layer's outputs on their way to the output layer, while
+    /// training (char-rnn's and Zaremba et al.'s place for it; with `dropout` every
+    /// non-recurrent connection is covered, and a one-layer model can be regularised at all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_dropout: f64,
     /// How tokens enter the core: `one-hot` (d2l) or `embedding`.
     #[serde(default = "defaults::encoding")]
     pub encoding: InputEncoding,
@@ -60,6 +68,10 @@ pub struct RnnLmConfig {
     /// why a language model cannot have them, rather than that the field is unknown.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bidirectional: bool,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 mod defaults {
@@ -95,6 +107,7 @@ impl RnnLmConfig {
             hidden_size,
             num_layers: defaults::num_layers(),
             dropout: 0.0,
+            output_dropout: 0.0,
             encoding: defaults::encoding(),
             embedding_dim: defaults::embedding_dim(),
             init: None,
@@ -113,6 +126,12 @@ impl RnnLmConfig {
     /// Sets the dropout between layers.
     pub fn with_dropout(mut self, dropout: f64) -> Self {
         self.dropout = dropout;
+        self
+    }
+
+    /// Sets the dropout on the last layer's outputs, before the output layer.
+    pub fn with_output_dropout(mut self, output_dropout: f64) -> Self {
+        self.output_dropout = output_dropout;
         self
     }
 
@@ -185,6 +204,7 @@ impl RnnLmConfig {
             self.num_layers,
             self.dropout,
         )?;
+        validate_dropout("model.output_dropout", self.output_dropout)?;
         self.weight_init().validate("model.init")?;
         if self.activation != Activation::Tanh && self.kind != CellKind::RnnScratch {
             return Err(ConfigError::new(
@@ -254,6 +274,7 @@ impl RnnLmConfig {
             embedding,
             core,
             output,
+            output_dropout: DropoutConfig::new(self.output_dropout).init(),
             vocab_size: self.vocab_size,
         })
     }
