@@ -91,3 +91,59 @@ fn artifacts_naming_a_file_is_said_once_with_the_path() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine", "the file is left alone");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A write that fails partway through a checkpoint, as on a full disk: the file size limit
+/// (`ulimit -f`, with SIGXFSZ ignored so that the write returns an error instead of killing the
+/// process) stands in for the disk, since filling a real one needs a filesystem of our own.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_checkpoint_write_that_fails_names_the_file_and_leaves_nothing_half_written() {
+    let dir = rnnlm_tests::scratch_dir("cli-full-disk");
+    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
+    let data = dir.join("head.txt");
+    std::fs::write(&data, book.chars().take(4000).collect::<String>()).unwrap();
+    let run = dir.join("run");
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    // GRU 64: about 75 kB of weights, over the 32 kB limit; the config, vocabulary and data
+    // table written before it are a few hundred bytes.
+    let output = Command::new("bash")
+        .args(["-c", "ulimit -f 32 && trap '' XFSZ && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_rnnlm"))
+        .args([
+            "train", "--config", path(&config), "--data", path(&data), "--artifacts", path(&run),
+            "--set", "train.epochs=2", "--set", "model.hidden_size=64", "--set", "data.batch_size=4",
+            "--set", "data.num_steps=8", "--set", "train.sample_every=0",
+        ])
+        .env("CI", "true")
+        .output()
+        .expect("bash runs");
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let named = log.lines().find(|l| l.contains("File too large")).unwrap_or_else(|| panic!("{log}"));
+    assert!(named.contains(path(&run)) && named.contains(".bpk"), "the file is named: {log}");
+    let files = files_under(&run);
+    assert!(
+        files.iter().all(|f| !f.to_string_lossy().contains(".tmp-")),
+        "no temporary file is left behind: {files:?}"
+    );
+    assert!(
+        files.iter().all(|f| f.extension().is_none_or(|e| e != "bpk")),
+        "no model file exists, since none could be written whole: {files:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
