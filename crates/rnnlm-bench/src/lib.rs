@@ -15,6 +15,9 @@ pub use lm::{
     BENCH_VOCAB, BenchModel, BenchOptions, BenchResult, PhaseShare, Phases, bench_models,
     run_bench, train_flop_per_token,
 };
+/// The machine's roof for `f32` products, measured in the same run as the figures quoted
+/// against it ([`rnnlm_kernels::roof`]).
+pub use rnnlm_kernels::roof::{Roof, measure as measure_roof};
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]

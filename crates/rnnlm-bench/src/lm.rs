@@ -122,6 +122,12 @@ impl Default for BenchOptions {
 pub struct BenchResult {
     /// Model name.
     pub model: String,
+    /// Its recurrent core: `rnn-scratch`, `gru` or `lstm`.
+    pub cell: String,
+    /// Width of every layer.
+    pub hidden_size: usize,
+    /// Stacked layers.
+    pub num_layers: usize,
     /// Device name as given.
     pub device: String,
     /// Minibatch shape.
@@ -394,6 +400,9 @@ fn run_lm_bench(
     let flop = train_flop_per_token(&model.config);
     BenchResult {
         model: model.name.to_owned(),
+        cell: model.config.kind.to_string(),
+        hidden_size: model.config.hidden_size,
+        num_layers: model.config.num_layers,
         device: device_name.to_owned(),
         batch_size: b,
         num_steps: t,

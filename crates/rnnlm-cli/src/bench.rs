@@ -14,6 +14,24 @@ pub struct Args {
     /// A backend compiled in; all of them when absent.
     #[arg(long)]
     device: Option<String>,
+    /// Width of every layer, instead of the model's own (a sweep over sizes:
+    /// scripts/sweep.sh).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Stacked layers, instead of the model's own.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Sequences per training and validation minibatch (generation runs batch 1 and 32).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Time steps per minibatch.
+    #[arg(long, default_value_t = 35)]
+    num_steps: usize,
+    /// Instead of the models, the machine's roof: the best rate of a 2048 x 2048 float32
+    /// product by the `gemm` crate and by the kernels' own micro-kernel, on the kernels'
+    /// threads (`RNNLM_THREADS`), what the benchmarks quote their GFLOP/s as a share of.
+    #[arg(long)]
+    roof: bool,
     /// Timed training and validation steps (after the warm-up).
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -56,12 +74,30 @@ pub enum Phase {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.roof {
+        return run_roof(args);
+    }
     if let Some(name) = &args.classifier {
         return run_classifier(args, name);
+    }
+    for (flag, value) in [
+        ("--hidden", args.hidden),
+        ("--layers", args.layers),
+        ("--batch-size", Some(args.batch_size)),
+        ("--num-steps", Some(args.num_steps)),
+    ] {
+        if value == Some(0) {
+            bail!("{flag} 0: must be at least 1");
+        }
     }
     let models: Vec<_> = bench_models()
         .into_iter()
         .filter(|m| args.model == "all" || m.name == args.model)
+        .map(|mut m| {
+            m.config.hidden_size = args.hidden.unwrap_or(m.config.hidden_size);
+            m.config.num_layers = args.layers.unwrap_or(m.config.num_layers);
+            m
+        })
         .collect();
     if models.is_empty() {
         let names: Vec<&str> = bench_models().iter().map(|m| m.name).collect();
@@ -76,6 +112,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let devices = devices(args);
     let options = BenchOptions {
+        batch_size: args.batch_size,
+        num_steps: args.num_steps,
         steps: args.steps,
         warmup: args.warmup,
         gen_chars: args.gen_chars,
@@ -94,8 +132,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     if !args.json {
         println!(
-            "{:<12} {:<8} {:<9} {:>12} {:>9} {:>12} {:>12} {:>12} {:>9}",
-            "model",
+            "{:<22} {:<8} {:<9} {:>12} {:>9} {:>12} {:>12} {:>12} {:>9}",
+            "model hidden x layers",
             "device",
             "layers",
             "train tok/s",
@@ -114,8 +152,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
                 println!(
-                    "{:<12} {:<8} {:<9} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
-                    result.model,
+                    "{:<22} {:<8} {:<9} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
+                    format!("{} {}x{}", result.model, result.hidden_size, result.num_layers),
                     result.device,
                     if result.fused { "fused" } else { "composite" },
                     result.train_tokens_per_s,
@@ -128,6 +166,32 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 print_profile(result.train_step_ms, &result.train_profile);
             }
         }
+    }
+    Ok(())
+}
+
+/// `rnnlm bench --roof`.
+fn run_roof(args: &Args) -> anyhow::Result<()> {
+    let roof = rnnlm_bench::measure_roof(2048, rnnlm::fused::threads(), 10);
+    if args.json {
+        let json = serde_json::json!({
+            "size": roof.size,
+            "threads": roof.threads,
+            "gemm_crate_gflop_per_s": roof.gemm_crate,
+            "ours_gflop_per_s": roof.ours,
+            "roof_gflop_per_s": roof.best(),
+            "max_difference": roof.max_difference,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "roof ({0} x {0} float32 product, {1} threads): {2:.1} GFLOP/s (gemm crate {3:.1}, rnnlm-kernels {4:.1})",
+            roof.size,
+            roof.threads,
+            roof.best(),
+            roof.gemm_crate,
+            roof.ours
+        );
     }
     Ok(())
 }

@@ -147,3 +147,25 @@ fn a_checkpoint_write_that_fails_names_the_file_and_leaves_nothing_half_written(
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_runs_the_size_it_is_given_and_refuses_a_zero() {
+    let output = rnnlm(&[
+        "bench", "--model", "lstm", "--hidden", "8", "--layers", "2", "--batch-size", "3",
+        "--num-steps", "4", "--device", "flex", "--steps", "1", "--warmup", "0", "--only", "train",
+        "--json",
+    ]);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let result: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    for (field, expected) in [("hidden_size", 8), ("num_layers", 2), ("batch_size", 3), ("num_steps", 4)] {
+        assert_eq!(result[field], expected, "{field}: {log}");
+    }
+    assert_eq!(result["cell"], "lstm", "{log}");
+    assert!(result["train_tokens_per_s"].as_f64().unwrap() > 0.0, "{log}");
+    for flag in ["--hidden", "--layers", "--batch-size", "--num-steps"] {
+        let zero = rnnlm(&["bench", "--model", "gru", flag, "0", "--device", "flex"]);
+        assert_eq!(zero.status.code(), Some(1), "{flag}");
+        assert!(text(&zero).contains(&format!("{flag} 0: must be at least 1")), "{}", text(&zero));
+    }
+}
