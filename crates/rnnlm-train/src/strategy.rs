@@ -774,13 +774,34 @@ pub fn format_epoch(m: &EpochMetrics, epochs: usize) -> String {
         m.train_bits_per_token,
         m.tokens_per_second / 1000.0,
         m.grad_norm,
-        m.lr
+        significant(m.lr, 4)
     )
+}
+
+/// `value` rounded to `digits` significant digits, printed without trailing zeros: a schedule's
+/// `0.0019949107041857582` reads `0.001995`, a constant `1.0` reads `1`.
+fn significant(value: f64, digits: usize) -> f64 {
+    // The exponent form rounds to significant digits; parsing it back drops the noise digits.
+    format!("{value:.*e}", digits.saturating_sub(1))
+        .parse()
+        .unwrap_or(value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_learning_rate_is_printed_to_four_significant_digits() {
+        assert_eq!(significant(0.0019949107041857582, 4).to_string(), "0.001995");
+        assert_eq!(significant(1.0, 4).to_string(), "1");
+        assert_eq!(significant(0.5, 4).to_string(), "0.5");
+        assert_eq!(significant(123456.0, 4).to_string(), "123500");
+        let scheduled = EpochMetrics { lr: 0.0019949107041857582, ..epoch(3, None, 1.0) };
+        let line = format_epoch(&scheduled, 10);
+        assert!(line.ends_with("|g| 1.000  lr 0.001995"), "{line}");
+        assert!(format_epoch(&epoch(3, None, 1.0), 10).ends_with("lr 1"));
+    }
 
     fn epoch(epoch: usize, valid: Option<f64>, seconds: f64) -> EpochMetrics {
         EpochMetrics {
