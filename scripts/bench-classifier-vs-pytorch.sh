@@ -17,22 +17,14 @@
 # too (the landed one, for a change's A/B), on the cases it has. Runs in its own session with
 # autogroup nice -15, as scripts/bench-vs-pytorch.sh does.
 set -euo pipefail
-if [ "${_IN_OWN_SESSION:-}" != 1 ]; then
-    exec env _IN_OWN_SESSION=1 setsid --wait bash "$0" "$@"
-fi
-echo "${AUTOGROUP_NICE:--15}" > /proc/self/autogroup 2>/dev/null || echo "warning: could not renice autogroup"
+source "$(dirname "$0")/lib.sh"
+run_in_own_session "$@"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peers/pytorch}
 ROUNDS=${1:-3}
 OUT=${2:-$(mktemp -d)}
 RNNLM=${RNNLM:-$ROOT/target/release/rnnlm}
-if [ -z "${PY:-}" ]; then
-    for candidate in "$PEER/.venv/bin/python" "$HOME/.cache/rnnlm/peer-venv/bin/python"; do
-        [ -x "$candidate" ] && PY=$candidate && break
-    done
-fi
-[ -x "${PY:-}" ] || { echo "no Python with torch: set PY (see $PEER/README.md)"; exit 1; }
-[ -x "$RNNLM" ] || { echo "build first: cargo build --release -p rnnlm-cli"; exit 1; }
+require_python_and_rnnlm
 mkdir -p "$OUT"
 echo "autogroup $(cat /proc/self/autogroup 2>/dev/null); results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
 # name:cell:hidden:batch[:peer options, comma-separated]

@@ -14,21 +14,13 @@
 # RNNLM=path) and the reference's Python with torch (PY=path; matplotlib for the plot). Runs in
 # its own session with autogroup nice -15, as the other benchmarks do.
 set -euo pipefail
-if [ "${_IN_OWN_SESSION:-}" != 1 ]; then
-    exec env _IN_OWN_SESSION=1 setsid --wait bash "$0" "$@"
-fi
-echo "${AUTOGROUP_NICE:--15}" > /proc/self/autogroup 2>/dev/null || echo "warning: could not renice autogroup"
+source "$(dirname "$0")/lib.sh"
+run_in_own_session "$@"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export PEER=${PEER:-$ROOT/../shared/peers/pytorch}
 OUT=${1:-$(mktemp -d)}
 export RNNLM=${RNNLM:-$ROOT/target/release/rnnlm}
-if [ -z "${PY:-}" ]; then
-    for candidate in "$PEER/.venv/bin/python" "$HOME/.cache/rnnlm/peer-venv/bin/python"; do
-        [ -x "$candidate" ] && PY=$candidate && break
-    done
-fi
-[ -x "${PY:-}" ] || { echo "no Python with torch: set PY (see $PEER/README.md)"; exit 1; }
-[ -x "$RNNLM" ] || { echo "build first: cargo build --release -p rnnlm-cli"; exit 1; }
+require_python_and_rnnlm
 [ -f "$PEER/d2l_charlm.py" ] || echo "warning: no PyTorch reference at $PEER: its columns stay empty"
 export PY
 mkdir -p "$OUT"

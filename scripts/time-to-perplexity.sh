@@ -20,10 +20,8 @@
 # built `target/release/rnnlm` (or RNNLM=path) and the reference's Python with torch (PY=path;
 # matplotlib for the plot). Runs in its own session with autogroup nice -15, as the benchmarks do.
 set -euo pipefail
-if [ "${_IN_OWN_SESSION:-}" != 1 ]; then
-    exec env _IN_OWN_SESSION=1 setsid --wait bash "$0" "$@"
-fi
-echo "${AUTOGROUP_NICE:--15}" > /proc/self/autogroup 2>/dev/null || echo "warning: could not renice autogroup"
+source "$(dirname "$0")/lib.sh"
+run_in_own_session "$@"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peers/pytorch}
 DATA=${RNNLM_SHARED_DATA:-$ROOT/../shared/data}
@@ -33,13 +31,7 @@ BUDGETS=${BUDGETS:-"1 3 10"}
 MODELS=${MODELS:-"lstm2:lstm2:configs/deep-lstm.toml gru:gru:configs/gru.toml"}
 CORPORA=${CORPORA:-"timemachine timemachine+shakespeare"}
 MKLDNN=${MKLDNN:-"on off"}
-if [ -z "${PY:-}" ]; then
-    for candidate in "$PEER/.venv/bin/python" "$HOME/.cache/rnnlm/peer-venv/bin/python"; do
-        [ -x "$candidate" ] && PY=$candidate && break
-    done
-fi
-[ -x "${PY:-}" ] || { echo "no Python with torch: set PY (see $PEER/README.md)"; exit 1; }
-[ -x "$RNNLM" ] || { echo "build first: cargo build --release -p rnnlm-cli"; exit 1; }
+require_python_and_rnnlm
 mkdir -p "$OUT"
 echo "autogroup $(cat /proc/self/autogroup 2>/dev/null); results in $OUT; load $(cut -d' ' -f1-3 /proc/loadavg)"
 
