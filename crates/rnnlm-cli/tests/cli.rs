@@ -24,18 +24,27 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-/// A GRU of 16 units trained for one epoch on the start of The Time Machine.
-fn checkpoint(dir: &Path) -> std::path::PathBuf {
+/// `rnnlm train` arguments for a GRU of `hidden` units trained for `epochs` on the start of
+/// The Time Machine (written into `dir`), and the run's artifacts directory.
+fn short_run(dir: &Path, hidden: usize, epochs: usize) -> (std::path::PathBuf, Vec<String>) {
     let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
     let data = dir.join("head.txt");
     std::fs::write(&data, book.chars().take(4000).collect::<String>()).unwrap();
     let run = dir.join("run");
     let config = rnnlm_tests::workspace_file("configs/quick.toml");
-    let output = rnnlm(&[
+    let args = [
         "train", "--config", path(&config), "--data", path(&data), "--artifacts", path(&run),
-        "--set", "train.epochs=1", "--set", "model.hidden_size=16", "--set", "data.batch_size=4",
-        "--set", "data.num_steps=8", "--set", "train.sample_every=0",
-    ]);
+        "--set", &format!("train.epochs={epochs}"), "--set", &format!("model.hidden_size={hidden}"),
+        "--set", "data.batch_size=4", "--set", "data.num_steps=8", "--set", "train.sample_every=0",
+    ];
+    (run.clone(), args.iter().map(|a| a.to_string()).collect())
+}
+
+/// A GRU of 16 units trained for one epoch on the start of The Time Machine.
+fn checkpoint(dir: &Path) -> std::path::PathBuf {
+    let (run, args) = short_run(dir, 16, 1);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = rnnlm(&args);
     assert!(output.status.success(), "{}", text(&output));
     run
 }
@@ -113,21 +122,13 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_checkpoint_write_that_fails_names_the_file_and_leaves_nothing_half_written() {
     let dir = rnnlm_tests::scratch_dir("cli-full-disk");
-    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
-    let data = dir.join("head.txt");
-    std::fs::write(&data, book.chars().take(4000).collect::<String>()).unwrap();
-    let run = dir.join("run");
-    let config = rnnlm_tests::workspace_file("configs/quick.toml");
     // GRU 64: about 75 kB of weights, over the 32 kB limit; the config, vocabulary and data
     // table written before it are a few hundred bytes.
+    let (run, args) = short_run(&dir, 64, 2);
     let output = Command::new("bash")
         .args(["-c", "ulimit -f 32 && trap '' XFSZ && exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_rnnlm"))
-        .args([
-            "train", "--config", path(&config), "--data", path(&data), "--artifacts", path(&run),
-            "--set", "train.epochs=2", "--set", "model.hidden_size=64", "--set", "data.batch_size=4",
-            "--set", "data.num_steps=8", "--set", "train.sample_every=0",
-        ])
+        .args(args)
         .env("CI", "true")
         .output()
         .expect("bash runs");
