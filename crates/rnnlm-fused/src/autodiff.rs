@@ -1,5 +1,5 @@
-//! The operation on an autodiff device: one graph node over the whole time loop, whose backward
-//! pass is [`ScanKernels::scan_backward`].
+//! The operation on an autodiff device: one graph node over a whole layer, whose backward pass
+//! is [`ScanKernels::layer_backward`].
 
 use burn::backend::Backend;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -12,31 +12,36 @@ use burn::backend::TensorMetadata;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::Wanted;
 
-use crate::op::{ScanBackend, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
+use crate::op::{LayerWanted, ScanBackend, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
 
-/// The node's backward pass; its parents are the six inputs in the order of
-/// [`ScanBackend::recurrent_scan`].
+/// The node's backward pass; its parents are the seven float inputs in the order of
+/// [`ScanBackend::recurrent_layer`].
 #[derive(Debug)]
-struct Scan;
+struct Layer;
 
-impl<B: Backend + ScanKernels> Backward<B, 6> for Scan {
+impl<B: Backend + ScanKernels> Backward<B, 7> for Layer {
     type State = ScanSaved<B>;
 
-    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 7>, grads: &mut Gradients, _: &mut Checkpointer) {
         let d_output = grads.consume::<B>(&ops.node);
-        let [projected, input_bias, h0, c0, weight, hidden_bias] = ops.parents;
+        let [input, input_weight, input_bias, h0, c0, weight, hidden_bias] = ops.parents;
         // Parents that take no gradient (constants, frozen or detached tensors, the empty
-        // stand-ins of the inputs a cell lacks) arrive as `None`: their work is skipped.
-        let wanted = Wanted {
-            input_bias: input_bias.is_some(),
-            h0: h0.is_some(),
-            c0: c0.is_some(),
-            weight: weight.is_some(),
-            hidden_bias: hidden_bias.is_some(),
+        // stand-ins of the inputs a layer lacks) arrive as `None`: their work is skipped.
+        let wanted = LayerWanted {
+            input: input.is_some(),
+            input_weight: input_weight.is_some(),
+            scan: Wanted {
+                input_bias: input_bias.is_some(),
+                h0: h0.is_some(),
+                c0: c0.is_some(),
+                weight: weight.is_some(),
+                hidden_bias: hidden_bias.is_some(),
+            },
         };
-        let result = B::scan_backward(ops.state, d_output, wanted);
+        let result = B::layer_backward(ops.state, d_output, wanted);
         let pairs = [
-            (projected, Some(result.projected)),
+            (input, result.input),
+            (input_weight, result.input_weight),
             (input_bias, result.input_bias),
             (h0, result.h0),
             (c0, result.c0),
@@ -84,10 +89,12 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
         }
     }
 
-    fn recurrent_scan(
+    fn recurrent_layer(
         cell: CellKind,
         order: ScanOrder,
-        projected: FloatTensor<Self>,
+        input: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        input_weight: FloatTensor<Self>,
         input_bias: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -96,7 +103,8 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
     ) -> FloatTensor<Self> {
         // The guards first: the primitives move into the inputs below.
         let guards = [
-            projected.node(),
+            input.node(),
+            input_weight.node(),
             input_bias.node(),
             h0.node(),
             c0.node(),
@@ -104,7 +112,9 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
             hidden_bias.node(),
         ];
         let inputs = ScanInputs {
-            projected: projected.into_primitive(),
+            input: input.into_primitive(),
+            ids,
+            input_weight: input_weight.into_primitive(),
             input_bias: input_bias.into_primitive(),
             h0: h0.into_primitive(),
             c0: c0.into_primitive(),
@@ -114,12 +124,12 @@ impl<B: Backend + ScanKernels, C: CheckpointStrategy> ScanBackend for Autodiff<B
         };
         // Compute-bound: a checkpointing strategy must keep the tape rather than run the loop
         // again.
-        match Scan.prepare::<C>(guards).compute_bound().stateful() {
+        match Layer.prepare::<C>(guards).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (output, saved) = B::scan_forward(cell, inputs, true);
-                prep.finish(saved.expect("a tracked scan keeps its tape"), output)
+                let (output, saved) = B::layer_forward(cell, inputs, true);
+                prep.finish(saved.expect("a tracked layer keeps its tape"), output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::scan_forward(cell, inputs, false).0),
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_forward(cell, inputs, false).0),
         }
     }
 }

@@ -7,9 +7,10 @@ use burn::backend::TensorMetadata;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::Backend;
 use rnnlm_kernels::CellKind;
-use rnnlm_kernels::scan::{self, Plan, ScanShape, ScanTape, Wanted};
+use rnnlm_kernels::projection::{self, LayerInput, RowLayout};
+use rnnlm_kernels::scan::{self, Plan, ScanShape, ScanTape};
 
-use crate::op::{ScanGrads, ScanInputs, ScanKernels, ScanSaved};
+use crate::op::{LayerWanted, ScanGrads, ScanInputs, ScanKernels, ScanSaved};
 
 /// A backend whose float tensors hold `f32` values in host memory.
 pub(crate) trait HostTensors: Backend {
@@ -17,25 +18,68 @@ pub(crate) trait HostTensors: Backend {
     fn values(tensor: &FloatTensor<Self>) -> Cow<'_, [f32]>;
     /// A tensor of `shape` owning `values` (no copy).
     fn from_values(values: Vec<f32>, shape: &[usize]) -> FloatTensor<Self>;
-    /// The values themselves, when nothing else holds the tensor and its layout is plain (no
-    /// copy); the tensor back otherwise.
-    fn into_values(tensor: FloatTensor<Self>) -> Result<Vec<f32>, FloatTensor<Self>>;
+    /// The rows of a `[steps, batch, features]` tensor where they lie, when each row's
+    /// features are contiguous and no two rows overlap (a batch-first tensor with its first two
+    /// dimensions swapped, a narrowed one); a time-major copy otherwise.
+    fn rows(tensor: &FloatTensor<Self>, shape: [usize; 3]) -> (Cow<'_, [f32]>, RowLayout) {
+        let [_, batch, features] = shape;
+        (Self::values(tensor), RowLayout::time_major(batch, features))
+    }
 }
 
 fn dims<B: Backend>(tensor: &FloatTensor<B>) -> Vec<usize> {
     tensor.shape().to_vec()
 }
 
-/// The scan's sizes from its inputs' shapes, which the caller has checked.
-fn shape_of<B: Backend>(cell: CellKind, projected: &FloatTensor<B>, h0: &FloatTensor<B>) -> ScanShape {
-    let (p, h) = (dims::<B>(projected), dims::<B>(h0));
-    let shape = ScanShape {
-        steps: p[0],
-        batch: p[1],
-        hidden: h[1],
-    };
-    debug_assert_eq!(p[2], cell.gates() * shape.hidden);
-    shape
+/// A layer's input as the kernels read it: the dense input's rows where they lie, or the
+/// token ids.
+enum Input<'a> {
+    Dense {
+        values: Cow<'a, [f32]>,
+        features: usize,
+        layout: RowLayout,
+    },
+    OneHot(Vec<usize>),
+}
+
+impl Input<'_> {
+    fn read<'a, B: HostTensors>(input: &'a FloatTensor<B>, ids: &IntTensor<B>) -> Input<'a> {
+        let shape = dims::<B>(input);
+        if let [steps, batch, features] = shape[..] {
+            let (values, layout) = B::rows(input, [steps, batch, features]);
+            return Input::Dense { values, features, layout };
+        }
+        // The caller checked the ids against the table (`check_ids` in the cores, the
+        // projection's own bounds below): a negative one cannot reach here.
+        let ids = ready(B::int_into_data(ids.clone()))
+            .expect("a host tensor's ids read at once")
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("ids converted to i64");
+        Input::OneHot(ids.into_iter().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect())
+    }
+
+    fn kernel(&self) -> LayerInput<'_> {
+        match self {
+            Input::Dense { values, features, layout } => LayerInput::Dense {
+                values,
+                features: *features,
+                layout: *layout,
+            },
+            Input::OneHot(ids) => LayerInput::OneHot(ids),
+        }
+    }
+}
+
+/// `[steps, batch]` of a layer's input.
+fn steps_and_batch<B: Backend>(input: &FloatTensor<B>, ids: &IntTensor<B>) -> [usize; 2] {
+    match dims::<B>(input)[..] {
+        [steps, batch, _] => [steps, batch],
+        _ => {
+            let ids = ids.shape().to_vec();
+            [ids[0], ids[1]]
+        }
+    }
 }
 
 pub(crate) fn forward<B: HostTensors>(
@@ -43,19 +87,17 @@ pub(crate) fn forward<B: HostTensors>(
     inputs: ScanInputs<B>,
     keep_tape: bool,
 ) -> (FloatTensor<B>, Option<ScanSaved<B>>) {
-    let shape = shape_of::<B>(cell, &inputs.projected, &inputs.h0);
-    // The projection is the op's own after this call: its buffer becomes the gates where
-    // nothing else holds it.
-    let (owned, borrowed) = match B::into_values(inputs.projected) {
-        Ok(values) => (Some(values), None),
-        Err(tensor) => (None, Some(tensor)),
-    };
+    let [steps, batch] = steps_and_batch::<B>(&inputs.input, &inputs.ids);
+    let hidden = dims::<B>(&inputs.h0)[1];
+    let shape = ScanShape { steps, batch, hidden };
+    let width = cell.gates() * hidden;
+    let order = inputs.order.as_kernel_order();
     let out = {
-        let read = borrowed.as_ref().map(|tensor| B::values(tensor));
-        let projected = match (owned, &read) {
-            (Some(values), _) => scan::Projected::Owned(values),
-            (None, Some(values)) => scan::Projected::Borrowed(values),
-            (None, None) => unreachable!("the projection is either owned or borrowed"),
+        // The projection is written straight into the buffer that becomes the gates.
+        let projected = {
+            let input = Input::read::<B>(&inputs.input, &inputs.ids);
+            let input_weight = B::values(&inputs.input_weight);
+            projection::forward(input.kernel(), &input_weight, [steps, batch, width], order, Plan::default())
         };
         let (input_bias, h0, c0, weight, hidden_bias) = (
             B::values(&inputs.input_bias),
@@ -67,20 +109,19 @@ pub(crate) fn forward<B: HostTensors>(
         scan::forward(
             cell,
             shape,
-            projected,
+            scan::Projected::Owned(projected),
             scan::ScanInputs {
                 input_bias: &input_bias,
                 h0: &h0,
                 c0: &c0,
                 weight: &weight,
                 hidden_bias: &hidden_bias,
-                order: inputs.order.as_kernel_order(),
+                order,
             },
             keep_tape,
             Plan::default(),
         )
     };
-    let ScanShape { steps, batch, hidden } = shape;
     let rows = steps * batch;
     let output = B::from_values(
         out.output,
@@ -91,8 +132,12 @@ pub(crate) fn forward<B: HostTensors>(
         let shape = if values.is_empty() { vec![0] } else { vec![rows, values.len() / rows] };
         B::from_values(values, &shape)
     };
+    debug_assert!(out.gates.is_empty() || out.gates.len() == rows * width);
     let saved = keep_tape.then(|| ScanSaved {
         cell,
+        input: inputs.input,
+        ids: inputs.ids,
+        input_weight: inputs.input_weight,
         h0: inputs.h0,
         c0: inputs.c0,
         weight: inputs.weight,
@@ -107,16 +152,15 @@ pub(crate) fn forward<B: HostTensors>(
 pub(crate) fn backward<B: HostTensors>(
     saved: ScanSaved<B>,
     d_output: FloatTensor<B>,
-    wanted: Wanted,
+    wanted: LayerWanted,
 ) -> ScanGrads<B> {
     let cell = saved.cell;
     let [outputs, batch, hidden] = <[usize; 3]>::try_from(dims::<B>(&saved.output))
         .expect("a scan's output has three dimensions");
-    let shape = ScanShape {
-        steps: outputs - 1 - usize::from(cell.has_cell()),
-        batch,
-        hidden,
-    };
+    let steps = outputs - 1 - usize::from(cell.has_cell());
+    let shape = ScanShape { steps, batch, hidden };
+    let width = cell.gates() * hidden;
+    let order = saved.order.as_kernel_order();
     let grads = {
         let (h0, c0, weight, output, gates, extra, d_output) = (
             B::values(&saved.h0),
@@ -134,16 +178,50 @@ pub(crate) fn backward<B: HostTensors>(
             output: &output,
             gates: &gates,
             extra: &extra,
-            order: saved.order.as_kernel_order(),
+            order,
         };
-        scan::backward(cell, shape, tape, &d_output, wanted, Plan::default())
+        scan::backward(cell, shape, tape, &d_output, wanted.scan, Plan::default())
     };
-    let width = cell.gates() * hidden;
+    // The input's gradient in the input's own order of steps and rows, so that a batch-first
+    // input gets a batch-first gradient without a transpose.
+    let input = Input::read::<B>(&saved.input, &saved.ids);
+    let gradient_layout = match &input {
+        Input::Dense { layout, features, .. } if layout.step_stride < layout.row_stride => {
+            RowLayout::batch_first(steps, *features)
+        }
+        Input::Dense { features, .. } => RowLayout::time_major(batch, *features),
+        Input::OneHot(_) => RowLayout::time_major(batch, 0),
+    };
+    let projection_grads = {
+        let input_weight = B::values(&saved.input_weight);
+        projection::backward(
+            input.kernel(),
+            &input_weight,
+            &grads.projected,
+            [steps, batch, width],
+            order,
+            gradient_layout,
+            [wanted.input && matches!(input, Input::Dense { .. }), wanted.input_weight],
+            Plan::default(),
+        )
+    };
+    let input_weight_rows = dims::<B>(&saved.input_weight)[0];
+    let d_input = match &input {
+        Input::Dense { features, .. } if !projection_grads.input.is_empty() => {
+            Some(if gradient_layout == RowLayout::time_major(batch, *features) {
+                B::from_values(projection_grads.input, &[steps, batch, *features])
+            } else {
+                B::float_swap_dims(B::from_values(projection_grads.input, &[batch, steps, *features]), 0, 1)
+            })
+        }
+        _ => None,
+    };
     let some = |values: Vec<f32>, shape: &[usize]| {
         (!values.is_empty()).then(|| B::from_values(values, shape))
     };
     ScanGrads {
-        projected: B::from_values(grads.projected, &[shape.steps, batch, width]),
+        input: d_input,
+        input_weight: some(projection_grads.weight, &[input_weight_rows, width]),
         input_bias: some(grads.input_bias, &[width]),
         h0: some(grads.h0, &[batch, hidden]),
         c0: some(grads.c0, &[batch, hidden]),
@@ -188,7 +266,7 @@ fn ready<F: std::future::Future>(future: F) -> F::Output {
 macro_rules! host_backend {
     ($backend:ty) => {
         impl ScanKernels for $backend {
-            fn scan_forward(
+            fn layer_forward(
                 cell: CellKind,
                 inputs: ScanInputs<Self>,
                 keep_tape: bool,
@@ -196,10 +274,10 @@ macro_rules! host_backend {
                 forward::<Self>(cell, inputs, keep_tape)
             }
 
-            fn scan_backward(
+            fn layer_backward(
                 saved: ScanSaved<Self>,
                 d_output: FloatTensor<Self>,
-                wanted: Wanted,
+                wanted: LayerWanted,
             ) -> ScanGrads<Self> {
                 backward::<Self>(saved, d_output, wanted)
             }
@@ -214,10 +292,12 @@ macro_rules! host_backend {
         }
 
         impl crate::op::ScanBackend for $backend {
-            fn recurrent_scan(
+            fn recurrent_layer(
                 cell: CellKind,
                 order: crate::op::ScanOrder,
-                projected: FloatTensor<Self>,
+                input: FloatTensor<Self>,
+                ids: IntTensor<Self>,
+                input_weight: FloatTensor<Self>,
                 input_bias: FloatTensor<Self>,
                 h0: FloatTensor<Self>,
                 c0: FloatTensor<Self>,
@@ -225,7 +305,9 @@ macro_rules! host_backend {
                 hidden_bias: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 let inputs = ScanInputs {
-                    projected,
+                    input,
+                    ids,
+                    input_weight,
                     input_bias,
                     h0,
                     c0,
@@ -268,24 +350,23 @@ mod flex {
             FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
         }
 
-        fn into_values(tensor: FlexTensor) -> Result<Vec<f32>, FlexTensor> {
-            // Flex allocates most results as bytes (`FlexTensor::empty`, alignment 1), which a
-            // `Vec<f32>` cannot take over: `into_data` would copy the whole buffer, a pass over
-            // memory that the borrowed path (gates written to a buffer of their own) saves.
-            if tensor.data_arc().align() != std::mem::align_of::<f32>() {
-                return Err(tensor);
+        fn rows(tensor: &FlexTensor, [steps, batch, features]: [usize; 3]) -> (Cow<'_, [f32]>, RowLayout) {
+            let layout = tensor.layout();
+            let strides = layout.strides();
+            let in_place = match strides {
+                &[step, row, 1] if step >= 0 && row >= 0 => {
+                    let rows = RowLayout {
+                        step_stride: step.unsigned_abs(),
+                        row_stride: row.unsigned_abs(),
+                    };
+                    rows.rows_apart(steps, batch, features).then_some(rows)
+                }
+                _ => None,
+            };
+            match in_place {
+                Some(rows) => (Cow::Borrowed(&tensor.storage::<f32>()[layout.start_offset()..]), rows),
+                None => (Self::values(tensor), RowLayout::time_major(batch, features)),
             }
-            if !(tensor.is_unique() && tensor.as_slice::<f32>().is_some()) {
-                return Err(tensor);
-            }
-            let whole = tensor.bytes().len() == tensor.layout().num_elements() * 4;
-            if !whole {
-                return Err(tensor);
-            }
-            Ok(tensor
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("an f32 tensor holds f32 values"))
         }
     }
 
@@ -312,11 +393,6 @@ mod ndarray {
 
         fn from_values(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
             NdArrayTensor::from_data(TensorData::new(values, shape.to_vec()))
-        }
-
-        fn into_values(tensor: NdArrayTensor) -> Result<Vec<f32>, NdArrayTensor> {
-            // Its storage is private to burn-ndarray beyond a read-only view: read it instead.
-            Err(tensor)
         }
     }
 

@@ -1,33 +1,38 @@
-//! A recurrent layer's whole time loop as one Burn operation with its own backward pass.
+//! A recurrent layer as one Burn operation with its own backward pass: the input projection of
+//! every step and the whole time loop.
 //!
 //! Through Burn's tensor operations, one time step of a layer is a dozen small operations, each
 //! recorded on the autodiff tape and replayed backwards; on a CPU that overhead, not arithmetic,
-//! sets the speed of the chapter's models. [`try_scan`] runs all steps of a layer as one
-//! operation instead (a backend extension, [`ScanBackend`]), computed by [`rnnlm_kernels`]: on an
-//! autodiff device it records one graph node whose backward pass gives the gradients of the
-//! projected inputs, the initial state and the hidden weight and bias, the weight's as one
-//! product over all steps.
+//! sets the speed of the chapter's models. [`try_layer`] runs a whole layer as one operation
+//! instead (a backend extension, [`ScanBackend`]), computed by [`rnnlm_kernels`]: the projection
+//! of every step written straight into the loop's gates, the input read where it lies (a
+//! batch-first tensor needs no transpose). On an autodiff device it records one graph node whose
+//! backward pass gives the gradients of the input, both weights, the biases and the initial
+//! state, each weight's as one product over all steps.
 //!
 //! It runs on the backends this crate is built for, by cargo feature: `flex` and `ndarray`
 //! (each turns on Burn's feature of the same name and `autodiff`), for `f32` tensors. Anywhere
 //! else (another backend, another float type, a backend whose feature is off here, or the
-//! composite [`Mode`]) [`try_scan`] hands its inputs back and the caller runs its per-step
-//! tensor operations. [`status`] says which applies to a device and why.
+//! composite [`Mode`]) [`try_layer`] hands its inputs back and the caller runs its own tensor
+//! operations. [`status`] says which applies to a device and why.
 //!
 //! ```
 //! # #[cfg(feature = "flex")] {
 //! use burn::prelude::*;
-//! use rnnlm_fused::{CellKind, ScanTensors};
+//! use rnnlm_fused::{CellKind, LayerInput, LayerTensors};
 //!
 //! let device = Device::flex();
 //! assert!(rnnlm_fused::is_active(&device));
-//! let (steps, batch, hidden) = (5, 2, 8);
-//! let projected = Tensor::<3>::zeros([steps, batch, 4 * hidden], &device);
+//! let (batch, steps, features, hidden) = (2, 5, 3, 8);
+//! // Batch-first, as burn-nn's layers take it: read in place, time-major by its strides.
+//! let x = Tensor::<3>::ones([batch, steps, features], &device);
+//! let input_weight = Tensor::<2>::zeros([features, 4 * hidden], &device);
 //! let input_bias = Tensor::<1>::zeros([4 * hidden], &device);
 //! let h0 = Tensor::<2>::zeros([batch, hidden], &device);
 //! let weight = Tensor::<2>::zeros([hidden, 4 * hidden], &device);
-//! let inputs = ScanTensors {
-//!     projected,
+//! let inputs = LayerTensors {
+//!     input: LayerInput::Dense(x.swap_dims(0, 1)),
+//!     input_weight: &input_weight,
 //!     input_bias: &input_bias,
 //!     h0: &h0,
 //!     c0: Some(&h0),
@@ -35,7 +40,7 @@
 //!     hidden_bias: None,
 //!     order: Default::default(), // forwards, every row whole
 //! };
-//! let out = rnnlm_fused::try_scan(CellKind::Lstm, inputs).expect("flex runs the fused scan");
+//! let out = rnnlm_fused::try_layer(CellKind::Lstm, inputs).expect("flex runs the fused layer");
 //! assert_eq!(out.dims(), [steps + 2, batch, hidden]); // every h, the final h, the final cell
 //! # }
 //! ```
@@ -69,7 +74,7 @@ pub use alloc::{
 /// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]) and
 /// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
 pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
-pub use op::{ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
+pub use op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
 pub use rnnlm_kernels::{Activation, CellKind};
 
 /// Whether the fused operation runs where it can, or the composite tensor operations run
@@ -220,13 +225,47 @@ pub fn is_active(device: &Device) -> bool {
     status(device) == Status::Active
 }
 
-/// The inputs of one layer's scan, time-major (see [`ScanBackend`]).
+/// A layer's input, time-major in its shape.
 #[derive(Clone, Debug)]
-pub struct ScanTensors<'a> {
-    /// The input projection of every step, without its bias: `[steps, batch, gates·hidden]`.
-    /// Taken by value: where nothing else holds it, its buffer becomes the scan's gates instead
-    /// of being copied into a new one (the projection is the largest tensor of the layer).
-    pub projected: Tensor<3>,
+pub enum LayerInput {
+    /// Feature vectors `[steps, batch, features]`, in any layout: a batch-first tensor with
+    /// its first two dimensions swapped (`x.swap_dims(0, 1)`), or a narrowed one, is read where
+    /// it lies, and its gradient comes back in its own order.
+    Dense(Tensor<3>),
+    /// Token ids `[steps, batch]`, each below the input weight's rows: one-hot vectors, whose
+    /// projection is a row of `W_x` per token.
+    OneHot(Tensor<2, Int>),
+}
+
+impl LayerInput {
+    /// `[steps, batch]`.
+    pub fn steps_and_batch(&self) -> [usize; 2] {
+        match self {
+            LayerInput::Dense(x) => {
+                let [steps, batch, _] = x.dims();
+                [steps, batch]
+            }
+            LayerInput::OneHot(ids) => ids.dims(),
+        }
+    }
+
+    /// The device the input lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            LayerInput::Dense(x) => x.device(),
+            LayerInput::OneHot(ids) => ids.device(),
+        }
+    }
+}
+
+/// The inputs of one recurrent layer (see [`ScanBackend`]).
+#[derive(Clone, Debug)]
+pub struct LayerTensors<'a> {
+    /// The layer's input, time-major: dense `[steps, batch, features]` or token ids
+    /// `[steps, batch]`.
+    pub input: LayerInput,
+    /// `W_x`: `[features or vocab, gates·hidden]`.
+    pub input_weight: &'a Tensor<2>,
     /// The bias added to every step's projection: `[gates·hidden]`.
     pub input_bias: &'a Tensor<1>,
     /// The initial state: `[batch, hidden]`.
@@ -242,61 +281,60 @@ pub struct ScanTensors<'a> {
     pub order: ScanOrder,
 }
 
-/// One layer's whole time loop as one operation: every step's `h` (zero past a row's length),
-/// then every row's final `h` and (LSTM) final cell, `[steps + 1 (+ 1), batch, hidden]`.
+/// One recurrent layer as one operation, the input projection of every step included: every
+/// step's `h` (zero past a row's length), then every row's final `h` and (LSTM) final cell,
+/// `[steps + 1 (+ 1), batch, hidden]`, time-major.
 ///
-/// `Err(inputs)`, the inputs handed back unchanged, where the fused scan does not run for these
-/// tensors (see [`status`]; also for a float type other than `f32`), so the caller runs its
-/// composite operations on them instead.
+/// `Err(inputs)`, the inputs handed back unchanged, where the fused layer does not run for
+/// these tensors (see [`status`]; also for a float type other than `f32`), so the caller runs
+/// its composite operations on them instead.
 ///
 /// # Panics
 /// If the shapes do not fit each other, naming the tensor, its shape and the expected one (the
 /// cores check their inputs before this).
-pub fn try_scan(cell: CellKind, inputs: ScanTensors<'_>) -> Result<Tensor<3>, ScanTensors<'_>> {
-    let device = inputs.projected.device();
+pub fn try_layer(cell: CellKind, inputs: LayerTensors<'_>) -> Result<Tensor<3>, LayerTensors<'_>> {
+    let device = inputs.input.device();
     if !is_active(&device) {
         return Err(inputs);
     }
-    let all_f32 = [
-        inputs.projected.dtype(),
-        inputs.input_bias.dtype(),
-        inputs.h0.dtype(),
-        inputs.weight.dtype(),
-    ]
-    .into_iter()
-    .chain(inputs.c0.map(Tensor::dtype))
-    .chain(inputs.hidden_bias.map(Tensor::dtype))
-    .all(|dtype| dtype == DType::F32);
+    let dense_f32 = match &inputs.input {
+        LayerInput::Dense(x) => x.dtype() == DType::F32,
+        LayerInput::OneHot(_) => true,
+    };
+    let all_f32 = dense_f32
+        && [inputs.input_weight.dtype(), inputs.input_bias.dtype(), inputs.h0.dtype(), inputs.weight.dtype()]
+            .into_iter()
+            .chain(inputs.c0.map(Tensor::dtype))
+            .chain(inputs.hidden_bias.map(Tensor::dtype))
+            .all(|dtype| dtype == DType::F32);
     if !all_f32 {
         return Err(inputs);
     }
     check_shapes(cell, &inputs);
     alloc::keep_freed_memory_unless_told_not_to();
-    // The inputs a cell lacks are empty stand-ins: constants, so autodiff asks no gradient.
-    let absent = || Tensor::<1>::zeros([0], &device);
-    let c0 = match inputs.c0 {
-        Some(c0) => c0.clone().into_dispatch(),
-        None => absent().into_dispatch(),
+    // The inputs a layer lacks are empty stand-ins: constants, so autodiff asks no gradient.
+    let absent = || Tensor::<1>::zeros([0], &device).into_dispatch();
+    let (input, ids) = match inputs.input {
+        LayerInput::Dense(x) => (x.into_dispatch(), Tensor::<1, Int>::zeros([0], &device).into_dispatch()),
+        LayerInput::OneHot(ids) => (absent(), ids.into_dispatch()),
     };
-    let hidden_bias = match inputs.hidden_bias {
-        Some(bias) => bias.clone().into_dispatch(),
-        None => absent().into_dispatch(),
-    };
-    let out = <burn::backend::Dispatch as ScanBackend>::recurrent_scan(
+    let out = <burn::backend::Dispatch as ScanBackend>::recurrent_layer(
         cell,
         inputs.order,
-        inputs.projected.into_dispatch(),
+        input,
+        ids,
+        inputs.input_weight.clone().into_dispatch(),
         inputs.input_bias.clone().into_dispatch(),
         inputs.h0.clone().into_dispatch(),
-        c0,
+        inputs.c0.map_or_else(absent, |c0| c0.clone().into_dispatch()),
         inputs.weight.clone().into_dispatch(),
-        hidden_bias,
+        inputs.hidden_bias.map_or_else(absent, |bias| bias.clone().into_dispatch()),
     );
     Ok(Tensor::from_dispatch(out))
 }
 
-/// Rows `ids` of `table`: `[rows]` ids into `[vocab, width]` give `[rows, width]`, the
-/// one-hot input's projection that feeds a first layer's scan. Where the fused scan runs
+/// Rows `ids` of `table`: `[rows]` ids into `[vocab, width]` give `[rows, width]` (a batch's
+/// rows put in another order, a one-hot projection outside a layer). Where the fused layer runs
 /// ([`is_active`], `f32`), one operation whose backward pass sums the gradient's rows by id in
 /// one vectorised pass; elsewhere Burn's `select`, with the same numbers.
 ///
@@ -312,35 +350,38 @@ pub fn gather_rows(table: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<2> {
     ))
 }
 
-fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
-    let [steps, batch, width] = inputs.projected.dims();
+fn check_shapes(cell: CellKind, inputs: &LayerTensors<'_>) {
+    let [steps, batch] = inputs.input.steps_and_batch();
     let [h0_batch, hidden] = inputs.h0.dims();
-    let gates = cell.gates();
+    let width = cell.gates() * hidden;
     let expect = |what: &str, dims: &[usize], expected: &[usize], names: &str| {
         assert!(
             dims == expected,
-            "rnnlm_fused::try_scan: {what} has shape {dims:?}, expected {names} = {expected:?}"
+            "rnnlm_fused::try_layer: {what} has shape {dims:?}, expected {names} = {expected:?}"
         );
     };
-    expect("h0", &[h0_batch, hidden], &[batch, hidden], "[batch, hidden]");
-    expect(
-        "projected",
-        &[steps, batch, width],
-        &[steps, batch, gates * hidden],
-        "[steps, batch, gates·hidden]",
+    assert!(
+        steps > 0 && batch > 0 && hidden > 0,
+        "rnnlm_fused::try_layer: input has {steps} steps, {batch} rows and h0 {hidden} units, expected every size at least 1"
     );
-    assert!(steps > 0 && batch > 0 && hidden > 0, "rnnlm_fused::try_scan: projected has shape {:?}, expected every size at least 1", [steps, batch, width]);
+    expect("h0", &[h0_batch, hidden], &[batch, hidden], "[batch, hidden]");
+    let [inputs_rows, input_width] = inputs.input_weight.dims();
+    expect("input_weight", &[inputs_rows, input_width], &[inputs_rows, width], "[features or vocab, gates·hidden]");
+    if let LayerInput::Dense(x) = &inputs.input {
+        let features = x.dims()[2];
+        expect("input_weight", &[inputs_rows, input_width], &[features, width], "[features, gates·hidden]");
+    }
     expect("input_bias", &inputs.input_bias.dims(), &[width], "[gates·hidden]");
     expect("weight", &inputs.weight.dims(), &[hidden, width], "[hidden, gates·hidden]");
     match (inputs.c0, cell.has_cell()) {
         (Some(c0), true) => expect("c0", &c0.dims(), &[batch, hidden], "[batch, hidden]"),
-        (None, true) => panic!("rnnlm_fused::try_scan: the LSTM needs c0 [batch, hidden]"),
-        (Some(_), false) => panic!("rnnlm_fused::try_scan: c0 is given, but a {cell:?} has no cell"),
+        (None, true) => panic!("rnnlm_fused::try_layer: the LSTM needs c0 [batch, hidden]"),
+        (Some(_), false) => panic!("rnnlm_fused::try_layer: c0 is given, but a {cell:?} has no cell"),
         (None, false) => {}
     }
     match inputs.hidden_bias {
         Some(_) if !cell.has_hidden_bias() => {
-            panic!("rnnlm_fused::try_scan: hidden_bias is given, but a {cell:?} has none")
+            panic!("rnnlm_fused::try_layer: hidden_bias is given, but a {cell:?} has none")
         }
         Some(bias) => expect("hidden_bias", &bias.dims(), &[width], "[gates·hidden]"),
         None => {}
@@ -348,11 +389,11 @@ fn check_shapes(cell: CellKind, inputs: &ScanTensors<'_>) {
     let lengths = &inputs.order.lengths;
     assert!(
         lengths.is_empty() || lengths.len() == batch,
-        "rnnlm_fused::try_scan: order.lengths holds {} values, expected one per row ({batch})",
+        "rnnlm_fused::try_layer: order.lengths holds {} values, expected one per row ({batch})",
         lengths.len()
     );
     if let Some((row, length)) = lengths.iter().enumerate().find(|(_, l)| !(1..=steps).contains(*l)) {
-        panic!("rnnlm_fused::try_scan: row {row} has length {length}, expected 1..={steps}");
+        panic!("rnnlm_fused::try_layer: row {row} has length {length}, expected 1..={steps}");
     }
 }
 

@@ -30,11 +30,15 @@ impl ScanOrder {
     }
 }
 
-/// One recurrent layer's whole time loop as one operation.
+/// One recurrent layer as one operation: the input projection of every step and the whole
+/// time loop.
 ///
-/// Inputs, time-major:
-/// - `projected`: the input projection of every step without its bias,
-///   `[steps, batch, gates·hidden]`;
+/// Inputs, time-major in their shapes (any strides: a batch-first tensor with its first two
+/// dimensions swapped is read in place):
+/// - `input`: the layer's dense input `[steps, batch, features]`; `[0]` for a one-hot input;
+/// - `ids`: a one-hot input's token ids `[steps, batch]`, each below `input_weight`'s rows;
+///   `[0]` for a dense input;
+/// - `input_weight`: `W_x`, `[features or vocab, gates·hidden]`;
 /// - `input_bias`: added to every step's projection, `[gates·hidden]`;
 /// - `h0`: the initial state, `[batch, hidden]`;
 /// - `c0`: the LSTM's initial cell, `[batch, hidden]`; `[0]` for the other cells;
@@ -47,7 +51,8 @@ impl ScanOrder {
 /// final cell, `[steps + 1 (+ 1), batch, hidden]`.
 ///
 /// On an autodiff device the operation records one node whose backward pass gives the
-/// gradients of all six inputs, the hidden weight's as one product over all steps.
+/// gradients of all seven float inputs: those of `W_x` and `W_h` each as one product over all
+/// steps, the input's as one product, in the input's own layout.
 #[backend_extension(
     Flex: cfg(feature = "flex"),
     NdArray: cfg(feature = "ndarray"),
@@ -55,11 +60,13 @@ impl ScanOrder {
 )]
 pub trait ScanBackend: Backend {
     /// See the [trait](ScanBackend) documentation.
-    #[allow(unused_variables)] // by the dispatch code of a build without any backend here
-    fn recurrent_scan(
+    #[allow(unused_variables, clippy::too_many_arguments)] // by the dispatch code of a build without any backend here
+    fn recurrent_layer(
         cell: CellKind,
         order: ScanOrder,
-        projected: FloatTensor<Self>,
+        input: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        input_weight: FloatTensor<Self>,
         input_bias: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -67,19 +74,23 @@ pub trait ScanBackend: Backend {
         hidden_bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// The one-hot input's projection that feeds the first layer's scan: row `ids[i]` of
-    /// `table` for every `i`, `[rows]` ids into `[vocab, width]` giving `[rows, width]`. Burn's
-    /// `select`, with a backward pass that sums the gradient's rows by id in one vectorised
-    /// pass ([`rnnlm_kernels::gather`]) instead of Burn's element-by-element `select_assign`.
+    /// Row `ids[i]` of `table` for every `i`, `[rows]` ids into `[vocab, width]` giving
+    /// `[rows, width]` (a batch's rows put in another order). Burn's `select`, with a backward
+    /// pass that sums the gradient's rows by id in one vectorised pass
+    /// ([`rnnlm_kernels::gather`]) instead of Burn's element-by-element `select_assign`.
     #[allow(unused_variables)] // as above
     fn gather_rows(table: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// The inputs of [`ScanBackend::recurrent_scan`] on one backend.
+/// The inputs of [`ScanBackend::recurrent_layer`] on one backend.
 #[derive(Clone, Debug)]
 pub struct ScanInputs<B: Backend> {
-    /// `[steps, batch, gates·hidden]`.
-    pub projected: FloatTensor<B>,
+    /// `[steps, batch, features]` (any strides) or `[0]`.
+    pub input: FloatTensor<B>,
+    /// `[steps, batch]` or `[0]`.
+    pub ids: IntTensor<B>,
+    /// `[features or vocab, gates·hidden]`.
+    pub input_weight: FloatTensor<B>,
     /// `[gates·hidden]`.
     pub input_bias: FloatTensor<B>,
     /// `[batch, hidden]`.
@@ -94,11 +105,17 @@ pub struct ScanInputs<B: Backend> {
     pub order: ScanOrder,
 }
 
-/// What the backward pass needs from a forward scan, kept on the autodiff node.
+/// What the backward pass needs from a forward pass, kept on the autodiff node.
 #[derive(Clone, Debug)]
 pub struct ScanSaved<B: Backend> {
     /// The cell.
     pub cell: CellKind,
+    /// The dense input, as given (`[0]` for a one-hot input).
+    pub input: FloatTensor<B>,
+    /// The token ids, as given (`[0]` for a dense input).
+    pub ids: IntTensor<B>,
+    /// `[features or vocab, gates·hidden]`.
+    pub input_weight: FloatTensor<B>,
     /// `[batch, hidden]`.
     pub h0: FloatTensor<B>,
     /// `[batch, hidden]` or `[0]`.
@@ -111,15 +128,29 @@ pub struct ScanSaved<B: Backend> {
     pub gates: FloatTensor<B>,
     /// The cell's extra tape, `[steps · batch, hidden]` (`[0]` for the RNN).
     pub extra: FloatTensor<B>,
-    /// The forward scan's order.
+    /// The forward pass's order.
     pub order: ScanOrder,
 }
 
-/// The gradients of a scan's inputs, each `None` where it was not [`Wanted`].
+/// Which gradients a backward pass computes: those whose inputs take part in the caller's
+/// graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerWanted {
+    /// Of the dense input.
+    pub input: bool,
+    /// Of `W_x`.
+    pub input_weight: bool,
+    /// Of the time loop's inputs.
+    pub scan: Wanted,
+}
+
+/// The gradients of a layer's inputs, each `None` where it was not [wanted](LayerWanted).
 #[derive(Debug)]
 pub struct ScanGrads<B: Backend> {
-    /// Of `projected`, `[steps, batch, gates·hidden]` (always computed).
-    pub projected: FloatTensor<B>,
+    /// Of `input`, with its shape `[steps, batch, features]`.
+    pub input: Option<FloatTensor<B>>,
+    /// Of `input_weight`.
+    pub input_weight: Option<FloatTensor<B>>,
     /// Of `input_bias`.
     pub input_bias: Option<FloatTensor<B>>,
     /// Of `h0`.
@@ -137,18 +168,18 @@ pub struct ScanGrads<B: Backend> {
 /// [`rnnlm_kernels`]; a GPU kernel would implement it for its backend and add that backend
 /// to [`ScanBackend`]'s list.
 pub trait ScanKernels: Backend {
-    /// The forward scan: the output, and the tape when `keep_tape` (else `None`).
-    fn scan_forward(
+    /// The forward pass: the output, and the tape when `keep_tape` (else `None`).
+    fn layer_forward(
         cell: CellKind,
         inputs: ScanInputs<Self>,
         keep_tape: bool,
     ) -> (FloatTensor<Self>, Option<ScanSaved<Self>>);
 
-    /// The backward scan from the gradient of the output.
-    fn scan_backward(
+    /// The backward pass from the gradient of the output.
+    fn layer_backward(
         saved: ScanSaved<Self>,
         d_output: FloatTensor<Self>,
-        wanted: Wanted,
+        wanted: LayerWanted,
     ) -> ScanGrads<Self>;
 
     /// The gradient of [`ScanBackend::gather_rows`]'s table, `[vocab, width]`, from that of its

@@ -88,6 +88,11 @@ impl PackedB {
         Self { k, n, data }
     }
 
+    /// Columns of `B`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     /// Number of column panels.
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)
@@ -145,10 +150,49 @@ pub(crate) fn gemm(
         c.len(),
         b.n
     );
-    let a = Lhs { data: a, m, k, lda };
-    let c = c.as_mut_ptr();
-    // SAFETY (every arm): `isa` is what this CPU runs (see `run`); the extents of A and C were
-    // checked above, and C is borrowed mutably.
+    // SAFETY: the extents of A and C were checked above, and C is borrowed mutably.
+    unsafe { gemm_unchecked(isa, c.as_mut_ptr(), ldc, a, lda, m, b) }
+}
+
+/// [`gemm`] into C by pointer: for callers whose threads write disjoint rows of one strided C,
+/// where a slice per thread would span the other threads' rows.
+///
+/// # Safety
+/// `C` must hold `[m, b.n]` with row stride `ldc` from `c`, and no other thread may use those
+/// elements meanwhile.
+///
+/// # Panics
+/// If A is too short for `[m, b.k]` with row stride `lda`.
+pub(crate) unsafe fn gemm_into(
+    isa: Isa,
+    c: *mut f32,
+    ldc: usize,
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    b: &PackedB,
+) {
+    if m == 0 {
+        return;
+    }
+    let k = b.k;
+    assert!(
+        lda >= k && a.len() >= (m - 1) * lda + k,
+        "gemm: A holds {} values, expected [{m}, {k}] with row stride {lda}",
+        a.len()
+    );
+    assert!(ldc >= b.n, "gemm: C's row stride {ldc} is shorter than its {} columns", b.n);
+    // SAFETY: A's extent was checked; C's is the caller's.
+    unsafe { gemm_unchecked(isa, c, ldc, a, lda, m, b) }
+}
+
+/// # Safety
+/// A must hold `[m, b.k]` with row stride `lda >= b.k`, and `C` `[m, b.n]` with row stride
+/// `ldc >= b.n` from `c`, used by no other thread meanwhile.
+unsafe fn gemm_unchecked(isa: Isa, c: *mut f32, ldc: usize, a: &[f32], lda: usize, m: usize, b: &PackedB) {
+    let a = Lhs { data: a, m, k: b.k, lda };
+    // SAFETY (every arm): `isa` is what this CPU runs (see `run`); the extents of A and C are
+    // the caller's promise.
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { avx512::gemm(c, ldc, a, b) },

@@ -41,6 +41,7 @@ mod gemm;
 mod math;
 mod pool;
 pub mod profile;
+pub mod projection;
 pub mod roof;
 pub mod scan;
 mod shared;

@@ -6,10 +6,10 @@
 //! - the time loop, where each step costs one `[batch, hidden] x [hidden, gates·hidden]` matmul
 //!   plus element-wise gate arithmetic.
 //!
-//! The time loop is one fused operation where the device runs it ([`rnnlm_fused::try_scan`],
-//! with its own backward pass), and per-step tensor operations (the composite path, each cell's
-//! [`RecurrentLayer::step`]) everywhere else; both take the same projected inputs, so autodiff
-//! gives the projection's gradient either way.
+//! Where the device runs it, both parts are one fused operation ([`rnnlm_fused::try_layer`],
+//! with its own backward pass); everywhere else the projection is one Burn matmul (or row
+//! gather) and the time loop per-step tensor operations (the composite path, each cell's
+//! [`RecurrentLayer::step`]), which stay the reference the fused layers are tested against.
 //!
 //! The engine works time-major (`[steps, batch, ..]`) so that step `t` is a contiguous
 //! `[batch, ..]` block and the per-step outputs, stacked once at the end, are directly the next
@@ -130,34 +130,11 @@ fn last_layer(t: &Tensor<3>) -> Tensor<2> {
     t.clone().narrow(0, layers - 1, 1).squeeze_dim::<2>(0)
 }
 
-/// Input to [`Recurrent::forward_time_major`], time-major.
-#[derive(Clone, Debug)]
-pub enum SequenceInput {
-    /// Feature vectors `[steps, batch, input]`.
-    Dense(Tensor<3>),
-    /// Token ids `[steps, batch]`, each below `input_size`, standing for one-hot vectors of
-    /// width `input_size` without building them.
-    OneHot(Tensor<2, Int>),
-}
-
-impl SequenceInput {
-    fn device(&self) -> Device {
-        match self {
-            SequenceInput::Dense(x) => x.device(),
-            SequenceInput::OneHot(ids) => ids.device(),
-        }
-    }
-
-    fn steps_and_batch(&self) -> [usize; 2] {
-        match self {
-            SequenceInput::Dense(x) => {
-                let [steps, batch, _] = x.dims();
-                [steps, batch]
-            }
-            SequenceInput::OneHot(ids) => ids.dims(),
-        }
-    }
-}
+/// Input to [`Recurrent::forward_time_major`], time-major: feature vectors
+/// `[steps, batch, input]` (in any layout: a swapped batch-first tensor is read where it lies by
+/// the fused layers) or token ids `[steps, batch]`, each below `input_size`, standing for
+/// one-hot vectors of width `input_size` without building them.
+pub use rnnlm_fused::LayerInput as SequenceInput;
 
 /// Lengths that cannot describe a batch of padded sequences: which row, which value, and what
 /// fits ([`Recurrent::forward_padded`]).
@@ -669,20 +646,18 @@ fn run_stack<L: RecurrentLayer>(
     state: RecurrentState,
     directions: usize,
 ) -> (Tensor<3>, RecurrentState) {
-    let [steps, batch] = input.steps_and_batch();
     let last = layers.len() / directions - 1;
     let mut layer_input = input;
     let mut finals = Vec::with_capacity(layers.len());
     for (index, both) in layers.chunks(directions).enumerate() {
         let mut outputs = Vec::with_capacity(directions);
         for (direction, layer) in both.iter().enumerate() {
-            let (projected, bias) = project_input(layer, layer_input.clone(), steps, batch);
             let order = rnnlm_fused::ScanOrder {
                 reverse: direction == 1,
                 lengths: lengths.clone(),
             };
             let entry = index * directions + direction;
-            let (output, final_state) = scan(layer, projected, bias, state.layer(entry), order);
+            let (output, final_state) = run_layer(layer, layer_input.clone(), state.layer(entry), order);
             outputs.push(output);
             finals.push(final_state);
         }
@@ -700,44 +675,29 @@ fn run_stack<L: RecurrentLayer>(
     unreachable!("a core has at least one layer")
 }
 
-/// `[steps, batch, gates·hidden]`: the input projection of every step, in one matmul or gather,
-/// and the bias to add to it.
-fn project_input<L: RecurrentLayer>(
+/// One layer over the whole sequence: one fused operation where it runs
+/// ([`rnnlm_fused::try_layer`]: the projection of every step written into its gates, the bias
+/// added inside its loop), else the projection as one matmul or gather and the time loop as
+/// per-step tensor operations.
+fn run_layer<L: RecurrentLayer>(
     layer: &L,
     input: SequenceInput,
-    steps: usize,
-    batch: usize,
-) -> (Tensor<3>, Option<Tensor<1>>) {
-    let weight = layer.input_weight();
-    let width = weight.dims()[1];
-    let flat = match input {
-        SequenceInput::Dense(x) => {
-            let features = x.dims()[2];
-            x.reshape([steps * batch, features]).matmul(weight)
-        }
-        SequenceInput::OneHot(ids) => rnnlm_fused::gather_rows(weight, ids.reshape([steps * batch])),
-    };
-    (flat.reshape([steps, batch, width]), layer.input_bias())
-}
-
-/// The time loop: one fused operation where it runs ([`rnnlm_fused::try_scan`]: the bias is
-/// added inside its loop, and its gradient summed there), per-step tensor operations otherwise.
-fn scan<L: RecurrentLayer>(
-    layer: &L,
-    projected: Tensor<3>,
-    bias: Option<Tensor<1>>,
     state: LayerState,
     order: rnnlm_fused::ScanOrder,
 ) -> (Tensor<3>, LayerState) {
-    let [steps, _, width] = projected.dims();
+    let [steps, batch] = input.steps_and_batch();
     let recurrence = layer.recurrence();
-    let bias = bias.unwrap_or_else(|| Tensor::zeros([width], &projected.device()));
+    let input_weight = layer.input_weight();
+    let width = input_weight.dims()[1];
+    let bias = layer
+        .input_bias()
+        .unwrap_or_else(|| Tensor::zeros([width], &input_weight.device()));
     let (weight, hidden_bias) = (layer.hidden_weight(), layer.hidden_bias());
-    // The projection moves into the operation, so that its buffer can become the gates.
-    let fused = rnnlm_fused::try_scan(
+    let fused = rnnlm_fused::try_layer(
         recurrence,
-        rnnlm_fused::ScanTensors {
-            projected,
+        rnnlm_fused::LayerTensors {
+            input,
+            input_weight: &input_weight,
             input_bias: &bias,
             h0: &state.h,
             c0: state.c.as_ref(),
@@ -748,7 +708,7 @@ fn scan<L: RecurrentLayer>(
     );
     match fused {
         Ok(out) => {
-            // Every step's h, then every row's final h and (LSTM) final cell.
+            // Every step's h, then every row's final h and (LSTM) final cell: views, no copies.
             let last = |index: usize| out.clone().narrow(0, index, 1).squeeze_dim(0);
             let state = LayerState {
                 h: last(steps),
@@ -756,8 +716,18 @@ fn scan<L: RecurrentLayer>(
             };
             (out.narrow(0, 0, steps), state)
         }
-        Err(rnnlm_fused::ScanTensors { projected, order, .. }) => {
-            composite_scan(layer, projected + bias.reshape([1, 1, width]), state, &order)
+        Err(rnnlm_fused::LayerTensors { input, order, .. }) => {
+            let flat = match input {
+                SequenceInput::Dense(x) => {
+                    let features = x.dims()[2];
+                    x.reshape([steps * batch, features]).matmul(input_weight)
+                }
+                SequenceInput::OneHot(ids) => {
+                    rnnlm_fused::gather_rows(input_weight, ids.reshape([steps * batch]))
+                }
+            };
+            let projected = flat.reshape([steps, batch, width]) + bias.reshape([1, 1, width]);
+            composite_scan(layer, projected, state, &order)
         }
     }
 }
