@@ -12,7 +12,7 @@ use burn::prelude::*;
 use rnnlm::fused::{CellKind as ScanCell, LayerInput, LayerTensors, Mode, with_mode};
 use rnnlm::{
     Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentCore, RecurrentState,
-    RnnScratchConfig, WeightInit,
+    RnnScratchConfig, SequenceInput, WeightInit,
 };
 use rnnlm_tests::{
     device, max_diff, param_grads, pattern, pattern_tensor as tensor, rounding_bound, values,
@@ -94,6 +94,10 @@ enum Layout {
     Transposed,
     /// A slice of the feature dimension of a wider leaf.
     Narrowed,
+    /// A contiguous `[steps, batch, input]` leaf through `forward_time_major`.
+    TimeMajor,
+    /// Token ids `[steps, batch]` through `forward_time_major` (no input gradient).
+    OneHot,
 }
 
 /// What one pass gives: the outputs and final state, the gradients of every parameter, of the
@@ -110,18 +114,28 @@ struct Pass {
 
 fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: Mode) -> Pass {
     let ad = device().autodiff();
+    // The leaf whose gradient is compared, and the input as the core takes it.
     let (leaf, input) = match layout {
         Layout::Contiguous => {
             let leaf = tensor([batch, steps, INPUT], 1, 1.0, &ad).require_grad();
-            (leaf.clone(), leaf)
+            (Some(leaf.clone()), SequenceInput::Dense(leaf))
         }
         Layout::Transposed => {
             let leaf = tensor([batch, INPUT, steps], 1, 1.0, &ad).require_grad();
-            (leaf.clone(), leaf.swap_dims(1, 2))
+            (Some(leaf.clone()), SequenceInput::Dense(leaf.swap_dims(1, 2)))
         }
         Layout::Narrowed => {
             let leaf = tensor([batch, steps, INPUT + 3], 1, 1.0, &ad).require_grad();
-            (leaf.clone(), leaf.narrow(2, 2, INPUT))
+            (Some(leaf.clone()), SequenceInput::Dense(leaf.narrow(2, 2, INPUT)))
+        }
+        Layout::TimeMajor => {
+            let leaf = tensor([steps, batch, INPUT], 1, 1.0, &ad).require_grad();
+            (Some(leaf.clone()), SequenceInput::Dense(leaf))
+        }
+        Layout::OneHot => {
+            let ids: Vec<i64> = (0..steps * batch).map(|i| ((i * 5 + 2) % INPUT) as i64).collect();
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [steps, batch]), &ad);
+            (None, SequenceInput::OneHot(ids))
         }
     };
     let layers = core.num_layers();
@@ -133,7 +147,15 @@ fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: 
         hidden: h0.clone(),
         cell: c0.clone(),
     };
-    let (outputs, end) = with_mode(mode, || core.forward(input, start));
+    let (outputs, end) = with_mode(mode, || match (layout, input) {
+        (Layout::TimeMajor | Layout::OneHot, input) => {
+            let (outputs, end) = core.forward_time_major(input, start);
+            assert_eq!(outputs.dims(), [steps, batch, HIDDEN]);
+            (outputs.swap_dims(0, 1), end)
+        }
+        (_, SequenceInput::Dense(x)) => core.forward(x, start),
+        (_, SequenceInput::OneHot(_)) => unreachable!("token ids go through forward_time_major"),
+    });
     assert_eq!(outputs.dims(), [batch, steps, HIDDEN]);
     // A loss that weighs every output and every part of the final state differently.
     let mut loss = (outputs.clone() * tensor([batch, steps, HIDDEN], 4, 1.0, &ad)).sum()
@@ -147,7 +169,7 @@ fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: 
         hidden: values(end.hidden),
         cell: end.cell.map(values),
         grads: param_grads(core, &grads),
-        d_input: values(leaf.grad(&grads).expect("the input's gradient")),
+        d_input: leaf.map_or_else(Vec::new, |leaf| values(leaf.grad(&grads).expect("the input's gradient"))),
         d_h0: values(h0.grad(&grads).expect("h0's gradient")),
         d_c0: c0.map(|c0| values(c0.grad(&grads).expect("c0's gradient"))),
     }
@@ -173,6 +195,10 @@ fn fused_equals_composite_for_every_core_shape_and_layout() {
         (3, 3, 5, Layout::Narrowed),
         (2, 1, 7, Layout::Contiguous),
         (1, 2, 1, Layout::Narrowed),
+        (2, 3, 4, Layout::TimeMajor),
+        (1, 1, 1, Layout::TimeMajor),
+        (3, 3, 5, Layout::OneHot),
+        (1, 1, 3, Layout::OneHot),
     ];
     for (layers, batch, steps, layout) in shapes {
         for (name, core) in cores(layers, &dev) {

@@ -13,7 +13,7 @@ use crate::shared::{SharedMut, parallel, split};
 pub(crate) const NR: usize = 64;
 /// Rows of the output per micro-kernel call: with [`NR`], 24 sums in registers, each step of
 /// `k` loading 4 vectors of `B` and broadcasting 6 values of `A` for 24 multiply-adds.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Steps of `k` per pass over the panels: a panel's block (`KC · NR` floats, 32 KB) stays in
 /// the L1 cache while every row tile of `A` passes over it.
 const KC: usize = 128;

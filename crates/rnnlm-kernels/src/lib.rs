@@ -9,7 +9,10 @@
 //!   (every step's state, and the tape when a backward pass follows) and [`scan::backward`]
 //!   (the gradients of the projected inputs, the initial state, the hidden weight and bias,
 //!   the weight's as one product over all steps);
-//! - [`gather`]: the gradient of the one-hot input's row gather, row sums by token;
+//! - [`projection`]: a layer's input projection for every step at once (dense input in any row
+//!   layout, or token ids), written into the buffer the scan turns into its gates, and its
+//!   gradients (of the input, and of the input weight as one product over all steps);
+//! - [`gather`]: the row sums by token that a one-hot input's weight gradient is;
 //! - [`decode`]: a stack of layers with an input table and an output layer, stepped one token
 //!   at a time for generation.
 //!
