@@ -18,6 +18,25 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 bash "$ROOT/scripts/bench-vs-pytorch.sh" "$ROUNDS" "$OUT/lm" | tee "$OUT/lm.txt"
 bash "$ROOT/scripts/bench-classifier-vs-pytorch.sh" "$ROUNDS" "$OUT/classifier" | tee "$OUT/classifier.txt"
+# Where a classifier's step goes (one profiled run per case, in a session of its own).
+RNNLM=${RNNLM:-$ROOT/target/release/rnnlm}
+setsid --wait bash -c 'echo -15 > /proc/self/autogroup 2>/dev/null; "$0" bench --classifier all --device flex --profile --steps 10 --json' \
+    "$RNNLM" > "$OUT/profile.jsonl"
+python3 - "$OUT/profile.jsonl" > "$OUT/profile.txt" <<'PY'
+import json, sys
+print("| case | step ms | products (fused layers) | packing weights | optimizer (Adam) | Burn's operations |")
+print("|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    phases = {p["phase"]: p["ms_per_step"] for p in r["train_profile"]}
+    total = sum(phases.values())
+    share = lambda ms: f"{ms:.1f} ({100 * ms / total:.0f} %)"
+    packing = sum(ms for phase, ms in phases.items() if "pack" in phase)
+    optimizer = phases.get("optimizer step", 0.0)
+    rest = phases.get("Burn's operations (the rest of the step)", 0.0)
+    products = total - packing - optimizer - rest
+    print(f"| {r['case']} | {total:.1f} | {share(products)} | {share(packing)} | {share(optimizer)} | {share(rest)} |")
+PY
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
 dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
@@ -54,6 +73,12 @@ mkdir -p "$ROOT/docs"
     echo "fused scan from making glibc keep freed memory (rnnlm::fused::keep_freed_memory)."
     echo
     table "$OUT/classifier.txt"
+    echo
+    echo "Where one step goes (\`rnnlm bench --classifier all --profile --steps 10\`, ms per step"
+    echo "and share): the products are the fused layers' work (projections, time loops, weight"
+    echo "gradients); the optimizer is the user's Adam, which rnnlm leaves alone."
+    echo
+    table "$OUT/profile.txt"
     echo
     echo "How the kernels got here, and what each change gave: [design.md](design.md)."
 } > "$page.tmp"
