@@ -9,12 +9,12 @@
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cell::{Cell, CellKind, ForwardStep, HiddenWeights, Scratch, select_units};
 use crate::gemm::{PackedB, gemm};
 use crate::math::{Isa, Kernel, run};
-use crate::shared::split;
+use crate::shared::{SpinBarrier, split};
 
 /// The weights of a stack of layers with its input and output, row-major, as a language model
 /// holds them; what [`Decoder::new`] packs.
@@ -339,46 +339,6 @@ impl Session<'_, '_> {
     }
 }
 
-/// A spin barrier for the parts of a step: they meet after every layer (a few microseconds of
-/// work for batch 1), too often for a blocking barrier's sleep and wake-up.
-struct SpinBarrier {
-    parties: usize,
-    waiting: AtomicUsize,
-    generation: AtomicUsize,
-}
-
-impl SpinBarrier {
-    fn new(parties: usize) -> Self {
-        Self {
-            parties,
-            waiting: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-        }
-    }
-
-    fn wait(&self) {
-        if self.parties == 1 {
-            return;
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        if self.waiting.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
-            self.waiting.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            return;
-        }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == generation {
-            if spins < 20_000 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                // Between tokens the main thread chooses the next one (and the caller may do
-                // anything): give the core away rather than spin for long.
-                std::thread::yield_now();
-            }
-        }
-    }
-}
 
 /// The buffers of one step, shared by the parts: the main thread fills `tokens`, `old` and
 /// `cell` before the step starts; between barriers each part writes only its own units (its

@@ -88,6 +88,12 @@ impl PackedB {
         Self { k, n, data }
     }
 
+    /// A `[k, 0]` operand: a product with it computes nothing (a cell's step whose product
+    /// runs elsewhere).
+    pub fn empty(k: usize) -> Self {
+        Self { k, n: 0, data: Vec::new() }
+    }
+
     /// Columns of `B`.
     pub fn n(&self) -> usize {
         self.n

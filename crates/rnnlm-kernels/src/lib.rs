@@ -48,6 +48,7 @@ pub mod projection;
 pub mod roof;
 pub mod scan;
 mod shared;
+mod units;
 #[cfg(test)]
 mod test_support;
 

@@ -94,7 +94,7 @@ impl Order<'_> {
     /// The step visited before `t`, whose state step `t` starts from; `None` where row `b`
     /// starts from the initial state.
     #[inline(always)]
-    fn previous(&self, b: usize, t: usize, steps: usize) -> Option<usize> {
+    pub(crate) fn previous(&self, b: usize, t: usize, steps: usize) -> Option<usize> {
         if self.reverse {
             let last = if self.lengths.is_empty() { steps } else { self.lengths[b] };
             (t + 1 < last).then_some(t + 1)
@@ -104,7 +104,7 @@ impl Order<'_> {
     }
 
     /// The steps in the order a forward scan visits them.
-    fn steps(&self, steps: usize) -> Box<dyn Iterator<Item = usize>> {
+    pub(crate) fn steps(&self, steps: usize) -> Box<dyn Iterator<Item = usize>> {
         if self.reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) }
     }
 
@@ -370,6 +370,14 @@ fn forward_cell<C: Cell>(
         expect_len("hidden_bias", inputs.hidden_bias, width, "[gates · hidden]");
     }
     inputs.order.check(steps, batch);
+    let unit_parts = crate::units::parts::<C>(shape, inputs.order, plan);
+    if unit_parts > 1 {
+        let projected = match projected {
+            Projected::Owned(values) => values,
+            Projected::Borrowed(values) => values.to_vec(),
+        };
+        return crate::units::forward(cell, shape, projected, inputs, keep_tape, plan, unit_parts);
+    }
     let parts = plan.threads.clamp(1, batch.max(1));
     let weights = timed("scan forward: pack W_h", || {
         cell.pack(inputs.weight, inputs.hidden_bias, hidden, parts)
@@ -660,9 +668,7 @@ fn backward_cell<C: Cell>(
     expect_len("tape extra", tape.extra, if C::HAS_EXTRA { rows * hidden } else { 0 }, "[steps · batch, hidden]");
 
     let parts = plan.threads.clamp(1, batch.max(1));
-    let transposed = timed("scan backward: pack W_h transposed", || {
-        cell.pack_transposed(tape.weight, hidden, parts)
-    });
+    let unit_parts = crate::units::parts::<C>(shape, tape.order, plan);
     let hidden_sums_wanted = C::HIDDEN_GRADIENT && wanted.hidden_bias;
     // Per batch row, the sums over the steps of its rows of dp (and dq); then over the rows in
     // order, so the bias gradients do not depend on the thread count.
@@ -678,7 +684,34 @@ fn backward_cell<C: Cell>(
         d_h0: SharedMut::new(&mut d_h0),
         d_c0: SharedMut::new(&mut d_c0),
     };
-    let dp = timed("scan backward: time loop", || {
+    let dp = if unit_parts > 1 {
+        timed("scan backward: time loop (units split)", || {
+            let mut dp = vec![0.0f32; rows * width];
+            dq = vec![0.0f32; dq_len];
+            crate::units::backward(
+                cell,
+                shape,
+                tape,
+                d_output,
+                wanted,
+                plan,
+                unit_parts,
+                &mut dp,
+                &mut dq,
+                crate::units::UnitSinks {
+                    projected_sums: sinks.projected_sums,
+                    hidden_sums: sinks.hidden_sums,
+                    d_h0: sinks.d_h0,
+                    d_c0: sinks.d_c0,
+                },
+            );
+            dp
+        })
+    } else {
+        let transposed = timed("scan backward: pack W_h transposed", || {
+            cell.pack_transposed(tape.weight, hidden, parts)
+        });
+        timed("scan backward: time loop", || {
         // SAFETY: the parts cover every batch row, and each zeroes and writes its rows of dp
         // (and dq) at every step.
         unsafe {
@@ -703,7 +736,8 @@ fn backward_cell<C: Cell>(
                 })
             })
         }
-    });
+        })
+    };
     let weight = if wanted.weight {
         timed("scan backward: weight gradient", || {
             let sources = GradientSources {
@@ -1013,6 +1047,34 @@ mod tests {
                 let in_place = forward(kind, shape, owned, case.inputs(), keep_tape, plan(3));
                 let expected = if keep_tape { &one } else { &untracked };
                 assert_eq!(&in_place, expected, "{kind_and_order}: in place, tape {keep_tape}");
+            }
+        }
+    }
+
+    /// Batches with fewer rows than threads split the units instead (`crate::units`): the same
+    /// bits as one thread's rows, for every cell that splits, both directions, with and without
+    /// a tape, every wanted gradient; unit shares of 64 and of uneven sizes.
+    #[test]
+    fn splitting_the_units_gives_the_same_bits_as_splitting_the_rows() {
+        for (batch, hidden, threads) in [(1, 130, 2), (2, 200, 3), (1, 257, 4), (3, 128, 4)] {
+            let shape = ScanShape { steps: 6, batch, hidden };
+            for kind in KINDS {
+                for reverse in [false, true] {
+                    let what = format!("{kind:?} batch {batch} hidden {hidden} {threads} threads reverse {reverse}");
+                    let case = Case { reverse, ..Case::new(kind, shape, 21) };
+                    let plan = |threads| Plan { threads, isa: Isa::detect() };
+                    let splits = crate::units::parts::<crate::cell::lstm::Lstm>(shape, Order::default(), plan(threads));
+                    assert!(splits > 1, "{what}: the units are split");
+                    let one = case.forward(true, plan(1));
+                    let d_output = values(one.output.len(), 98, 1.0);
+                    let grads = case.backward(&one, &d_output, plan(1));
+                    let split = case.forward(true, plan(threads));
+                    assert_eq!(split, one, "{what}: forward");
+                    assert_eq!(case.backward(&split, &d_output, plan(threads)), grads, "{what}: backward");
+                    let untracked = case.forward(false, plan(threads));
+                    assert_eq!(untracked.output, one.output, "{what}: untracked forward");
+                    assert!(untracked.gates.is_empty() && untracked.extra.is_empty(), "{what}: no tape");
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An initialised buffer of floats that several threads write, each in places no other thread
 /// uses meanwhile.
@@ -53,6 +54,24 @@ impl<'a> SharedMut<'a> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
     }
 
+    /// Elements `offset .. offset + len`, read: what other threads wrote before a barrier
+    /// they all passed.
+    ///
+    /// # Safety
+    /// No thread may write any of these elements while the slice lives.
+    ///
+    /// # Panics
+    /// If the range leaves the buffer.
+    pub unsafe fn read(&self, offset: usize, len: usize) -> &'a [f32] {
+        check(offset, len, self.len);
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the range lies in the buffer (checked), which lives for 'a; that nobody
+        // writes it meanwhile is the caller's promise.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
+    }
+
     /// A raw pointer to element `offset` for a writer that addresses a strided block itself
     /// (rows of a matrix with a stride longer than the block), after checking that the block's
     /// last element, `offset + extent - 1`, lies in the buffer.
@@ -63,6 +82,49 @@ impl<'a> SharedMut<'a> {
         check(offset, extent, self.len);
         // SAFETY: inside the buffer (checked; an empty block at the end is one past it).
         unsafe { self.ptr.add(offset) }
+    }
+}
+
+/// A spin barrier for the parts of a step: generation's parts meet after every layer, the
+/// training loops' unit shares after every step (a few microseconds of work for batch 1), too
+/// often for a blocking barrier's sleep and wake-up. Every party must run on a thread of its
+/// own ([`parallel`] runs each part on one).
+pub(crate) struct SpinBarrier {
+    parties: usize,
+    waiting: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    pub(crate) fn new(parties: usize) -> Self {
+        Self {
+            parties,
+            waiting: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn wait(&self) {
+        if self.parties == 1 {
+            return;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.waiting.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 20_000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                // Between tokens the main thread chooses the next one (and the caller may do
+                // anything): give the core away rather than spin for long.
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

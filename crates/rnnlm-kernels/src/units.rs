@@ -1,0 +1,405 @@
+//! A layer's time loops with the units, not the rows, split between the threads: for batches
+//! with fewer rows than threads (a batch of one runs on one thread otherwise), the way
+//! generation steps a layer ([`crate::decode`]).
+//!
+//! Each thread owns a contiguous share of the units and the columns of `W_h` (and, backwards,
+//! the rows of `W_hᵀ`) that compute them, packed by itself and kept in its own cache. A step is
+//! the share's product from the whole `h_{t-1}` and its share of the gate arithmetic; the
+//! threads meet at a spin barrier after every step, since the next step reads every unit.
+//! Backwards, each thread writes its units' gate gradients, meets the others, then takes its
+//! units of `dh_{t-1}` from all of them.
+//!
+//! Every product sums over `k` in the same order as the row-split loops ([`crate::scan`]), and
+//! every element-wise result is the same function of the same values, so both give the same
+//! bits; the tests hold them to it.
+
+use std::ops::Range;
+
+use crate::cell::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
+use crate::gemm::{PackedB, gemm};
+use crate::math::{Isa, Kernel, run};
+use crate::profile::timed;
+use crate::scan::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Wanted};
+use crate::shared::{SharedMut, SpinBarrier, parallel, split};
+
+/// Fewest units a thread steps: below that, meeting at every step costs more than it saves.
+const MIN_UNITS: usize = 64;
+
+/// Into how many unit shares a scan of `cell` splits (1: the rows are split instead): when the
+/// batch has fewer rows than threads, every row takes every step, and each share keeps at least
+/// [`MIN_UNITS`] units.
+pub(crate) fn parts<C: Cell>(shape: ScanShape, order: Order<'_>, plan: Plan) -> usize {
+    if !C::SPLITS_UNITS || !order.lengths.is_empty() || shape.batch >= plan.threads {
+        return 1;
+    }
+    plan.threads.min(shape.hidden / MIN_UNITS).max(1)
+}
+
+/// Columns `units` of every gate block of a `[rows, gates·hidden]` buffer row, as offsets.
+fn gate_columns(gates: usize, hidden: usize, units: &Range<usize>) -> impl Iterator<Item = usize> + '_ {
+    (0..gates).map(move |gate| gate * hidden + units.start)
+}
+
+/// The forward scan with the units split into `parts` shares: [`crate::scan::forward`] for
+/// the projection handed over (`projected`, `[steps · batch, gates·hidden]`, turned into the
+/// gates in place).
+pub(crate) fn forward<C: Cell>(
+    cell: C,
+    shape: ScanShape,
+    mut projected: Vec<f32>,
+    inputs: ScanInputs<'_>,
+    keep_tape: bool,
+    plan: Plan,
+    parts: usize,
+) -> ScanOutput {
+    let ScanShape { steps, batch, hidden } = shape;
+    let mut output = vec![0.0f32; (steps + 1 + usize::from(C::HAS_CELL)) * batch * hidden];
+    let mut extra = vec![0.0f32; if keep_tape && C::HAS_EXTRA { steps * batch * hidden } else { 0 }];
+    let barrier = SpinBarrier::new(parts);
+    timed("scan forward: time loop (units split)", || {
+        let (gates, out, tape_extra) = (
+            SharedMut::new(&mut projected),
+            SharedMut::new(&mut output),
+            SharedMut::new(&mut extra),
+        );
+        parallel(parts, |part| {
+            run(
+                plan.isa,
+                ForwardUnits {
+                    cell,
+                    shape,
+                    units: split(hidden, parts, part),
+                    inputs,
+                    isa: plan.isa,
+                    barrier: &barrier,
+                    gates,
+                    output: out,
+                    extra: tape_extra,
+                    keep_tape,
+                },
+            );
+        });
+    });
+    let gates = if keep_tape && C::KEEPS_GATES { projected } else { Vec::new() };
+    ScanOutput { output, gates, extra }
+}
+
+/// One thread's units over every step of a forward scan.
+struct ForwardUnits<'a, C> {
+    cell: C,
+    shape: ScanShape,
+    units: Range<usize>,
+    inputs: ScanInputs<'a>,
+    isa: Isa,
+    barrier: &'a SpinBarrier,
+    /// `[steps · batch, gates·hidden]`: the projection on entry, this share's columns turned
+    /// into its gates.
+    gates: SharedMut<'a>,
+    /// `[steps + 1 (+ 1), batch, hidden]`.
+    output: SharedMut<'a>,
+    /// `[steps · batch, hidden]` or empty.
+    extra: SharedMut<'a>,
+    keep_tape: bool,
+}
+
+impl<C: Cell> Kernel for ForwardUnits<'_, C> {
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let (units, u) = (self.units.clone(), self.units.len());
+        let (width, share_width) = (C::GATES * h, C::GATES * u);
+        let inputs = self.inputs;
+        let weights: HiddenWeights = self.cell.pack_units(inputs.weight, inputs.hidden_bias, h, units.clone());
+        // This share's columns of every row, compact: [batch, gates·u] and [batch, u].
+        let take = |from: &[f32], cols: usize, offsets: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            let offsets: Vec<usize> = offsets.collect();
+            let mut out = Vec::with_capacity(batch * offsets.len() * u);
+            for b in 0..batch {
+                for &at in &offsets {
+                    out.extend_from_slice(&from[b * cols + at..b * cols + at + u]);
+                }
+            }
+            out
+        };
+        let mut h_prev_units = take(inputs.h0, h, &mut std::iter::once(units.start));
+        let mut cell_state = if C::HAS_CELL {
+            take(inputs.c0, h, &mut std::iter::once(units.start))
+        } else {
+            Vec::new()
+        };
+        let (mut gates, mut h_units, mut extra) =
+            (vec![0.0f32; batch * share_width], vec![0.0f32; batch * u], vec![0.0f32; batch * u]);
+        let mut scratch = Scratch::default();
+        let mut h_prev: &[f32] = inputs.h0;
+        for t in inputs.order.steps(steps) {
+            // Gather this share's projection (and input bias), step, scatter its results.
+            for b in 0..batch {
+                let row = t * batch + b;
+                for (gate, at) in gate_columns(C::GATES, h, &units).enumerate() {
+                    // SAFETY: these columns of the row are this share's alone.
+                    let from = unsafe { self.gates.read(row * width + at, u) };
+                    let to = &mut gates[(b * C::GATES + gate) * u..][..u];
+                    to.copy_from_slice(from);
+                    if !inputs.input_bias.is_empty() {
+                        for (g, &bias) in to.iter_mut().zip(&inputs.input_bias[at..at + u]) {
+                            *g += bias;
+                        }
+                    }
+                }
+            }
+            self.cell.forward::<FMA>(
+                self.isa,
+                &weights,
+                batch,
+                ForwardStep {
+                    gates: &mut gates,
+                    h_prev,
+                    h_prev_units: &h_prev_units,
+                    cell: &mut cell_state,
+                    h: &mut h_units,
+                    extra: &mut extra,
+                },
+                &mut scratch,
+            );
+            for b in 0..batch {
+                let row = t * batch + b;
+                // SAFETY (all three): this share's columns of row `row` are its alone; nobody
+                // reads step t's outputs before the barrier below.
+                unsafe { self.output.slice(row * h + units.start, u) }
+                    .copy_from_slice(&h_units[b * u..][..u]);
+                if self.keep_tape && C::KEEPS_GATES {
+                    for (gate, at) in gate_columns(C::GATES, h, &units).enumerate() {
+                        unsafe { self.gates.slice(row * width + at, u) }
+                            .copy_from_slice(&gates[(b * C::GATES + gate) * u..][..u]);
+                    }
+                }
+                if self.keep_tape && C::HAS_EXTRA {
+                    unsafe { self.extra.slice(row * h + units.start, u) }
+                        .copy_from_slice(&extra[b * u..][..u]);
+                }
+            }
+            std::mem::swap(&mut h_prev_units, &mut h_units);
+            self.barrier.wait();
+            // SAFETY: every share wrote its units of step t before the barrier; step t is not
+            // written again.
+            h_prev = unsafe { self.output.read(t * batch * h, batch * h) };
+        }
+        for b in 0..batch {
+            // SAFETY: this share's units of the final blocks are its alone.
+            unsafe { self.output.slice((steps * batch + b) * h + units.start, u) }
+                .copy_from_slice(&h_prev_units[b * u..][..u]);
+            if C::HAS_CELL {
+                unsafe { self.output.slice(((steps + 1) * batch + b) * h + units.start, u) }
+                    .copy_from_slice(&cell_state[b * u..][..u]);
+            }
+        }
+    }
+}
+
+/// What a backward scan with the units split writes besides `dp` and `dq`.
+pub(crate) struct UnitSinks<'a> {
+    /// `[batch, gates·hidden]`: per row, the sum of its rows of dp over the steps (or empty).
+    pub projected_sums: SharedMut<'a>,
+    /// The same for dq (or empty).
+    pub hidden_sums: SharedMut<'a>,
+    /// `[batch, hidden]` each (or empty).
+    pub d_h0: SharedMut<'a>,
+    pub d_c0: SharedMut<'a>,
+}
+
+/// The backward scan's time loop with the units split into `parts` shares: fills `dp` (and
+/// `dq`) `[steps · batch, gates·hidden]`, zeroed on entry, and the sinks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<C: Cell>(
+    cell: C,
+    shape: ScanShape,
+    tape: ScanTape<'_>,
+    d_output: &[f32],
+    wanted: Wanted,
+    plan: Plan,
+    parts: usize,
+    dp: &mut [f32],
+    dq: &mut [f32],
+    sinks: UnitSinks<'_>,
+) {
+    let barrier = SpinBarrier::new(parts);
+    let (dp, dq) = (SharedMut::new(dp), SharedMut::new(dq));
+    parallel(parts, |part| {
+        run(
+            plan.isa,
+            BackwardUnits {
+                cell,
+                shape,
+                units: split(shape.hidden, parts, part),
+                tape,
+                d_output,
+                wanted,
+                isa: plan.isa,
+                barrier: &barrier,
+                dp,
+                dq,
+                sinks: &sinks,
+            },
+        );
+    });
+}
+
+/// One thread's units over every step of a backward scan, last step first.
+struct BackwardUnits<'a, C> {
+    cell: C,
+    shape: ScanShape,
+    units: Range<usize>,
+    tape: ScanTape<'a>,
+    d_output: &'a [f32],
+    wanted: Wanted,
+    isa: Isa,
+    barrier: &'a SpinBarrier,
+    dp: SharedMut<'a>,
+    dq: SharedMut<'a>,
+    sinks: &'a UnitSinks<'a>,
+}
+
+impl<C: Cell> Kernel for BackwardUnits<'_, C> {
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let (units, u) = (self.units.clone(), self.units.len());
+        let (width, share_width) = (C::GATES * h, C::GATES * u);
+        let (tape, order) = (self.tape, self.tape.order);
+        // `W_hᵀ` for this share's units of dh_{t-1}: the rows `units` of `W_h`, transposed.
+        let transposed = PackedB::transposed_on(&tape.weight[units.start * width..units.end * width], u, width, width, 1);
+        // The cells' own product is skipped (no columns): it needs every unit's gradients.
+        let no_product = HiddenWeights {
+            hidden: u,
+            inputs: width,
+            main: PackedB::empty(share_width),
+            candidate: None,
+            bias: Vec::new(),
+        };
+        // This share's columns of `values` `[batch, cols]` from column offsets `at`, compact.
+        let take = |values: &[f32], cols: usize, offsets: &[usize], out: &mut Vec<f32>| {
+            out.clear();
+            for b in 0..batch {
+                for &at in offsets {
+                    out.extend_from_slice(&values[b * cols + at..b * cols + at + u]);
+                }
+            }
+        };
+        let unit_offset = [units.start];
+        let gate_offsets: Vec<usize> = gate_columns(C::GATES, h, &units).collect();
+        let block = |t: usize, cols: usize| t * batch * cols..(t + 1) * batch * cols;
+        let mut dh_next = Vec::new();
+        take(&self.d_output[block(steps, h)], h, &unit_offset, &mut dh_next);
+        let mut dc = Vec::new();
+        if C::HAS_CELL {
+            take(&self.d_output[block(steps + 1, h)], h, &unit_offset, &mut dc);
+        }
+        let (mut dh, mut up, mut gates, mut extra, mut cell_prev, mut h_t, mut h_prev) =
+            (vec![0.0f32; batch * u], Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut dp_units, mut dq_units) = (
+            vec![0.0f32; batch * share_width],
+            vec![0.0f32; if C::HIDDEN_GRADIENT { batch * share_width } else { 0 }],
+        );
+        let (mut projected_sums, mut hidden_sums) = (
+            vec![0.0f32; if self.wanted.input_bias { batch * share_width } else { 0 }],
+            vec![0.0f32; if C::HIDDEN_GRADIENT && self.wanted.hidden_bias { batch * share_width } else { 0 }],
+        );
+        let mut scratch = Scratch::default();
+        let forward_order: Vec<usize> = order.steps(steps).collect();
+        for &t in forward_order.iter().rev() {
+            take(&self.d_output[block(t, h)], h, &unit_offset, &mut up);
+            for ((d, &up), &next) in dh.iter_mut().zip(&up).zip(&dh_next) {
+                *d = up + next;
+            }
+            let previous = order.previous(0, t, steps);
+            if C::KEEPS_GATES {
+                take(&tape.gates[block(t, width)], width, &gate_offsets, &mut gates);
+            }
+            if C::HAS_EXTRA {
+                take(&tape.extra[block(t, h)], h, &unit_offset, &mut extra);
+            }
+            take(&tape.output[block(t, h)], h, &unit_offset, &mut h_t);
+            let (h_from, c_from) = match previous {
+                None => (tape.h0, tape.c0),
+                Some(p) => (&tape.output[block(p, h)], tape.extra.get(block(p, h)).unwrap_or(&[])),
+            };
+            take(h_from, h, &unit_offset, &mut h_prev);
+            if C::HAS_CELL {
+                take(c_from, h, &unit_offset, &mut cell_prev);
+            }
+            let wants_dh_prev = previous.is_some() || self.wanted.h0;
+            // The element-wise part: this share's gate gradients, and (GRU) the direct part of
+            // its units of dh_{t-1}, which the product below adds to.
+            dh_next.fill(0.0);
+            self.cell.backward::<FMA>(
+                self.isa,
+                &no_product,
+                batch,
+                BackwardStep {
+                    gates: &gates,
+                    extra: &extra,
+                    cell_prev: &cell_prev,
+                    h: &h_t,
+                    h_prev: &h_prev,
+                    dh: &dh,
+                    dc: &mut dc,
+                    dp: &mut dp_units,
+                    dq: &mut dq_units,
+                    dh_prev: Some(&mut dh_next),
+                },
+                &mut scratch,
+            );
+            for b in 0..batch {
+                let row = t * batch + b;
+                for (gate, &at) in gate_offsets.iter().enumerate() {
+                    let piece = (b * C::GATES + gate) * u..(b * C::GATES + gate + 1) * u;
+                    // SAFETY: this share's columns of the row are its alone; nobody reads step
+                    // t's gradients before the barrier below.
+                    unsafe { self.dp.slice(row * width + at, u) }.copy_from_slice(&dp_units[piece.clone()]);
+                    if C::HIDDEN_GRADIENT {
+                        unsafe { self.dq.slice(row * width + at, u) }.copy_from_slice(&dq_units[piece]);
+                    }
+                }
+            }
+            if !projected_sums.is_empty() {
+                crate::scan::accumulate(&mut projected_sums, &dp_units);
+            }
+            if !hidden_sums.is_empty() {
+                crate::scan::accumulate(&mut hidden_sums, &dq_units);
+            }
+            self.barrier.wait();
+            if wants_dh_prev {
+                // SAFETY: every share wrote its columns of step t before the barrier; they are
+                // not written again.
+                let g = unsafe {
+                    if C::HIDDEN_GRADIENT {
+                        self.dq.read(t * batch * width, batch * width)
+                    } else {
+                        self.dp.read(t * batch * width, batch * width)
+                    }
+                };
+                gemm(self.isa, &mut dh_next, u, g, width, batch, &transposed);
+            }
+        }
+        for b in 0..batch {
+            // SAFETY (all): this share's columns of every row are its alone.
+            if self.wanted.h0 {
+                unsafe { self.sinks.d_h0.slice(b * h + units.start, u) }.copy_from_slice(&dh_next[b * u..][..u]);
+            }
+            if C::HAS_CELL && self.wanted.c0 {
+                unsafe { self.sinks.d_c0.slice(b * h + units.start, u) }.copy_from_slice(&dc[b * u..][..u]);
+            }
+            for (gate, &at) in gate_offsets.iter().enumerate() {
+                let piece = (b * C::GATES + gate) * u..(b * C::GATES + gate + 1) * u;
+                if !projected_sums.is_empty() {
+                    unsafe { self.sinks.projected_sums.slice(b * width + at, u) }
+                        .copy_from_slice(&projected_sums[piece.clone()]);
+                }
+                if !hidden_sums.is_empty() {
+                    unsafe { self.sinks.hidden_sums.slice(b * width + at, u) }
+                        .copy_from_slice(&hidden_sums[piece]);
+                }
+            }
+        }
+    }
+}
