@@ -32,7 +32,7 @@ pub fn scatter_add_rows(d_out: &[f32], width: usize, ids: &[usize], vocab: usize
     if let Some((row, &id)) = ids.iter().enumerate().find(|&(_, &id)| id >= vocab) {
         panic!("scatter_add_rows: row {row} has id {id}, expected ids in 0..{vocab}");
     }
-    let mut d_table = vec![0.0f32; vocab * width];
+    let mut d_table = crate::shared::zeros(vocab * width);
     let threads = if d_out.len() < PARALLEL_FROM {
         1
     } else {

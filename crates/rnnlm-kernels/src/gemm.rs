@@ -68,7 +68,7 @@ impl PackedB {
 
     /// Panels of `[k, n]` filled by `fill(first column, live columns, panel)`, on `threads`
     /// threads; the padding past `n` is zero.
-    fn filled(
+    pub(crate) fn filled(
         k: usize,
         n: usize,
         threads: usize,
@@ -359,6 +359,69 @@ pub(crate) unsafe fn gemm_single(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// Inner dimensions up to this take [`gemm_short_k`] instead of the `gemm` crate: a weight
+/// gradient over the few rows of a small batch (35 for batch 1) is a pass over a C of
+/// `hidden x gates·hidden` with little arithmetic per element, which the crate ran at 7 GFLOP/s
+/// for an LSTM 2048 (measured), well under memory speed.
+pub(crate) const SHORT_K: usize = 256;
+
+/// `C[m, n] += A · B[k, n]` for a short `k` (at most [`SHORT_K`] makes sense), `A` given
+/// transposed and row-major, `a_t` `[k, m]`, as a weight gradient's `Σ_r x_rᵀ g_r` has it: `A`
+/// is laid out row-major once (a copy of `k · m` values), `B` packed once, and the rows of C
+/// shared out over the threads in whole tiles, each one pass of the time loop's micro-kernel
+/// over its rows of C.
+///
+/// # Panics
+/// If a slice is too short for the shapes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_short_k(
+    isa: Isa,
+    c: &mut [f32],
+    ldc: usize,
+    [m, n, k]: [usize; 3],
+    a_t: &[f32],
+    b: View<'_>,
+    threads: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(a_t.len() >= k * m, "gemm_short_k: Aᵀ holds {} values, expected [{k}, {m}]", a_t.len());
+    assert!(
+        ldc >= n && c.len() >= (m - 1) * ldc + n,
+        "gemm_short_k: C too short for [{m}, {n}]"
+    );
+    b.check(k, n, "B");
+    // A row-major, written column by column of Aᵀ's rows (each read once, in order).
+    let mut a = vec![0.0f32; m * k];
+    for (kk, row) in a_t.chunks_exact(m).take(k).enumerate() {
+        for (i, &value) in row.iter().enumerate() {
+            a[i * k + kk] = value;
+        }
+    }
+    let packed = PackedB::filled(k, n, threads, |j0, width, panel| {
+        for (kk, out) in panel.chunks_exact_mut(NR).enumerate() {
+            for (j, value) in out[..width].iter_mut().enumerate() {
+                *value = b.data[kk * b.row_stride + (j0 + j) * b.column_stride];
+            }
+        }
+    });
+    let tiles = m.div_ceil(MR);
+    let parts = threads.clamp(1, tiles);
+    let out = SharedMut::new(c);
+    parallel(parts, |part| {
+        let share = split(tiles, parts, part);
+        let (start, end) = (share.start * MR, (share.end * MR).min(m));
+        if start >= end {
+            return;
+        }
+        let piece = out.block_ptr(start * ldc, (end - start - 1) * ldc + n);
+        // SAFETY: each part's rows of C are its own, inside C (checked by `block_ptr`), and
+        // C is borrowed mutably for the whole call.
+        unsafe { gemm_into(isa, piece, ldc, &a[start * k..], k, end - start, &packed) };
+    });
 }
 
 /// How many pieces [`gemm_large`] cuts C into: as many as threads are likely (1, 2 or 4 share

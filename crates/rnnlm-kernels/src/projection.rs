@@ -18,7 +18,7 @@
 //! row of the batch, the `gemm` crate. Every output element is one thread's sum in an order
 //! fixed by the shapes: the results do not depend on the thread count.
 
-use crate::gemm::{MR, PackedB, View, gemm_into, gemm_large};
+use crate::gemm::{MR, PackedB, SHORT_K, View, gemm_into, gemm_large, gemm_short_k};
 use crate::profile::timed;
 use crate::scan::{Order, Plan};
 use crate::shared::{SharedMut, parallel, split};
@@ -142,7 +142,7 @@ pub fn forward(
     plan: Plan,
 ) -> Vec<f32> {
     let rows = steps * batch;
-    let mut out = vec![0.0f32; rows * width];
+    let mut out = crate::shared::zeros(rows * width);
     if rows == 0 || width == 0 {
         return out;
     }
@@ -239,7 +239,7 @@ pub fn backward(
                     "projection::backward: the input's gradient layout {input_layout:?} is not a \
                      contiguous [{steps}, {batch}, {features}] in some order"
                 );
-                let mut d_input = vec![0.0f32; extent];
+                let mut d_input = crate::shared::zeros(extent);
                 let transposed = timed("projection backward: pack W_x transposed", || {
                     PackedB::transposed_on(weight, features, width, width, plan.threads)
                 });
@@ -356,7 +356,7 @@ fn weight_gradient(
     plan: Plan,
 ) -> Vec<f32> {
     let rows = steps * batch;
-    let mut d_weight = vec![0.0f32; features * width];
+    let mut d_weight = crate::shared::zeros(features * width);
     let gathered;
     let (x, stride) = match layout.single_stride(steps, batch) {
         Some(stride) => (values, stride),
@@ -374,6 +374,26 @@ fn weight_gradient(
             (&gathered[..], features)
         }
     };
+    if rows <= SHORT_K {
+        // Few rows: X's rows side by side are Xᵀ, row-major.
+        let packed_rows;
+        let x_rows = if stride == features {
+            &x[..rows * features]
+        } else {
+            packed_rows = (0..rows).flat_map(|r| &x[r * stride..r * stride + features]).copied().collect::<Vec<f32>>();
+            &packed_rows[..]
+        };
+        gemm_short_k(
+            plan.isa,
+            &mut d_weight,
+            width,
+            [features, width, rows],
+            x_rows,
+            View::rows(d_projected, width),
+            plan.threads,
+        );
+        return d_weight;
+    }
     // Xᵀ: element (f, r) of the [features, rows] operand is x[r · stride + f].
     let x_transposed = View {
         data: x,

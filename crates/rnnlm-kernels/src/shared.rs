@@ -192,6 +192,26 @@ pub unsafe fn filled_in_parallel(len: usize, fill: impl FnOnce(SharedUninit<'_>)
     buffer
 }
 
+/// `len` zeros, written rather than allocated zeroed, for a buffer that a product reads before
+/// it writes (`C += A · B`). `vec![0.0; len]` of a large buffer takes fresh pages from the
+/// kernel that read as the shared zero page; the first write to each then replaces the page
+/// and flushes it from the TLB of every core the process runs on, an interrupt to the other
+/// core per 4 KB page: measured, 80 % of an LSTM 2048's weight gradient (64 MB). Written
+/// first, each page is mapped once. Large buffers are written by the threads in parallel.
+pub fn zeros(len: usize) -> Vec<f32> {
+    const PARALLEL_FROM: usize = 1 << 20;
+    let parts = if len < PARALLEL_FROM { 1 } else { crate::threads() };
+    // SAFETY: the parts cover `0..len` between them, each zeroing its own piece.
+    unsafe {
+        filled_in_parallel(len, |out| {
+            parallel(parts, |part| {
+                let piece = split(len, parts, part);
+                out.zeroed_slice(piece.start, piece.len());
+            })
+        })
+    }
+}
+
 /// Contiguous ranges splitting `0..len` into `parts` pieces whose lengths differ by at most
 /// one, the longer first; piece `part` of them.
 pub fn split(len: usize, parts: usize, part: usize) -> Range<usize> {

@@ -153,7 +153,7 @@ impl Cell for GruD2l {
     fn weight_gradient(self, sources: &GradientSources<'_>, hidden: usize, threads: usize) -> Vec<f32> {
         let width = 3 * hidden;
         let rows = sources.dp.len() / width;
-        let mut out = vec![0.0f32; hidden * width];
+        let mut out = crate::shared::zeros(hidden * width);
         add_previous_states_times(sources, sources.dp, width, 0..2 * hidden, hidden, &mut out, threads);
         gemm_large(
             &mut out[2 * hidden..],

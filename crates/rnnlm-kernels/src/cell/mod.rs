@@ -13,7 +13,7 @@ pub mod rnn;
 
 use std::ops::Range;
 
-use crate::gemm::{PackedB, View, gemm_large};
+use crate::gemm::{PackedB, SHORT_K, View, gemm_large, gemm_short_k};
 use crate::math::Isa;
 
 /// The non-linearity of a vanilla RNN.
@@ -299,7 +299,7 @@ pub trait Cell: Copy + Send + Sync + 'static {
         } else {
             sources.dp
         };
-        let mut out = vec![0.0f32; hidden * width];
+        let mut out = crate::shared::zeros(hidden * width);
         add_previous_states_times(sources, g, width, 0..width, hidden, &mut out, threads);
         out
     }
@@ -324,6 +324,28 @@ pub(crate) fn add_previous_states_times(
     let batch = sources.batch;
     let rows = g.len() / width;
     let order = sources.order;
+    if order.lengths.is_empty() && rows <= SHORT_K {
+        // Few rows (a small batch): one pass over C with every row's h_{t-1} side by side, in
+        // the rows' own order (the initial state first forwards, last backwards).
+        let mut h_prev = Vec::with_capacity(rows * hidden);
+        if order.reverse {
+            h_prev.extend_from_slice(&sources.outputs[batch * hidden..rows * hidden]);
+            h_prev.extend_from_slice(sources.h0);
+        } else {
+            h_prev.extend_from_slice(sources.h0);
+            h_prev.extend_from_slice(&sources.outputs[..(rows - batch) * hidden]);
+        }
+        gemm_short_k(
+            Isa::detect(),
+            out,
+            width,
+            [hidden, columns.len(), rows],
+            &h_prev,
+            View::rows(&g[columns.start..], width),
+            threads,
+        );
+        return;
+    }
     // Each row's G at its first step: step 0 forwards; backwards the last step, or each
     // row's own last one.
     let first: std::borrow::Cow<'_, [f32]> = match (order.reverse, order.lengths) {
