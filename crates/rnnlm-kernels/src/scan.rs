@@ -1,7 +1,9 @@
 //! One layer's whole time loop, forwards and backwards, generic over the [`Cell`].
 //!
 //! The batch's rows are split between threads: rows are independent in the recurrence, so the
-//! threads never wait for each other inside the loop. A step is one product of the state with
+//! threads never wait for each other inside the loop. A batch with fewer rows than threads (a
+//! batch of one) splits the units instead, as generation does, the threads meeting after every
+//! step; both give the same bits. A step is one product of the state with
 //! the packed `[hidden, gates·hidden]` weight and one pass over the gates; the forward pass
 //! keeps what the backward pass needs (the tape), and the backward pass sums the bias gradients
 //! while each step is in cache, then takes the weight gradient as one large product over all
@@ -1007,6 +1009,11 @@ mod tests {
         }
 
         fn backward(&self, out: &ScanOutput, d_output: &[f32], plan: Plan) -> ScanGradients {
+            let wanted = Wanted { input_bias: true, h0: true, c0: true, weight: true, hidden_bias: true };
+            self.backward_wanting(out, d_output, plan, wanted)
+        }
+
+        fn backward_wanting(&self, out: &ScanOutput, d_output: &[f32], plan: Plan, wanted: Wanted) -> ScanGradients {
             let tape = ScanTape {
                 h0: &self.h0,
                 c0: &self.c0,
@@ -1016,7 +1023,6 @@ mod tests {
                 extra: &out.extra,
                 order: Order { reverse: self.reverse, lengths: &self.lengths },
             };
-            let wanted = Wanted { input_bias: true, h0: true, c0: true, weight: true, hidden_bias: true };
             backward(self.kind, self.shape, tape, d_output, wanted, plan)
         }
     }
@@ -1074,6 +1080,18 @@ mod tests {
                     let untracked = case.forward(false, plan(threads));
                     assert_eq!(untracked.output, one.output, "{what}: untracked forward");
                     assert!(untracked.gates.is_empty() && untracked.extra.is_empty(), "{what}: no tape");
+                    // Only some gradients wanted (a constant initial state, a frozen bias).
+                    for wanted in [
+                        Wanted { weight: true, ..Wanted::default() },
+                        Wanted { h0: true, c0: true, ..Wanted::default() },
+                        Wanted { input_bias: true, hidden_bias: true, ..Wanted::default() },
+                    ] {
+                        assert_eq!(
+                            case.backward_wanting(&split, &d_output, plan(threads), wanted),
+                            case.backward_wanting(&one, &d_output, plan(1), wanted),
+                            "{what}: backward wanting {wanted:?}"
+                        );
+                    }
                 }
             }
         }
