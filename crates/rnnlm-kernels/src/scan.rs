@@ -1,9 +1,9 @@
 //! One layer's whole time loop, forwards and backwards, generic over the [`Cell`].
 //!
 //! The batch's rows are split between threads: rows are independent in the recurrence, so the
-//! threads never wait for each other inside the loop. A batch with fewer rows than threads (a
-//! batch of one) splits the units instead, as generation does, the threads meeting after every
-//! step; both give the same bits. A step is one product of the state with
+//! threads never wait for each other inside the loop. A batch with few rows for the threads (a
+//! batch of one, or a few rows each against a large weight) splits the units instead, as
+//! generation does, the threads meeting after every step; both give the same bits. A step is one product of the state with
 //! the packed `[hidden, gates·hidden]` weight and one pass over the gates; the forward pass
 //! keeps what the backward pass needs (the tape), and the backward pass sums the bias gradients
 //! while each step is in cache, then takes the weight gradient as one large product over all
@@ -1057,7 +1057,7 @@ mod tests {
         }
     }
 
-    /// Batches with fewer rows than threads split the units instead (`crate::units`): the same
+    /// Small batches split the units instead of the rows (`crate::units`): the same
     /// bits as one thread's rows, for every cell that splits, both directions, with and without
     /// a tape, every wanted gradient; unit shares of 64 and of uneven sizes.
     #[test]
