@@ -41,7 +41,9 @@ commit=$(git -C "$ROOT" rev-parse --short HEAD)
 dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 torch=$(python_torch=$(ls "$OUT"/classifier/peer.*.json | head -1) && grep -o '"torch_version": "[^"]*"' "$python_torch" | cut -d'"' -f4)
-table() { sed -n '/^|/p' "$1"; }
+# The tables of a benchmark's output, a blank line after each (two tables in a row would read
+# as one).
+table() { awk '/^\|/ { print; inside = 1; next } inside { print ""; inside = 0 }' "$1"; }
 page="$ROOT/docs/performance.md"
 mkdir -p "$ROOT/docs"
 {
