@@ -26,10 +26,14 @@ use crate::shared::{SharedMut, SpinBarrier, parallel, split};
 /// Fewest units a thread steps: below that, meeting at every step costs more than it saves.
 const MIN_UNITS: usize = 64;
 
-/// Rows per thread below which the units are split: with so few rows, each thread's product
-/// streams the whole weight for little arithmetic, and halving what each reads pays for the
-/// barrier. Measured on 2 threads, units against rows: batch 8 at hidden 512 1.07-1.12x, at
-/// hidden 2048 1.5x; batch 16 1.03-1.17x; batch 32 at hidden 512 0.82-0.95x.
+/// Rows per thread below which a gated cell's units are split (a batch with fewer rows than
+/// threads always splits them): with so few rows, each thread's product streams the whole
+/// weight for little arithmetic, and halving what each reads pays for the barrier. Measured on
+/// 2 threads, units against rows: the LSTM and GRU at batch 8, hidden 512, 1.07-1.12x, the LSTM
+/// at hidden 2048 1.5x; batch 16 1.03-1.17x; batch 32 at hidden 512 0.82-0.95x. The RNN (one
+/// gate block, a step of little work) showed no gain at batch 8: its ratio to PyTorch in the
+/// sweep fell from 3.25 to 2.14 at hidden 512, but alternating pairs spread over 35-83k
+/// tokens/s for either way, so its rows stay split as they were.
 const FEW_ROWS_PER_THREAD: usize = 8;
 
 /// A packed weight this large (bytes) comes from memory every step whatever the batch; the
@@ -49,8 +53,10 @@ pub(crate) fn parts<C: Cell>(shape: ScanShape, order: Order<'_>, plan: Plan) -> 
     let weight_bytes = shape.hidden * C::GATES * shape.hidden * std::mem::size_of::<f32>();
     let rows_per_thread = if weight_bytes > LARGE_WEIGHT {
         LARGE_WEIGHT_ROWS_PER_THREAD
-    } else {
+    } else if C::GATES > 1 {
         FEW_ROWS_PER_THREAD
+    } else {
+        1
     };
     if shape.batch >= rows_per_thread * plan.threads {
         return 1;
