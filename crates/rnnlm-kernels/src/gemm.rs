@@ -144,20 +144,14 @@ pub(crate) fn gemm(
     if m == 0 {
         return;
     }
-    let k = b.k;
-    assert!(
-        lda >= k && a.len() >= (m - 1) * lda + k,
-        "gemm: A holds {} values, expected [{m}, {k}] with row stride {lda}",
-        a.len()
-    );
     assert!(
         ldc >= b.n && c.len() >= (m - 1) * ldc + b.n,
         "gemm: C holds {} values, expected [{m}, {}] with row stride {ldc}",
         c.len(),
         b.n
     );
-    // SAFETY: the extents of A and C were checked above, and C is borrowed mutably.
-    unsafe { gemm_unchecked(isa, c.as_mut_ptr(), ldc, a, lda, m, b) }
+    // SAFETY: C's extent was checked above (`gemm_into` checks A's), and C is borrowed mutably.
+    unsafe { gemm_into(isa, c.as_mut_ptr(), ldc, a, lda, m, b) }
 }
 
 /// [`gemm`] into C by pointer: for callers whose threads write disjoint rows of one strided C,
@@ -188,17 +182,9 @@ pub(crate) unsafe fn gemm_into(
         a.len()
     );
     assert!(ldc >= b.n, "gemm: C's row stride {ldc} is shorter than its {} columns", b.n);
-    // SAFETY: A's extent was checked; C's is the caller's.
-    unsafe { gemm_unchecked(isa, c, ldc, a, lda, m, b) }
-}
-
-/// # Safety
-/// A must hold `[m, b.k]` with row stride `lda >= b.k`, and `C` `[m, b.n]` with row stride
-/// `ldc >= b.n` from `c`, used by no other thread meanwhile.
-unsafe fn gemm_unchecked(isa: Isa, c: *mut f32, ldc: usize, a: &[f32], lda: usize, m: usize, b: &PackedB) {
-    let a = Lhs { data: a, m, k: b.k, lda };
-    // SAFETY (every arm): `isa` is what this CPU runs (see `run`); the extents of A and C are
-    // the caller's promise.
+    let a = Lhs { data: a, m, k, lda };
+    // SAFETY (every arm): `isa` is what this CPU runs (see `run`); A's extent was checked
+    // above, C's is the caller's promise.
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { avx512::gemm(c, ldc, a, b) },
