@@ -700,12 +700,7 @@ fn backward_cell<C: Cell>(
                 unit_parts,
                 &mut dp,
                 &mut dq,
-                crate::units::UnitSinks {
-                    projected_sums: sinks.projected_sums,
-                    hidden_sums: sinks.hidden_sums,
-                    d_h0: sinks.d_h0,
-                    d_c0: sinks.d_c0,
-                },
+                sinks,
             );
             dp
         })
@@ -789,14 +784,14 @@ pub(crate) fn accumulate(sums: &mut [f32], block: &[f32]) {
 
 /// Where the threads of a backward scan leave their batch rows' results besides dp and dq.
 #[derive(Clone, Copy)]
-struct Sinks<'a> {
+pub(crate) struct Sinks<'a> {
     /// `[batch, gates·hidden]`: per batch row, the sum of its rows of dp over the steps.
-    projected_sums: SharedMut<'a>,
+    pub(crate) projected_sums: SharedMut<'a>,
     /// The same for dq (empty unless wanted).
-    hidden_sums: SharedMut<'a>,
+    pub(crate) hidden_sums: SharedMut<'a>,
     /// `[batch, hidden]` each (empty unless wanted).
-    d_h0: SharedMut<'a>,
-    d_c0: SharedMut<'a>,
+    pub(crate) d_h0: SharedMut<'a>,
+    pub(crate) d_c0: SharedMut<'a>,
 }
 
 /// One thread's share of a backward scan: its batch rows, last step first.

@@ -20,7 +20,7 @@ use crate::cell::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
 use crate::gemm::{PackedB, gemm};
 use crate::math::{Isa, Kernel, run};
 use crate::profile::timed;
-use crate::scan::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Wanted};
+use crate::scan::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
 use crate::shared::{SharedMut, SpinBarrier, parallel, split};
 
 /// Fewest units a thread steps: below that, meeting at every step costs more than it saves.
@@ -64,9 +64,73 @@ pub(crate) fn parts<C: Cell>(shape: ScanShape, order: Order<'_>, plan: Plan) -> 
     plan.threads.min(shape.hidden / MIN_UNITS).max(1)
 }
 
-/// Columns `units` of every gate block of a `[rows, gates·hidden]` buffer row, as offsets.
-fn gate_columns(gates: usize, hidden: usize, units: &Range<usize>) -> impl Iterator<Item = usize> + '_ {
-    (0..gates).map(move |gate| gate * hidden + units.start)
+/// Where a thread's share of the units lies in every row of a buffer of `cols` columns: `units`
+/// columns from each of `offsets` (the start of every gate block in a `[.., gates·hidden]`
+/// buffer, or of the units in a `[.., hidden]` one). A thread works on its columns compact,
+/// `[rows, offsets·units]`, and moves them in and out with [`take`](Self::take) and
+/// [`put`](Self::put).
+struct Columns {
+    cols: usize,
+    offsets: Vec<usize>,
+    units: usize,
+}
+
+impl Columns {
+    /// The units `units` of a `[.., hidden]` buffer.
+    fn of_units(hidden: usize, units: &Range<usize>) -> Self {
+        Self { cols: hidden, offsets: vec![units.start], units: units.len() }
+    }
+
+    /// The units `units` of every gate block of a `[.., gates·hidden]` buffer.
+    fn of_gates(gates: usize, hidden: usize, units: &Range<usize>) -> Self {
+        Self {
+            cols: gates * hidden,
+            offsets: (0..gates).map(|gate| gate * hidden + units.start).collect(),
+            units: units.len(),
+        }
+    }
+
+    /// Every piece of rows `first_row .. first_row + rows`: where it starts in the buffer, and
+    /// in the compact share.
+    fn pieces(&self, first_row: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..rows).flat_map(move |row| {
+            self.offsets.iter().enumerate().map(move |(i, &at)| {
+                ((first_row + row) * self.cols + at, (row * self.offsets.len() + i) * self.units)
+            })
+        })
+    }
+
+    /// `out` becomes this share of rows `first_row .. first_row + rows` of `values`.
+    fn take(&self, values: &[f32], first_row: usize, rows: usize, out: &mut Vec<f32>) {
+        out.clear();
+        for (at, _) in self.pieces(first_row, rows) {
+            out.extend_from_slice(&values[at..at + self.units]);
+        }
+    }
+
+    /// [`take`](Self::take) from a buffer other threads write elsewhere.
+    ///
+    /// # Safety
+    /// No other thread may write these columns of these rows meanwhile.
+    unsafe fn take_shared(&self, values: SharedMut<'_>, first_row: usize, rows: usize, out: &mut Vec<f32>) {
+        out.clear();
+        for (at, _) in self.pieces(first_row, rows) {
+            // SAFETY: the caller's promise.
+            out.extend_from_slice(unsafe { values.read(at, self.units) });
+        }
+    }
+
+    /// Writes `share` (compact, whole rows) into its columns of the rows from `first_row`.
+    ///
+    /// # Safety
+    /// No other thread may read or write these columns of these rows meanwhile.
+    unsafe fn put(&self, target: SharedMut<'_>, first_row: usize, share: &[f32]) {
+        let rows = share.len() / (self.offsets.len() * self.units);
+        for (at, from) in self.pieces(first_row, rows) {
+            // SAFETY: the caller's promise.
+            unsafe { target.slice(at, self.units) }.copy_from_slice(&share[from..from + self.units]);
+        }
+    }
 }
 
 /// The forward scan with the units split into `parts` shares: [`crate::scan::forward`] for
@@ -136,43 +200,30 @@ impl<C: Cell> Kernel for ForwardUnits<'_, C> {
     fn run<const FMA: bool>(self) {
         let ScanShape { steps, batch, hidden: h } = self.shape;
         let (units, u) = (self.units.clone(), self.units.len());
-        let (width, share_width) = (C::GATES * h, C::GATES * u);
+        let share_width = C::GATES * u;
         let inputs = self.inputs;
         let weights: HiddenWeights = self.cell.pack_units(inputs.weight, inputs.hidden_bias, h, units.clone());
-        // This share's columns of every row, compact: [batch, gates·u] and [batch, u].
-        let take = |from: &[f32], cols: usize, offsets: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
-            let offsets: Vec<usize> = offsets.collect();
-            let mut out = Vec::with_capacity(batch * offsets.len() * u);
-            for b in 0..batch {
-                for &at in &offsets {
-                    out.extend_from_slice(&from[b * cols + at..b * cols + at + u]);
-                }
-            }
-            out
-        };
-        let mut h_prev_units = take(inputs.h0, h, &mut std::iter::once(units.start));
-        let mut cell_state = if C::HAS_CELL {
-            take(inputs.c0, h, &mut std::iter::once(units.start))
-        } else {
-            Vec::new()
-        };
-        let (mut gates, mut h_units, mut extra) =
-            (vec![0.0f32; batch * share_width], vec![0.0f32; batch * u], vec![0.0f32; batch * u]);
+        let (unit_columns, gate_columns) = (Columns::of_units(h, &units), Columns::of_gates(C::GATES, h, &units));
+        let (mut h_prev_units, mut cell_state, mut input_bias) = (Vec::new(), Vec::new(), Vec::new());
+        unit_columns.take(inputs.h0, 0, batch, &mut h_prev_units);
+        if C::HAS_CELL {
+            unit_columns.take(inputs.c0, 0, batch, &mut cell_state);
+        }
+        if !inputs.input_bias.is_empty() {
+            gate_columns.take(inputs.input_bias, 0, 1, &mut input_bias);
+        }
+        let (mut gates, mut h_units, mut extra) = (Vec::new(), vec![0.0f32; batch * u], vec![0.0f32; batch * u]);
         let mut scratch = Scratch::default();
         let mut h_prev: &[f32] = inputs.h0;
         for t in inputs.order.steps(steps) {
-            // Gather this share's projection (and input bias), step, scatter its results.
-            for b in 0..batch {
-                let row = t * batch + b;
-                for (gate, at) in gate_columns(C::GATES, h, &units).enumerate() {
-                    // SAFETY: these columns of the row are this share's alone.
-                    let from = unsafe { self.gates.read(row * width + at, u) };
-                    let to = &mut gates[(b * C::GATES + gate) * u..][..u];
-                    to.copy_from_slice(from);
-                    if !inputs.input_bias.is_empty() {
-                        for (g, &bias) in to.iter_mut().zip(&inputs.input_bias[at..at + u]) {
-                            *g += bias;
-                        }
+            // This share's projection (and input bias), the step, then its results written out.
+            // SAFETY (take_shared, every put): this share's columns of step t's rows are its
+            // alone; nobody reads step t's outputs before the barrier below.
+            unsafe { gate_columns.take_shared(self.gates, t * batch, batch, &mut gates) };
+            if !input_bias.is_empty() {
+                for row in gates.chunks_exact_mut(share_width) {
+                    for (g, &bias) in row.iter_mut().zip(&input_bias) {
+                        *g += bias;
                     }
                 }
             }
@@ -190,22 +241,12 @@ impl<C: Cell> Kernel for ForwardUnits<'_, C> {
                 },
                 &mut scratch,
             );
-            for b in 0..batch {
-                let row = t * batch + b;
-                // SAFETY (all three): this share's columns of row `row` are its alone; nobody
-                // reads step t's outputs before the barrier below.
-                unsafe { self.output.slice(row * h + units.start, u) }
-                    .copy_from_slice(&h_units[b * u..][..u]);
-                if self.keep_tape && C::KEEPS_GATES {
-                    for (gate, at) in gate_columns(C::GATES, h, &units).enumerate() {
-                        unsafe { self.gates.slice(row * width + at, u) }
-                            .copy_from_slice(&gates[(b * C::GATES + gate) * u..][..u]);
-                    }
-                }
-                if self.keep_tape && C::HAS_EXTRA {
-                    unsafe { self.extra.slice(row * h + units.start, u) }
-                        .copy_from_slice(&extra[b * u..][..u]);
-                }
+            unsafe { unit_columns.put(self.output, t * batch, &h_units) };
+            if self.keep_tape && C::KEEPS_GATES {
+                unsafe { gate_columns.put(self.gates, t * batch, &gates) };
+            }
+            if self.keep_tape && C::HAS_EXTRA {
+                unsafe { unit_columns.put(self.extra, t * batch, &extra) };
             }
             std::mem::swap(&mut h_prev_units, &mut h_units);
             self.barrier.wait();
@@ -213,27 +254,12 @@ impl<C: Cell> Kernel for ForwardUnits<'_, C> {
             // written again.
             h_prev = unsafe { self.output.read(t * batch * h, batch * h) };
         }
-        for b in 0..batch {
-            // SAFETY: this share's units of the final blocks are its alone.
-            unsafe { self.output.slice((steps * batch + b) * h + units.start, u) }
-                .copy_from_slice(&h_prev_units[b * u..][..u]);
-            if C::HAS_CELL {
-                unsafe { self.output.slice(((steps + 1) * batch + b) * h + units.start, u) }
-                    .copy_from_slice(&cell_state[b * u..][..u]);
-            }
+        // SAFETY: this share's units of the final blocks are its alone.
+        unsafe { unit_columns.put(self.output, steps * batch, &h_prev_units) };
+        if C::HAS_CELL {
+            unsafe { unit_columns.put(self.output, (steps + 1) * batch, &cell_state) };
         }
     }
-}
-
-/// What a backward scan with the units split writes besides `dp` and `dq`.
-pub(crate) struct UnitSinks<'a> {
-    /// `[batch, gates·hidden]`: per row, the sum of its rows of dp over the steps (or empty).
-    pub projected_sums: SharedMut<'a>,
-    /// The same for dq (or empty).
-    pub hidden_sums: SharedMut<'a>,
-    /// `[batch, hidden]` each (or empty).
-    pub d_h0: SharedMut<'a>,
-    pub d_c0: SharedMut<'a>,
 }
 
 /// The backward scan's time loop with the units split into `parts` shares: fills `dp` (and
@@ -249,7 +275,7 @@ pub(crate) fn backward<C: Cell>(
     parts: usize,
     dp: &mut [f32],
     dq: &mut [f32],
-    sinks: UnitSinks<'_>,
+    sinks: Sinks<'_>,
 ) {
     let barrier = SpinBarrier::new(parts);
     let (dp, dq) = (SharedMut::new(dp), SharedMut::new(dq));
@@ -267,7 +293,7 @@ pub(crate) fn backward<C: Cell>(
                 barrier: &barrier,
                 dp,
                 dq,
-                sinks: &sinks,
+                sinks,
             },
         );
     });
@@ -285,7 +311,7 @@ struct BackwardUnits<'a, C> {
     barrier: &'a SpinBarrier,
     dp: SharedMut<'a>,
     dq: SharedMut<'a>,
-    sinks: &'a UnitSinks<'a>,
+    sinks: Sinks<'a>,
 }
 
 impl<C: Cell> Kernel for BackwardUnits<'_, C> {
@@ -305,23 +331,12 @@ impl<C: Cell> Kernel for BackwardUnits<'_, C> {
             candidate: None,
             bias: Vec::new(),
         };
-        // This share's columns of `values` `[batch, cols]` from column offsets `at`, compact.
-        let take = |values: &[f32], cols: usize, offsets: &[usize], out: &mut Vec<f32>| {
-            out.clear();
-            for b in 0..batch {
-                for &at in offsets {
-                    out.extend_from_slice(&values[b * cols + at..b * cols + at + u]);
-                }
-            }
-        };
-        let unit_offset = [units.start];
-        let gate_offsets: Vec<usize> = gate_columns(C::GATES, h, &units).collect();
-        let block = |t: usize, cols: usize| t * batch * cols..(t + 1) * batch * cols;
+        let (unit_columns, gate_columns) = (Columns::of_units(h, &units), Columns::of_gates(C::GATES, h, &units));
         let mut dh_next = Vec::new();
-        take(&self.d_output[block(steps, h)], h, &unit_offset, &mut dh_next);
+        unit_columns.take(self.d_output, steps * batch, batch, &mut dh_next);
         let mut dc = Vec::new();
         if C::HAS_CELL {
-            take(&self.d_output[block(steps + 1, h)], h, &unit_offset, &mut dc);
+            unit_columns.take(self.d_output, (steps + 1) * batch, batch, &mut dc);
         }
         let (mut dh, mut up, mut gates, mut extra, mut cell_prev, mut h_t, mut h_prev) =
             (vec![0.0f32; batch * u], Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -336,25 +351,25 @@ impl<C: Cell> Kernel for BackwardUnits<'_, C> {
         let mut scratch = Scratch::default();
         let forward_order: Vec<usize> = order.steps(steps).collect();
         for &t in forward_order.iter().rev() {
-            take(&self.d_output[block(t, h)], h, &unit_offset, &mut up);
+            unit_columns.take(self.d_output, t * batch, batch, &mut up);
             for ((d, &up), &next) in dh.iter_mut().zip(&up).zip(&dh_next) {
                 *d = up + next;
             }
             let previous = order.previous(0, t, steps);
             if C::KEEPS_GATES {
-                take(&tape.gates[block(t, width)], width, &gate_offsets, &mut gates);
+                gate_columns.take(tape.gates, t * batch, batch, &mut gates);
             }
             if C::HAS_EXTRA {
-                take(&tape.extra[block(t, h)], h, &unit_offset, &mut extra);
+                unit_columns.take(tape.extra, t * batch, batch, &mut extra);
             }
-            take(&tape.output[block(t, h)], h, &unit_offset, &mut h_t);
-            let (h_from, c_from) = match previous {
-                None => (tape.h0, tape.c0),
-                Some(p) => (&tape.output[block(p, h)], tape.extra.get(block(p, h)).unwrap_or(&[])),
+            unit_columns.take(tape.output, t * batch, batch, &mut h_t);
+            let (h_from, c_from, from_row) = match previous {
+                None => (tape.h0, tape.c0, 0),
+                Some(p) => (tape.output, tape.extra, p * batch),
             };
-            take(h_from, h, &unit_offset, &mut h_prev);
+            unit_columns.take(h_from, from_row, batch, &mut h_prev);
             if C::HAS_CELL {
-                take(c_from, h, &unit_offset, &mut cell_prev);
+                unit_columns.take(c_from, from_row, batch, &mut cell_prev);
             }
             let wants_dh_prev = previous.is_some() || self.wanted.h0;
             // The element-wise part: this share's gate gradients, and (GRU) the direct part of
@@ -378,17 +393,11 @@ impl<C: Cell> Kernel for BackwardUnits<'_, C> {
                 },
                 &mut scratch,
             );
-            for b in 0..batch {
-                let row = t * batch + b;
-                for (gate, &at) in gate_offsets.iter().enumerate() {
-                    let piece = (b * C::GATES + gate) * u..(b * C::GATES + gate + 1) * u;
-                    // SAFETY: this share's columns of the row are its alone; nobody reads step
-                    // t's gradients before the barrier below.
-                    unsafe { self.dp.slice(row * width + at, u) }.copy_from_slice(&dp_units[piece.clone()]);
-                    if C::HIDDEN_GRADIENT {
-                        unsafe { self.dq.slice(row * width + at, u) }.copy_from_slice(&dq_units[piece]);
-                    }
-                }
+            // SAFETY (both): this share's columns of step t's rows are its alone; nobody reads
+            // step t's gradients before the barrier below.
+            unsafe { gate_columns.put(self.dp, t * batch, &dp_units) };
+            if C::HIDDEN_GRADIENT {
+                unsafe { gate_columns.put(self.dq, t * batch, &dq_units) };
             }
             if !projected_sums.is_empty() {
                 crate::scan::accumulate(&mut projected_sums, &dp_units);
@@ -410,25 +419,18 @@ impl<C: Cell> Kernel for BackwardUnits<'_, C> {
                 gemm(self.isa, &mut dh_next, u, g, width, batch, &transposed);
             }
         }
-        for b in 0..batch {
-            // SAFETY (all): this share's columns of every row are its alone.
-            if self.wanted.h0 {
-                unsafe { self.sinks.d_h0.slice(b * h + units.start, u) }.copy_from_slice(&dh_next[b * u..][..u]);
-            }
-            if C::HAS_CELL && self.wanted.c0 {
-                unsafe { self.sinks.d_c0.slice(b * h + units.start, u) }.copy_from_slice(&dc[b * u..][..u]);
-            }
-            for (gate, &at) in gate_offsets.iter().enumerate() {
-                let piece = (b * C::GATES + gate) * u..(b * C::GATES + gate + 1) * u;
-                if !projected_sums.is_empty() {
-                    unsafe { self.sinks.projected_sums.slice(b * width + at, u) }
-                        .copy_from_slice(&projected_sums[piece.clone()]);
-                }
-                if !hidden_sums.is_empty() {
-                    unsafe { self.sinks.hidden_sums.slice(b * width + at, u) }
-                        .copy_from_slice(&hidden_sums[piece]);
-                }
-            }
+        // SAFETY (all): this share's columns of every row are its alone.
+        if self.wanted.h0 {
+            unsafe { unit_columns.put(self.sinks.d_h0, 0, &dh_next) };
+        }
+        if C::HAS_CELL && self.wanted.c0 {
+            unsafe { unit_columns.put(self.sinks.d_c0, 0, &dc) };
+        }
+        if !projected_sums.is_empty() {
+            unsafe { gate_columns.put(self.sinks.projected_sums, 0, &projected_sums) };
+        }
+        if !hidden_sums.is_empty() {
+            unsafe { gate_columns.put(self.sinks.hidden_sums, 0, &hidden_sums) };
         }
     }
 }
