@@ -328,7 +328,7 @@ fn lengths_that_do_not_fit_are_refused_naming_the_row() {
 }
 
 #[test]
-#[should_panic(expected = "expected [num_layers*2, batch, hidden]")]
+#[should_panic(expected = "state.hidden has shape [num_layers*2, batch, hidden] = [2, 3, 7], expected [4, 3, 7]")]
 fn a_state_without_the_reverse_directions_names_num_layers_times_two() {
     let dev = device();
     let core = GruConfig::new(INPUT, HIDDEN).with_num_layers(2).with_bidirectional(true).init(&dev);

@@ -134,7 +134,7 @@ fn rnn_scratch_matches_numbers_worked_by_hand() {
     let mut rnn = RnnScratchConfig::new(3, 2).init(&dev);
     rnn.layers[0].w_xh = param2(&[0.5, -0.25, 0.1, 0.2, 0.0, 0.3], 3, 2);
     rnn.layers[0].w_hh = param2(&[0.4, 0.1, -0.2, 0.3], 2, 2);
-    rnn.layers[0].b_h = param1(&[0.1, 0.2]);
+    rnn.layers[0].b_h = Some(param1(&[0.1, 0.2]));
     let x = floats(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [1, 2, 3], &dev);
     let (outputs, state) = rnn.forward(x, rnn.begin_state(1, &dev));
     let expected = [0.537_049_57, -0.049_958_375, 0.400_976_1, 0.412_580_77];
@@ -156,7 +156,7 @@ fn rnn_scratch_matches_reference() {
             for (layer, w) in rnn.layers.iter_mut().zip(&ws) {
                 layer.w_xh = param2(&w.input, w.input.len() / HIDDEN, HIDDEN);
                 layer.w_hh = param2(&w.hidden, HIDDEN, HIDDEN);
-                layer.b_h = param1(&w.input_bias);
+                layer.b_h = Some(param1(&w.input_bias));
             }
             check_against_reference(
                 &rnn,
@@ -175,7 +175,7 @@ fn gru_with(formula: GruFormula, ws: &[Weights]) -> rnnlm::Gru {
         .init(&device());
     for (layer, w) in gru.layers.iter_mut().zip(ws) {
         layer.input_weight = param2(&w.input, w.input.len() / (3 * HIDDEN), 3 * HIDDEN);
-        layer.input_bias = param1(&w.input_bias);
+        layer.input_bias = Some(param1(&w.input_bias));
         layer.hidden_weight = param2(&w.hidden, HIDDEN, 3 * HIDDEN);
         layer.hidden_bias = w.hidden_bias.as_deref().map(param1);
     }
@@ -235,8 +235,8 @@ fn lstm_matches_reference() {
             // The reference has one bias; split it unevenly so both vectors matter.
             let half: Vec<f64> = w.input_bias.iter().map(|b| b * 0.3).collect();
             let rest: Vec<f64> = w.input_bias.iter().map(|b| b * 0.7).collect();
-            layer.input_bias = param1(&half);
-            layer.hidden_bias = param1(&rest);
+            layer.input_bias = Some(param1(&half));
+            layer.hidden_bias = Some(param1(&rest));
         }
         check_against_reference(
             &lstm,
@@ -273,7 +273,7 @@ fn default_initialisations_follow_d2l_and_pytorch() {
         mean.abs() < 1e-3 && (std - 0.01).abs() < 5e-4,
         "mean {mean}, std {std}"
     );
-    assert!(values(rnn.layers[0].b_h.val()).iter().all(|&b| b == 0.0));
+    assert!(values(rnn.layers[0].b_h.as_ref().unwrap().val()).iter().all(|&b| b == 0.0));
     // Configurable sigma.
     let rnn = RnnScratchConfig::new(8, 64)
         .with_init(WeightInit::Normal { sigma: 0.5 })

@@ -454,7 +454,7 @@ fn d2l_stacked_scratch_layers_load_in_order() {
     assert_eq!(first(core.layers[0].w_xh.val()), 0.0);
     assert_eq!(first(core.layers[1].w_xh.val()), 1.0);
     assert_eq!(first(core.layers[1].w_hh.val()), 1.5);
-    assert_eq!(rnnlm_tests::values(core.layers[1].b_h.val())[0], 1.25);
+    assert_eq!(rnnlm_tests::values(core.layers[1].b_h.as_ref().unwrap().val())[0], 1.25);
 }
 
 /// PyTorch's bidirectional nn.GRU, nn.LSTM (two layers) and nn.RNN on a padded batch through

@@ -767,7 +767,7 @@ fn load_core(
                     Param::from_tensor(matrix(dict, &format!("{prefix}W_xh"), false, device)?);
                 layer.w_hh =
                     Param::from_tensor(matrix(dict, &format!("{prefix}W_hh"), false, device)?);
-                layer.b_h = Param::from_tensor(vector(dict, &format!("{prefix}b_h"), device)?);
+                layer.b_h = Some(Param::from_tensor(vector(dict, &format!("{prefix}b_h"), device)?));
                 layer.activation = nonlinearity;
             }
         }
@@ -800,7 +800,7 @@ fn load_core(
                         layer.w_xh = Param::from_tensor(w_ih);
                         layer.w_hh = Param::from_tensor(w_hh);
                         // nn.RNN adds two biases that only ever appear as their sum.
-                        layer.b_h = Param::from_tensor(b_ih + b_hh);
+                        layer.b_h = Some(Param::from_tensor(b_ih + b_hh));
                         layer.activation = nonlinearity;
                     }
                 }
@@ -809,7 +809,7 @@ fn load_core(
                         let (w_ih, w_hh, b_ih, b_hh) = rows(index)?;
                         layer.input_weight = Param::from_tensor(w_ih);
                         layer.hidden_weight = Param::from_tensor(w_hh);
-                        layer.input_bias = Param::from_tensor(b_ih);
+                        layer.input_bias = Some(Param::from_tensor(b_ih));
                         layer.hidden_bias = Some(Param::from_tensor(b_hh));
                     }
                 }
@@ -818,8 +818,8 @@ fn load_core(
                         let (w_ih, w_hh, b_ih, b_hh) = rows(index)?;
                         layer.input_weight = Param::from_tensor(w_ih);
                         layer.hidden_weight = Param::from_tensor(w_hh);
-                        layer.input_bias = Param::from_tensor(b_ih);
-                        layer.hidden_bias = Param::from_tensor(b_hh);
+                        layer.input_bias = Some(Param::from_tensor(b_ih));
+                        layer.hidden_bias = Some(Param::from_tensor(b_hh));
                     }
                 }
             }

@@ -221,6 +221,31 @@ pub(crate) fn validate_core(
     validate_dropout(&format!("{prefix}dropout"), dropout)
 }
 
+/// Checks the options every core shares with burn-nn's layers: `reverse` on a one-direction
+/// core only, and a `clip` that is a finite number > 0.
+pub(crate) fn validate_options(
+    reverse: bool,
+    bidirectional: bool,
+    clip: Option<f64>,
+) -> Result<(), ConfigError> {
+    if reverse && bidirectional {
+        return Err(ConfigError::new(
+            "reverse",
+            true,
+            "false when bidirectional = true: a bidirectional core already runs every layer in \
+             both directions (reverse = true runs a one-direction core last step first)",
+        ));
+    }
+    match clip {
+        Some(clip) if !(clip.is_finite() && clip > 0.0) => Err(ConfigError::new(
+            "clip",
+            clip,
+            "None, or a finite number > 0 (the state is clamped to [-clip, clip] after every step)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn validate_dropout(field: &str, dropout: f64) -> Result<(), ConfigError> {
     if !(0.0..1.0).contains(&dropout) {
         return Err(ConfigError::new(field, dropout, "must lie in [0, 1)"));

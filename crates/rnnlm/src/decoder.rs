@@ -35,6 +35,22 @@ fn layers<L: RecurrentLayer>(layers: &[L]) -> (rnnlm_kernels::CellKind, Vec<Laye
     (layers[0].recurrence(), weights)
 }
 
+/// Whether the host loop computes what the model's core does: not for a clipped core (the
+/// kernels have no clamp) nor a reversed or bidirectional one (whose steps do not run first to
+/// last), which generate through the tensor operations.
+pub(crate) fn runs(model: &RnnLm) -> bool {
+    fn unclipped<L: RecurrentLayer>(layers: &[L]) -> bool {
+        layers.iter().all(|layer| layer.clip().is_none())
+    }
+    let core = &model.core;
+    let layers_run = match core {
+        RecurrentCore::RnnScratch(core) => unclipped(&core.layers),
+        RecurrentCore::Gru(core) => unclipped(&core.layers),
+        RecurrentCore::Lstm(core) => unclipped(&core.layers),
+    };
+    layers_run && !core.reverse() && !core.bidirectional()
+}
+
 /// The model's weights on the host, one read-back per parameter.
 pub(crate) fn stack_weights(model: &RnnLm) -> StackWeights {
     let (cell, layers) = match &model.core {

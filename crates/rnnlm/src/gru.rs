@@ -5,7 +5,9 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::config::{ConfigError, GruFormula, WeightInit, layer_inputs, validate_core};
+use crate::config::{
+    ConfigError, GruFormula, WeightInit, layer_inputs, validate_core, validate_options,
+};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`Gru`].
@@ -38,6 +40,19 @@ pub struct GruConfig {
     /// `num_layers·2` layers, forward before reverse in each layer.
     #[config(default = false)]
     pub bidirectional: bool,
+    /// Whether the layers have biases (burn-nn's `bias`, PyTorch's `bias`). Without them the
+    /// gates are `x W_x + h W_h` alone, and no bias parameter exists.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Whether a one-direction core runs over the sequence last step first: output `t` is
+    /// then the state after reading steps `t..steps`, and the final state the one after step
+    /// 0. Not with `bidirectional`.
+    #[config(default = false)]
+    pub reverse: bool,
+    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's GRU `clip`). A
+    /// clipped core runs the per-step tensor operations, not the fused operation.
+    #[config(default = "None")]
+    pub clip: Option<f64>,
 }
 
 impl GruConfig {
@@ -50,6 +65,7 @@ impl GruConfig {
             self.num_layers,
             self.dropout,
         )?;
+        validate_options(self.reverse, self.bidirectional, self.clip)?;
         self.init.validate("init")
     }
 
@@ -73,13 +89,16 @@ impl GruConfig {
             .map(|input| {
                 GruLayer {
                     input_weight: Param::from_tensor(self.init.weight([input, 3 * h], h, device)),
-                    input_bias: Param::from_tensor(self.init.bias(3 * h, h, device)),
+                    input_bias: self
+                        .bias
+                        .then(|| Param::from_tensor(self.init.bias(3 * h, h, device))),
                     hidden_weight: Param::from_tensor(self.init.weight([h, 3 * h], h, device)),
                     // d2l's GRU has one bias per gate; PyTorch's has a second one, and the
                     // candidate's (b_hn) sits inside the reset gate, so it is not redundant.
-                    hidden_bias: (self.formula == GruFormula::PyTorch)
+                    hidden_bias: (self.bias && self.formula == GruFormula::PyTorch)
                         .then(|| Param::from_tensor(self.init.bias(3 * h, h, device))),
                     formula: self.formula,
+                    clip: self.clip,
                 }
             })
             .collect();
@@ -90,6 +109,7 @@ impl GruConfig {
             hidden_size: h,
             batch_first: self.batch_first,
             bidirectional: self.bidirectional,
+            reverse: self.reverse,
         })
     }
 }
@@ -100,15 +120,19 @@ impl GruConfig {
 pub struct GruLayer {
     /// `[W_ir | W_iz | W_in]`: `[input, 3·hidden]` (PyTorch's `weight_ih_l{k}` transposed).
     pub input_weight: Param<Tensor<2>>,
-    /// `[b_ir | b_iz | b_in]`: `[3·hidden]`.
-    pub input_bias: Param<Tensor<1>>,
+    /// `[b_ir | b_iz | b_in]`: `[3·hidden]`; `None` for a core built with `bias = false`.
+    pub input_bias: Option<Param<Tensor<1>>>,
     /// `[W_hr | W_hz | W_hn]`: `[hidden, 3·hidden]` (PyTorch's `weight_hh_l{k}` transposed).
     pub hidden_weight: Param<Tensor<2>>,
-    /// `[b_hr | b_hz | b_hn]`: `[3·hidden]`; present with [`GruFormula::PyTorch`] only.
+    /// `[b_hr | b_hz | b_hn]`: `[3·hidden]`; present with [`GruFormula::PyTorch`] and biases
+    /// only.
     pub hidden_bias: Option<Param<Tensor<1>>>,
     /// Where the reset gate acts.
     #[module(skip)]
     pub formula: GruFormula,
+    /// The hidden state's clamp, `[-clip, clip]` after every step (see the config's `clip`).
+    #[module(skip)]
+    pub clip: Option<f64>,
 }
 
 /// Gated recurrent unit with any number of stacked layers. Per layer, with `σ` the sigmoid:
@@ -118,7 +142,7 @@ pub struct GruLayer {
 /// z = σ(x W_iz + b_iz + h W_hz + b_hz)
 /// n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))   PyTorch (default)
 /// n = tanh(x W_in + b_in + (r ⊙ h) W_hn)          d2l
-/// h' = (1 - z) ⊙ n + z ⊙ h
+/// h' = (1 - z) ⊙ n + z ⊙ h                       (clamped to [-clip, clip] with clip)
 /// ```
 ///
 /// Implements [`Recurrent`](crate::Recurrent): inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
@@ -139,6 +163,8 @@ pub struct Gru {
     /// Whether every layer runs in both directions (see the config's `bidirectional`); then
     /// `layers` holds two entries per layer, forward then reverse, as PyTorch numbers them.
     pub bidirectional: bool,
+    /// Whether the (one-direction) core runs last step first (see the config's `reverse`).
+    pub reverse: bool,
 }
 
 /// The hidden weights as the step needs them.
@@ -157,14 +183,14 @@ pub(crate) enum GruStepWeights {
 }
 
 impl RecurrentLayer for GruLayer {
-    type StepWeights = GruStepWeights;
+    type StepWeights = (GruStepWeights, Option<f64>);
 
     fn input_weight(&self) -> Tensor<2> {
         self.input_weight.val()
     }
 
     fn input_bias(&self) -> Option<Tensor<1>> {
-        Some(self.input_bias.val())
+        self.input_bias.as_ref().map(Param::val)
     }
 
     fn hidden_weight(&self) -> Tensor<2> {
@@ -185,10 +211,14 @@ impl RecurrentLayer for GruLayer {
         }
     }
 
-    fn step_weights(&self) -> GruStepWeights {
+    fn clip(&self) -> Option<f64> {
+        self.clip
+    }
+
+    fn step_weights(&self) -> Self::StepWeights {
         let weight = self.hidden_weight.val();
         let h = weight.dims()[0];
-        match self.formula {
+        let weights = match self.formula {
             GruFormula::PyTorch => GruStepWeights::PyTorch {
                 weight,
                 bias: self.hidden_bias.as_ref().map(|b| b.val().unsqueeze_dim(0)),
@@ -197,10 +227,15 @@ impl RecurrentLayer for GruLayer {
                 gates: weight.clone().narrow(1, 0, 2 * h),
                 candidate: weight.narrow(1, 2 * h, h),
             },
-        }
+        };
+        (weights, self.clip)
     }
 
-    fn step(weights: &GruStepWeights, projected: Tensor<2>, state: LayerState) -> LayerState {
+    fn step(
+        (weights, clip): &Self::StepWeights,
+        projected: Tensor<2>,
+        state: LayerState,
+    ) -> LayerState {
         let h_prev = state.h;
         let h = h_prev.dims()[1];
         let input_rz = projected.clone().narrow(1, 0, 2 * h);
@@ -225,8 +260,12 @@ impl RecurrentLayer for GruLayer {
             }
         };
         // (1 - z) ⊙ n + z ⊙ h, with one multiplication fewer.
+        let h = candidate.clone() + update * (h_prev - candidate);
         LayerState {
-            h: candidate.clone() + update * (h_prev - candidate),
+            h: match *clip {
+                Some(clip) => h.clamp(-clip, clip),
+                None => h,
+            },
             c: None,
         }
     }

@@ -295,7 +295,7 @@
 //! modules (same gate order, transposed).
 #![deny(missing_docs)]
 
-mod burn_nn;
+pub mod burn_nn;
 mod config;
 mod decoder;
 mod gru;
@@ -316,7 +316,9 @@ pub use gru::{Gru, GruConfig, GruLayer};
 pub use lm::{OutputLayer, RecurrentCore, RnnLm};
 pub use lm_config::RnnLmConfig;
 pub use lstm::{DeepLstm, DeepLstmConfig, LstmLayer};
-pub use recurrent::{LengthsError, Recurrent, RecurrentState, SequenceInput, check_lengths};
+pub use recurrent::{
+    ForwardError, LengthsError, Recurrent, RecurrentState, SequenceInput, ShapeError, check_lengths,
+};
 pub use rnn_scratch::{RnnScratch, RnnScratchConfig, RnnScratchLayer};
 
 /// The cores, their configs, the language model and the [`Recurrent`] trait that gives every

@@ -5,7 +5,7 @@ use burn::nn::{Dropout, Embedding};
 use burn::prelude::*;
 
 use crate::config::{CellKind, WeightInit};
-use crate::recurrent::{LengthsError, Recurrent, RecurrentState, SequenceInput, check_ids};
+use crate::recurrent::{ForwardError, Recurrent, RecurrentState, SequenceInput, check_ids};
 use crate::{DeepLstm, Gru, RnnScratch};
 
 /// Any of the three cores, chosen at run time (e.g. from a checkpoint's config).
@@ -85,14 +85,22 @@ impl Recurrent for RecurrentCore {
         on_core!(self, core => core.bidirectional())
     }
 
-    fn forward_time_major_padded(
+    fn reverse(&self) -> bool {
+        on_core!(self, core => core.reverse())
+    }
+
+    fn core_name(&self) -> &'static str {
+        on_core!(self, core => core.core_name())
+    }
+
+    fn try_forward_time_major_padded(
         &self,
         input: SequenceInput,
         lengths: Option<&[usize]>,
         state: impl Into<Option<RecurrentState>>,
-    ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
+    ) -> Result<(Tensor<3>, RecurrentState), ForwardError> {
         let state = state.into();
-        on_core!(self, core => core.forward_time_major_padded(input, lengths, state))
+        on_core!(self, core => core.try_forward_time_major_padded(input, lengths, state))
     }
 }
 

@@ -171,6 +171,52 @@ pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<()
     }
 }
 
+/// A tensor of the wrong shape handed to a core: which core and tensor, the shape passed, named
+/// axis by axis in the caller's own layout, and the shape expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{core}: {tensor} {}, expected {expected}", describe_given(.layout, .given))]
+pub struct ShapeError {
+    /// The core: `DeepLstm`, `Gru`, `RnnScratch`.
+    pub core: &'static str,
+    /// The tensor: `input`, `token input`, `state.hidden`, `state.cell`.
+    pub tensor: &'static str,
+    /// Its axes as the caller laid them out, e.g. `[batch, steps, input]`.
+    pub layout: &'static str,
+    /// The shape passed; `None` for a tensor that is missing.
+    pub given: Option<Vec<usize>>,
+    /// What fits, with the reason.
+    pub expected: String,
+}
+
+fn describe_given(layout: &str, given: &Option<Vec<usize>>) -> String {
+    match given {
+        Some(dims) => format!("has shape {layout} = {dims:?}"),
+        None => "is missing".to_owned(),
+    }
+}
+
+/// What a forward pass refuses ([`Recurrent::try_forward_time_major_padded`]): a tensor of the
+/// wrong shape, lengths that do not fit the batch, or a token id outside the input width.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// A tensor of the wrong shape.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// Lengths that do not describe the batch.
+    #[error(transparent)]
+    Lengths(#[from] LengthsError),
+    /// A token id outside `0..input_size`.
+    #[error("{core}: token input holds token id {id}, expected ids in 0..{limit} (the core's input_size)")]
+    TokenId {
+        /// The core.
+        core: &'static str,
+        /// The offending id.
+        id: i64,
+        /// The core's input width.
+        limit: usize,
+    },
+}
+
 /// One interface for every recurrent core ([`RnnScratch`](crate::RnnScratch),
 /// [`Gru`](crate::Gru), [`DeepLstm`](crate::DeepLstm) and the [`RecurrentCore`](crate::RecurrentCore)
 /// enum over them): sizes, a zero state, a whole-sequence forward and a single step.
@@ -201,6 +247,11 @@ pub trait Recurrent {
     fn bidirectional(&self) -> bool {
         false
     }
+    /// Whether a one-direction core runs over the sequence last step first (burn-nn's
+    /// `reverse`).
+    fn reverse(&self) -> bool {
+        false
+    }
     /// Directions per layer: 2 for a bidirectional core, else 1. The state holds
     /// `num_layers·num_directions` layers.
     fn num_directions(&self) -> usize {
@@ -210,6 +261,25 @@ pub trait Recurrent {
     fn output_size(&self) -> usize {
         self.hidden_size() * self.num_directions()
     }
+
+    /// The core's name in messages (`DeepLstm`, `Gru`, `RnnScratch`).
+    #[doc(hidden)]
+    fn core_name(&self) -> &'static str {
+        "recurrent core"
+    }
+
+    /// [`forward_time_major_padded`](Self::forward_time_major_padded), with every mistake in
+    /// its arguments returned instead of a panic: a tensor of the wrong shape (named in the
+    /// time-major layout this method takes), lengths that do not fit, a token id out of range.
+    ///
+    /// # Errors
+    /// [`ForwardError`], naming the tensor, what was passed and what fits.
+    fn try_forward_time_major_padded(
+        &self,
+        input: SequenceInput,
+        lengths: Option<&[usize]>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> Result<(Tensor<3>, RecurrentState), ForwardError>;
 
     /// Runs a batch whose rows may end before the last step, in the core's native time-major
     /// layout, whatever [`batch_first`](Self::batch_first) says.
@@ -229,13 +299,20 @@ pub trait Recurrent {
     /// [`LengthsError`] when `lengths` does not give every row a length in `1..=steps`.
     ///
     /// # Panics
-    /// On an input or a state of the wrong shape, or a token id outside `0..input_size`.
+    /// On an input or a state of the wrong shape, or a token id outside `0..input_size`, with
+    /// [`try_forward_time_major_padded`](Self::try_forward_time_major_padded)'s message.
     fn forward_time_major_padded(
         &self,
         input: SequenceInput,
         lengths: Option<&[usize]>,
         state: impl Into<Option<RecurrentState>>,
-    ) -> Result<(Tensor<3>, RecurrentState), LengthsError>;
+    ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
+        match self.try_forward_time_major_padded(input, lengths, state) {
+            Ok(result) => Ok(result),
+            Err(ForwardError::Lengths(error)) => Err(error),
+            Err(error) => panic!("{error}"),
+        }
+    }
 
     /// Runs the whole sequence in the core's native time-major layout, whatever
     /// [`batch_first`](Self::batch_first) says.
@@ -284,18 +361,38 @@ pub trait Recurrent {
     ///   ([`top_layer_hidden`](RecurrentState::top_layer_hidden) for both directions).
     ///
     /// # Panics
-    /// On an input or a state of the wrong shape.
+    /// On an input or a state of the wrong shape, with [`try_forward`](Self::try_forward)'s
+    /// message.
     fn forward(
         &self,
         inputs: Tensor<3>,
         state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
-        if !self.batch_first() {
-            return self.forward_time_major(SequenceInput::Dense(inputs), state);
-        }
-        let (outputs, state) =
-            self.forward_time_major(SequenceInput::Dense(inputs.swap_dims(0, 1)), state);
-        (outputs.swap_dims(0, 1), state)
+        self.try_forward(inputs, state).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`forward`](Self::forward), with a tensor of the wrong shape returned as an error that
+    /// names it, the shape passed in the caller's layout (`[batch, steps, input]`, or `[steps,
+    /// batch, input]` for a core built with `batch_first = false`) and the shape that fits.
+    ///
+    /// # Errors
+    /// [`ShapeError`] for an input whose feature size is not [`input_size`](Self::input_size)
+    /// or that has no step or no row, and for a state whose layers, batch or width do not fit.
+    fn try_forward(
+        &self,
+        inputs: Tensor<3>,
+        state: impl Into<Option<RecurrentState>>,
+    ) -> Result<(Tensor<3>, RecurrentState), ShapeError> {
+        let batch_first = self.batch_first();
+        check_dense(self.core_name(), self.input_size(), inputs.dims(), batch_first)?;
+        let input = if batch_first { inputs.swap_dims(0, 1) } else { inputs };
+        let (outputs, state) = self
+            .try_forward_time_major_padded(SequenceInput::Dense(input), None, state)
+            .map_err(|error| match error {
+                ForwardError::Shape(error) => error,
+                other => unreachable!("a dense forward pass without lengths: {other}"),
+            })?;
+        Ok((if batch_first { outputs.swap_dims(0, 1) } else { outputs }, state))
     }
 
     /// Runs a batch of sequences of different lengths, padded to the longest: PyTorch's
@@ -323,6 +420,9 @@ pub trait Recurrent {
         lengths: &[usize],
         state: impl Into<Option<RecurrentState>>,
     ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
+        if let Err(error) = check_dense(self.core_name(), self.input_size(), inputs.dims(), self.batch_first()) {
+            panic!("{error}");
+        }
         if !self.batch_first() {
             return self.forward_time_major_padded(SequenceInput::Dense(inputs), Some(lengths), state);
         }
@@ -408,18 +508,27 @@ macro_rules! impl_recurrent_core {
                 self.bidirectional
             }
 
-            fn forward_time_major_padded(
+            fn reverse(&self) -> bool {
+                self.reverse
+            }
+
+            fn core_name(&self) -> &'static str {
+                stringify!($core)
+            }
+
+            fn try_forward_time_major_padded(
                 &self,
                 input: $crate::recurrent::SequenceInput,
                 lengths: Option<&[usize]>,
                 state: impl Into<Option<$crate::recurrent::RecurrentState>>,
-            ) -> Result<(Tensor<3>, $crate::recurrent::RecurrentState), $crate::recurrent::LengthsError> {
+            ) -> Result<(Tensor<3>, $crate::recurrent::RecurrentState), $crate::recurrent::ForwardError> {
                 let shape = $crate::recurrent::CoreShape {
                     name: stringify!($core),
                     input_size: self.input_size,
                     hidden_size: self.hidden_size,
                     has_cell: $has_cell,
                     bidirectional: self.bidirectional,
+                    reverse: self.reverse,
                 };
                 $crate::recurrent::run_layers(
                     shape,
@@ -446,14 +555,30 @@ macro_rules! impl_recurrent_core {
             ///   (time-major when not `batch_first`) and every layer's final state.
             ///
             /// # Panics
-            /// On an input or a state of the wrong shape, naming the tensor, its shape and the
-            /// expected one.
+            /// On an input or a state of the wrong shape, naming the tensor, its shape (in the
+            /// caller's layout) and the expected one; [`try_forward`](Self::try_forward)
+            /// returns the error instead.
             pub fn forward(
                 &self,
                 inputs: Tensor<3>,
                 state: impl Into<Option<$crate::recurrent::RecurrentState>>,
             ) -> (Tensor<3>, $crate::recurrent::RecurrentState) {
                 <Self as $crate::recurrent::Recurrent>::forward(self, inputs, state)
+            }
+
+            /// [`forward`](Self::forward), with a tensor of the wrong shape returned as an
+            /// error naming it, the shape passed in the caller's layout and the shape that
+            /// fits: the same as [`Recurrent::try_forward`](crate::Recurrent::try_forward),
+            /// callable without importing the trait.
+            ///
+            /// # Errors
+            /// [`ShapeError`](crate::ShapeError) for an input or a state of the wrong shape.
+            pub fn try_forward(
+                &self,
+                inputs: Tensor<3>,
+                state: impl Into<Option<$crate::recurrent::RecurrentState>>,
+            ) -> Result<(Tensor<3>, $crate::recurrent::RecurrentState), $crate::recurrent::ShapeError> {
+                <Self as $crate::recurrent::Recurrent>::try_forward(self, inputs, state)
             }
 
             /// Runs a batch of sequences of different lengths, padded to the longest
@@ -510,6 +635,11 @@ pub(crate) trait RecurrentLayer {
     fn hidden_bias(&self) -> Option<Tensor<1>> {
         None
     }
+    /// The state's clamp after every step (the LSTM's cell, the others' hidden state), which
+    /// the fused operation does not have: a layer with one runs the composite path.
+    fn clip(&self) -> Option<f64> {
+        None
+    }
     /// The recurrence, for the fused scan.
     fn recurrence(&self) -> rnnlm_fused::CellKind;
     fn step_weights(&self) -> Self::StepWeights;
@@ -518,15 +648,17 @@ pub(crate) trait RecurrentLayer {
 }
 
 /// Describes a core to the engine, for shape checks and messages.
-pub(crate) struct CoreShape<'a> {
-    pub name: &'a str,
+pub(crate) struct CoreShape {
+    pub name: &'static str,
     pub input_size: usize,
     pub hidden_size: usize,
     pub has_cell: bool,
     pub bidirectional: bool,
+    /// A one-direction core that runs last step first.
+    pub reverse: bool,
 }
 
-impl CoreShape<'_> {
+impl CoreShape {
     fn directions(&self) -> usize {
         1 + usize::from(self.bidirectional)
     }
@@ -536,22 +668,22 @@ impl CoreShape<'_> {
 /// input and scans it (the reverse direction in reverse order), their outputs side by side
 /// feed the next layer, with dropout between layers.
 pub(crate) fn run_layers<L: RecurrentLayer>(
-    shape: CoreShape<'_>,
+    shape: CoreShape,
     layers: &[L],
     dropout: &Dropout,
     input: SequenceInput,
     lengths: Option<&[usize]>,
     state: Option<RecurrentState>,
-) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
+) -> Result<(Tensor<3>, RecurrentState), ForwardError> {
     let [steps, batch] = input.steps_and_batch();
-    check_input(&shape, &input);
+    check_input(&shape, &input)?;
     if let Some(lengths) = lengths {
         check_lengths(lengths, batch, steps)?;
     }
     let directions = shape.directions();
     let state = match state {
         Some(state) => {
-            check_state(&shape, layers.len(), batch, &state);
+            check_state(&shape, layers.len(), batch, &state)?;
             state
         }
         None => RecurrentState::zeros(
@@ -574,13 +706,14 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
             SequenceInput::OneHot(ids) => SequenceInput::OneHot(ids.select(1, sorted.ids(&sorted.order, &device))),
         };
         let state = sorted.layers_in(state, &sorted.order, &device);
-        let (outputs, state) = run_stack(layers, dropout, input, sorted.lengths.clone(), state, directions);
+        let (outputs, state) =
+            run_stack(layers, dropout, input, sorted.lengths.clone(), state, directions, shape.reverse);
         return Ok((
             sorted.steps_in(outputs, &sorted.inverse, &device),
             sorted.layers_in(state, &sorted.inverse, &device),
         ));
     }
-    Ok(run_stack(layers, dropout, input, lengths, state, directions))
+    Ok(run_stack(layers, dropout, input, lengths, state, directions, shape.reverse))
 }
 
 /// A batch's rows sorted by length, longest first (ties in row order), for the whole stack at
@@ -637,7 +770,7 @@ impl SortedRows {
 }
 
 /// The layers of [`run_layers`] on checked inputs; `lengths` empty when every row takes every
-/// step.
+/// step; `reverse` runs a one-direction stack last step first.
 fn run_stack<L: RecurrentLayer>(
     layers: &[L],
     dropout: &Dropout,
@@ -645,6 +778,7 @@ fn run_stack<L: RecurrentLayer>(
     lengths: Vec<usize>,
     state: RecurrentState,
     directions: usize,
+    reverse: bool,
 ) -> (Tensor<3>, RecurrentState) {
     let last = layers.len() / directions - 1;
     let mut layer_input = input;
@@ -653,7 +787,7 @@ fn run_stack<L: RecurrentLayer>(
         let mut outputs = Vec::with_capacity(directions);
         for (direction, layer) in both.iter().enumerate() {
             let order = rnnlm_fused::ScanOrder {
-                reverse: direction == 1,
+                reverse: direction == 1 || reverse,
                 lengths: lengths.clone(),
             };
             let entry = index * directions + direction;
@@ -693,19 +827,21 @@ fn run_layer<L: RecurrentLayer>(
         .input_bias()
         .unwrap_or_else(|| Tensor::zeros([width], &input_weight.device()));
     let (weight, hidden_bias) = (layer.hidden_weight(), layer.hidden_bias());
-    let fused = rnnlm_fused::try_layer(
-        recurrence,
-        rnnlm_fused::LayerTensors {
-            input,
-            input_weight: &input_weight,
-            input_bias: &bias,
-            h0: &state.h,
-            c0: state.c.as_ref(),
-            weight: &weight,
-            hidden_bias: hidden_bias.as_ref(),
-            order,
-        },
-    );
+    let tensors = rnnlm_fused::LayerTensors {
+        input,
+        input_weight: &input_weight,
+        input_bias: &bias,
+        h0: &state.h,
+        c0: state.c.as_ref(),
+        weight: &weight,
+        hidden_bias: hidden_bias.as_ref(),
+        order,
+    };
+    // The kernels have no clamp: a clipped layer keeps to the tensor operations.
+    let fused = match layer.clip() {
+        None => rnnlm_fused::try_layer(recurrence, tensors),
+        Some(_) => Err(tensors),
+    };
     match fused {
         Ok(out) => {
             // Every step's h, then every row's final h and (LSTM) final cell: views, no copies.
@@ -784,72 +920,128 @@ fn composite_scan<L: RecurrentLayer>(
     (Tensor::stack(outputs, 0), state)
 }
 
-fn check_input(shape: &CoreShape<'_>, input: &SequenceInput) {
-    let name = shape.name;
-    match input {
-        SequenceInput::Dense(x) => {
-            let dims = x.dims();
-            assert!(
-                dims[0] > 0 && dims[1] > 0 && dims[2] == shape.input_size,
-                "{name}: input has shape [steps, batch, input] = {dims:?}, expected [steps >= 1, batch >= 1, {}]",
-                shape.input_size
-            );
-        }
-        SequenceInput::OneHot(ids) => {
-            let dims = ids.dims();
-            assert!(
-                dims[0] > 0 && dims[1] > 0,
-                "{name}: token input has shape [steps, batch] = {dims:?}, expected [steps >= 1, batch >= 1]"
-            );
-            check_ids(ids, shape.input_size, &format!("{name}: token input"));
-        }
+/// A dense input `dims` against the core's `input_size`, in the caller's layout.
+pub(crate) fn check_dense(
+    core: &'static str,
+    input_size: usize,
+    dims: [usize; 3],
+    batch_first: bool,
+) -> Result<(), ShapeError> {
+    if dims[0] > 0 && dims[1] > 0 && dims[2] == input_size {
+        return Ok(());
     }
+    let (layout, expected) = if batch_first {
+        ("[batch, steps, input]", format!("[batch >= 1, steps >= 1, {input_size}]"))
+    } else {
+        ("[steps, batch, input]", format!("[steps >= 1, batch >= 1, {input_size}]"))
+    };
+    let why = if dims[2] != input_size {
+        format!(" (the core's input_size is {input_size})")
+    } else {
+        " (at least one step and one row)".to_owned()
+    };
+    Err(ShapeError {
+        core,
+        tensor: "input",
+        layout,
+        given: Some(dims.to_vec()),
+        expected: expected + &why,
+    })
 }
 
-fn check_state(shape: &CoreShape<'_>, entries: usize, batch: usize, state: &RecurrentState) {
+fn check_input(shape: &CoreShape, input: &SequenceInput) -> Result<(), ForwardError> {
+    let name = shape.name;
+    match input {
+        SequenceInput::Dense(x) => check_dense(name, shape.input_size, x.dims(), false)?,
+        SequenceInput::OneHot(ids) => {
+            let dims = ids.dims();
+            if dims[0] == 0 || dims[1] == 0 {
+                return Err(ShapeError {
+                    core: name,
+                    tensor: "token input",
+                    layout: "[steps, batch]",
+                    given: Some(dims.to_vec()),
+                    expected: "[steps >= 1, batch >= 1]".to_owned(),
+                }
+                .into());
+            }
+            if let Some(id) = id_out_of_range(ids, shape.input_size) {
+                return Err(ForwardError::TokenId { core: name, id, limit: shape.input_size });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_state(
+    shape: &CoreShape,
+    entries: usize,
+    batch: usize,
+    state: &RecurrentState,
+) -> Result<(), ShapeError> {
     let name = shape.name;
     let expected = [entries, batch, shape.hidden_size];
-    let names = if shape.bidirectional {
-        "[num_layers*2, batch, hidden] (a bidirectional core keeps both directions of every layer)"
+    let layout = if shape.bidirectional {
+        "[num_layers*2, batch, hidden]"
     } else {
         "[num_layers, batch, hidden]"
     };
-    let hidden = state.hidden.dims();
-    assert!(
-        hidden == expected,
-        "{name}: state.hidden has shape {hidden:?}, expected {names} = {expected:?}"
+    let why = format!(
+        "{expected:?} ({entries} {}, the input's batch of {batch}, hidden_size {})",
+        if shape.bidirectional { "layers and directions" } else { "layers" },
+        shape.hidden_size
     );
+    let error = |tensor, given: Option<Vec<usize>>, expected: String| ShapeError {
+        core: name,
+        tensor,
+        layout,
+        given,
+        expected,
+    };
+    let hidden = state.hidden.dims();
+    if hidden != expected {
+        return Err(error("state.hidden", Some(hidden.to_vec()), why));
+    }
     match (&state.cell, shape.has_cell) {
-        (Some(cell), true) => {
-            let cell = cell.dims();
-            assert!(
-                cell == expected,
-                "{name}: state.cell has shape {cell:?}, expected {names} = {expected:?}"
-            );
+        (Some(cell), true) if cell.dims() != expected => {
+            Err(error("state.cell", Some(cell.dims().to_vec()), why))
         }
-        (None, true) => panic!(
-            "{name}: state.cell is missing, expected a tensor of shape {expected:?} (use begin_state)"
-        ),
-        (Some(_), false) => {
-            panic!("{name}: state.cell is set, but this core has no memory cell (use begin_state)")
-        }
-        (None, false) => {}
+        (None, true) => Err(error(
+            "state.cell",
+            None,
+            format!("a tensor of shape {why}: an LSTM state has a memory cell (use begin_state)"),
+        )),
+        (Some(cell), false) => Err(error(
+            "state.cell",
+            Some(cell.dims().to_vec()),
+            "None: this core has no memory cell (use begin_state)".to_owned(),
+        )),
+        _ => Ok(()),
     }
 }
 
-/// Panics unless every id lies in `0..limit`, naming `what` and the offending id. Costs one
+/// The first id outside `0..limit` (the lowest if negative, else the highest), if any. Costs one
 /// small reduction and a device sync, which is what it takes to report the id instead of an
 /// out-of-bounds failure deep inside a backend.
-pub(crate) fn check_ids<const D: usize>(ids: &Tensor<D, Int>, limit: usize, what: &str) {
+fn id_out_of_range<const D: usize>(ids: &Tensor<D, Int>, limit: usize) -> Option<i64> {
     let bounds = Tensor::cat(vec![ids.clone().min(), ids.clone().max()], 0)
         .into_data()
         .convert::<i64>()
         .try_to_vec::<i64>()
         .expect("token bounds are integers");
     let (lowest, highest) = (bounds[0], bounds[1]);
-    assert!(
-        lowest >= 0 && highest < limit as i64,
-        "{what} holds token id {}, expected ids in 0..{limit} (the vocabulary size)",
-        if lowest < 0 { lowest } else { highest }
-    );
+    if lowest < 0 {
+        Some(lowest)
+    } else if highest >= limit as i64 {
+        Some(highest)
+    } else {
+        None
+    }
+}
+
+/// Panics unless every id lies in `0..limit`, naming `what` and the offending id.
+pub(crate) fn check_ids<const D: usize>(ids: &Tensor<D, Int>, limit: usize, what: &str) {
+    if let Some(id) = id_out_of_range(ids, limit) {
+        panic!("{what} holds token id {id}, expected ids in 0..{limit} (the vocabulary size)");
+    }
 }

@@ -4,7 +4,9 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 
-use crate::config::{Activation, ConfigError, WeightInit, layer_inputs, validate_core};
+use crate::config::{
+    Activation, ConfigError, WeightInit, layer_inputs, validate_core, validate_options,
+};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`RnnScratch`].
@@ -37,6 +39,19 @@ pub struct RnnScratchConfig {
     /// `num_layers·2` layers, forward before reverse in each layer.
     #[config(default = false)]
     pub bidirectional: bool,
+    /// Whether the layers have a bias `b_h` (burn-nn's `bias`). Without it the layer is
+    /// `φ(X W_xh + H W_hh)`, and no bias parameter exists.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Whether a one-direction core runs over the sequence last step first (burn-nn's
+    /// `reverse`): output `t` is then the state after reading steps `t..steps`, and the final
+    /// state the one after step 0. Not with `bidirectional`.
+    #[config(default = false)]
+    pub reverse: bool,
+    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's RNN `clip`). A
+    /// clipped core runs the per-step tensor operations, not the fused operation.
+    #[config(default = "None")]
+    pub clip: Option<f64>,
 }
 
 impl RnnScratchConfig {
@@ -49,6 +64,7 @@ impl RnnScratchConfig {
             self.num_layers,
             self.dropout,
         )?;
+        validate_options(self.reverse, self.bidirectional, self.clip)?;
         self.init.validate("init")
     }
 
@@ -73,8 +89,9 @@ impl RnnScratchConfig {
                 RnnScratchLayer {
                     w_xh: Param::from_tensor(self.init.weight([input, h], h, device)),
                     w_hh: Param::from_tensor(self.init.weight([h, h], h, device)),
-                    b_h: Param::from_tensor(self.init.bias(h, h, device)),
+                    b_h: self.bias.then(|| Param::from_tensor(self.init.bias(h, h, device))),
                     activation: self.activation,
+                    clip: self.clip,
                 }
             })
             .collect();
@@ -85,6 +102,7 @@ impl RnnScratchConfig {
             hidden_size: h,
             batch_first: self.batch_first,
             bidirectional: self.bidirectional,
+            reverse: self.reverse,
         })
     }
 }
@@ -96,15 +114,18 @@ pub struct RnnScratchLayer {
     pub w_xh: Param<Tensor<2>>,
     /// Recurrent weight `W_hh`: `[hidden, hidden]`.
     pub w_hh: Param<Tensor<2>>,
-    /// Bias `b_h`: `[hidden]`.
-    pub b_h: Param<Tensor<1>>,
+    /// Bias `b_h`: `[hidden]`; `None` for a core built with `bias = false`.
+    pub b_h: Option<Param<Tensor<1>>>,
     /// Hidden non-linearity φ.
     #[module(skip)]
     pub activation: Activation,
+    /// The hidden state's clamp, `[-clip, clip]` after every step (see the config's `clip`).
+    #[module(skip)]
+    pub clip: Option<f64>,
 }
 
 /// The vanilla RNN: per layer `H_t = φ(X_t W_xh + H_{t-1} W_hh + b_h)` with φ = tanh (or ReLU),
-/// layers stacked as in d2l's deep RNN.
+/// layers stacked as in d2l's deep RNN (clamped to `[-clip, clip]` with `clip`).
 ///
 /// Implements [`Recurrent`](crate::Recurrent): inputs `[batch, steps, input]`, outputs `[batch, steps, hidden]`,
 /// state `[num_layers, batch, hidden]`.
@@ -124,17 +145,19 @@ pub struct RnnScratch {
     /// Whether every layer runs in both directions (see the config's `bidirectional`); then
     /// `layers` holds two entries per layer, forward then reverse, as PyTorch numbers them.
     pub bidirectional: bool,
+    /// Whether the (one-direction) core runs last step first (see the config's `reverse`).
+    pub reverse: bool,
 }
 
 impl RecurrentLayer for RnnScratchLayer {
-    type StepWeights = (Tensor<2>, Activation);
+    type StepWeights = (Tensor<2>, Activation, Option<f64>);
 
     fn input_weight(&self) -> Tensor<2> {
         self.w_xh.val()
     }
 
     fn input_bias(&self) -> Option<Tensor<1>> {
-        Some(self.b_h.val())
+        self.b_h.as_ref().map(Param::val)
     }
 
     fn hidden_weight(&self) -> Tensor<2> {
@@ -148,17 +171,25 @@ impl RecurrentLayer for RnnScratchLayer {
         })
     }
 
+    fn clip(&self) -> Option<f64> {
+        self.clip
+    }
+
     fn step_weights(&self) -> Self::StepWeights {
-        (self.w_hh.val(), self.activation)
+        (self.w_hh.val(), self.activation, self.clip)
     }
 
     fn step(
-        (w_hh, activation): &Self::StepWeights,
+        (w_hh, activation, clip): &Self::StepWeights,
         projected: Tensor<2>,
         state: LayerState,
     ) -> LayerState {
+        let h = activation.apply(projected + state.h.matmul(w_hh.clone()));
         LayerState {
-            h: activation.apply(projected + state.h.matmul(w_hh.clone())),
+            h: match *clip {
+                Some(clip) => h.clamp(-clip, clip),
+                None => h,
+            },
             c: None,
         }
     }

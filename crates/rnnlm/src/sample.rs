@@ -259,7 +259,7 @@ pub fn generate(
     if len == 0 {
         return vec![Vec::new(); prefixes.len()];
     }
-    if rnnlm_fused::is_active(device) {
+    if rnnlm_fused::is_active(device) && crate::decoder::runs(model) {
         return generate_on_host(model, prefixes, len, decoding, on_step);
     }
     let (state, logits) = warm_up(model, prefixes, device);
