@@ -2,6 +2,7 @@
 
 mod bidirectional;
 mod burn_nn;
+mod burn_nn_record;
 mod burn_nn_switch;
 mod cells;
 mod config;

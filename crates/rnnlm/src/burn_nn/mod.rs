@@ -15,6 +15,10 @@
 //! loaded with `load_record` does), so a core on an autodiff device trains on from the loaded
 //! weights whatever device, autodiff or not, the burn-nn layers live on.
 
+mod record;
+
+pub use record::{RecordError, StackKeys, apply_record, load_record};
+
 use burn::module::{Param, ParamId};
 use burn::nn::{self, GateController};
 use burn::prelude::*;
