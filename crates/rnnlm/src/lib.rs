@@ -134,7 +134,7 @@
 //! | | burn-nn 0.22 | PyTorch | rnnlm |
 //! |---|---|---|---|
 //! | layer | `Lstm` / `Gru` / `Rnn`, one layer each | `nn.LSTM` / `nn.GRU` / `nn.RNN(nonlinearity=..)`, `num_layers` | [`DeepLstm`] / [`Gru`] / [`RnnScratch`] (tanh or ReLU), `num_layers` |
-//! | config | `LstmConfig::new(d_input, d_hidden, bias)` | `nn.LSTM(input_size, hidden_size)` | `DeepLstmConfig::new(input_size, hidden_size)` (biases always on) |
+//! | config | `LstmConfig::new(d_input, d_hidden, bias)` | `nn.LSTM(input_size, hidden_size)` | `DeepLstmConfig::new(input_size, hidden_size)` (`with_bias(false)` for `bias = false`), or `DeepLstmConfig::from_burn_nn(&[LstmConfig])` |
 //! | layout | `batch_first` (default `true`) | `batch_first` (default `False`) | `batch_first` (default `true`) |
 //! | call | `forward(x, None)` | `lstm(x)` / `lstm(x, (h0, c0))` | `forward(x, None)` / `forward(x, state)` |
 //! | returns | `(outputs, LstmState { cell, hidden })`, state `[batch, hidden]` | `(output, (h_n, c_n))`, `[num_layers, batch, hidden]` | `(outputs, RecurrentState { hidden, cell })`, `[num_layers, batch, hidden]`; `last_hidden()` / `last_cell()` give `[batch, hidden]` |
@@ -163,25 +163,82 @@
 //! assert_eq!(state.hidden.dims(), [1, 4, 16]); // every layer: [num_layers, batch, hidden]
 //! ```
 //!
-//! A model trained with burn-nn's layers keeps its weights: build the core with the same sizes
-//! and call [`DeepLstm::load_burn_nn`] with the stack of `Lstm`s, one per layer
-//! ([`Gru::load_burn_nn`] takes either `reset_after`, [`RnnScratch::load_burn_nn`] tanh or
-//! ReLU). The gates are concatenated in the core's order; a layer that does not fit (sizes, no
-//! bias, a coupled input-forget gate, a clip, another activation) is an error naming it.
-//! PyTorch's weights go through the `rnnlm-import` crate.
+//! ### Switching a trained burn-nn model
+//!
+//! A model on burn-nn's layers, before (two stacked `Lstm`s and a `Gru`, as Burn users write
+//! them) and after, line by line; only the marked lines change, the rest of the model (the
+//! embedding, the head, the loss, the optimizer) stays:
+//!
+//! ```text
+//! // before (burn-nn)                                  // after (rnnlm)
+//! struct Model {                                      struct Model {
+//!     embedding: Embedding,                               embedding: Embedding,
+//!     lstm: Vec<nn::Lstm>,                     // *       lstm: DeepLstm,
+//!     gru: nn::Gru,                            // *       gru: rnnlm::Gru,
+//!     head: Linear,                                       head: Linear,
+//! }                                                   }
+//! // forward                                          // forward
+//! let mut x = self.embedding.forward(ids);            let x = self.embedding.forward(ids);
+//! for lstm in &self.lstm {                     // *   let (x, _) = self.lstm.forward(x, None);
+//!     x = lstm.forward(x, None).0;             // *
+//! }                                            // *
+//! let x = self.gru.forward(x, None);           // *   let (x, _) = self.gru.forward(x, None);
+//! self.head.forward(x)                                self.head.forward(x)
+//! ```
+//!
+//! The configs come from burn-nn's, so sizes and options cannot drift; the trained weights
+//! come from the burn-nn layers, on whatever device they live (autodiff included: the core's
+//! parameters keep their own tracking and train on), or from the burn-nn model's saved record
+//! ([`burn_nn::load_record`], which maps the keys and packs the gates). In the repository,
+//! `examples/burn-nn-migration` does all of it and trains on.
 //!
 //! ```
-//! use burn::nn::LstmConfig;
+//! use burn::nn::{self, LstmConfig};
 //! use burn::prelude::*;
-//! use rnnlm::DeepLstmConfig;
+//! use rnnlm::{DeepLstmConfig, GruConfig};
 //!
-//! let device = Device::flex();
-//! let stack = vec![LstmConfig::new(8, 16, true).init(&device), LstmConfig::new(16, 16, true).init(&device)];
-//! let lstm = DeepLstmConfig::new(8, 16).with_num_layers(2).init(&device).load_burn_nn(&stack)?;
-//! let (outputs, _) = lstm.forward(Tensor::<3>::zeros([4, 10, 8], &device), None);
-//! assert_eq!(outputs.dims(), [4, 10, 16]);
+//! let device = Device::flex().autodiff(); // trained weights live on an autodiff device
+//! let lstm_configs = [LstmConfig::new(8, 16, true), LstmConfig::new(16, 16, true)];
+//! let gru_config = nn::GruConfig::new(16, 16, true);
+//! let stack: Vec<nn::Lstm> = lstm_configs.iter().map(|c| c.init(&device)).collect();
+//! let gru = gru_config.init(&device);
+//! // ... trained with burn-nn, then:
+//! let lstm = DeepLstmConfig::from_burn_nn(&lstm_configs)?.init(&device).load_burn_nn(&stack)?;
+//! let gru = GruConfig::from_burn_nn(&[gru_config])?.init(&device).load_burn_nn(&[gru])?;
+//! let (x, _) = lstm.forward(Tensor::<3>::zeros([4, 10, 8], &device), None);
+//! let (x, _) = gru.forward(x, None);
+//! assert_eq!(x.dims(), [4, 10, 16]);
+//! // And back, if ever needed: the same layers as burn-nn modules.
+//! let again: Vec<nn::Lstm> = lstm.to_burn_nn()?;
+//! assert_eq!(again.len(), 2);
 //! # Ok::<(), rnnlm::ConfigError>(())
 //! ```
+//!
+//! `BiLstm`, `BiGru` and `BiRnn` stacks load the same way into a core built with
+//! `bidirectional = true` (`from_burn_nn(&[nn::BiLstmConfig])` sets it). Every option of
+//! burn-nn's recurrent layers either runs or is refused by name, at load and in
+//! `from_burn_nn`:
+//!
+//! | burn-nn | rnnlm | notes |
+//! |---|---|---|
+//! | `d_input`, `d_hidden` | `input_size`, `hidden_size` | one core for the whole stack: every layer has the same `hidden_size` |
+//! | `bias` | `bias` (every core) | without it no bias parameter exists |
+//! | `batch_first` | `batch_first` | checked at load: a time-major layer into a batch-first core is an error naming the field |
+//! | `reverse` (`Lstm`, `Rnn`) | `reverse` (one-direction cores) | fused, as the reverse direction of a bidirectional core |
+//! | `clip` (LSTM: the cell; GRU, RNN: the hidden state) | `clip` | clamped after every step, as burn-nn does; such a core runs the per-step tensor operations, not the fused loop |
+//! | `input_forget` (LSTM) | `input_forget` | three gate blocks `i g o`; fused, as `[i, -i, g, o]` (`σ(-x) = 1 - σ(x)`) |
+//! | `reset_after` (GRU) | `formula`: `GruFormula::PyTorch` (true), `GruFormula::D2l` (false) | d2l's formula keeps one bias per gate: burn-nn's two, summed |
+//! | the `Rnn`'s two biases | `b_h` | summed (they only ever appear as their sum) |
+//! | `gate_activation` sigmoid, `cell_activation` and `hidden_activation` tanh | the cells' own | anything else is refused, naming the field and what runs |
+//! | RNN `hidden_activation` tanh or ReLU | `activation` | others are refused |
+//! | `initializer` | `init` | not carried over: the weights are loaded, or drawn by rnnlm's rules |
+//! | `BiLstm` / `BiGru` / `BiRnn` | `bidirectional = true` | state `[num_layers·2, batch, hidden]`, forward then reverse per layer |
+//! | a state `[batch, hidden]` per layer | [`RecurrentState`] `[num_layers·directions, batch, hidden]` | `last_hidden()` is the top layer's, burn-nn's `state.hidden` |
+//!
+//! Outputs, states and gradients agree with burn-nn's to float rounding, and so do optimizer
+//! steps, except where rnnlm keeps one bias for burn-nn's two (the RNN, d2l's GRU): there the
+//! bias moves as one parameter. Shape mistakes name the shape passed, in your layout
+//! ([`DeepLstm::try_forward`] returns them as a [`ShapeError`] instead of panicking).
 //!
 //! PyTorch's time-major default, and a state carried in:
 //!

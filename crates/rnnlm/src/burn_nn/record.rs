@@ -171,8 +171,21 @@ pub fn apply_record<M: Module>(
     for stack in stacks {
         mapped.extend(map_stack(&mut source, stack, &target)?);
     }
-    // What no stack took passes through under its own name.
-    mapped.extend(source.tensors.into_values());
+    // What no stack took passes through under its own name, read into memory now: a store's
+    // tensors may read their file lazily, and the model must not depend on the file staying.
+    for (name, tensor) in source.tensors {
+        let param_id = tensor.param_id;
+        let data = bridge::into_data(tensor).map_err(|e| RecordError::Read {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
+        let owned = TensorData::from_bytes_vec(
+            data.as_bytes().to_vec(),
+            data.shape().clone(),
+            data.dtype(),
+        );
+        mapped.push(bridge::from_data(owned, name, param_id));
+    }
     let result = model.apply(mapped, None, None, false);
     if result.missing.is_empty() && result.unused.is_empty() && result.errors.is_empty() {
         return Ok(model);
