@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use burn::module::ParamId;
 use burn::prelude::*;
-use rnnlm::fused::{CellKind as ScanCell, LayerInput, LayerTensors, Mode, with_mode};
+use rnnlm::fused::{CellKind as ScanCell, Clip, LayerInput, LayerTensors, Mode, with_mode};
 use rnnlm::{
     Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentCore, RecurrentState,
     RnnScratchConfig, SequenceInput, WeightInit,
@@ -427,7 +427,9 @@ fn the_operations_gradients_match_finite_differences() {
     for cell in [
         ScanCell::Rnn(rnnlm::fused::Activation::Tanh),
         ScanCell::Rnn(rnnlm::fused::Activation::Relu),
-        ScanCell::Lstm,
+        ScanCell::Lstm(Clip::NONE),
+        // burn-nn's cell clip, which the operation's layers reach: both sides of the clamp.
+        ScanCell::Lstm(Clip::new(0.3).unwrap()),
         ScanCell::Gru,
         ScanCell::GruD2l,
     ] {
@@ -451,9 +453,12 @@ fn the_operations_gradients_match_finite_differences() {
                 // Central differences in f64 of the f32 loss, on a spread of entries.
                 let base = case.tensors(&dev);
                 let len = analytic.len();
-                // Some ReLU pre-activation lies within a step of 1e-3 of its kink here: a step
-                // of 1e-4 stays on one side (and the f32 loss still resolves it to 2e-3).
-                let eps = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu)) { 1e-4f32 } else { 1e-2 };
+                // Some ReLU pre-activation (and some clamped cell) lies within a step of 1e-3 of
+                // its kink here: a step of 1e-4 stays on one side (and the f32 loss still
+                // resolves it to 2e-3).
+                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu))
+                    || cell != ScanCell::Lstm(Clip::NONE) && matches!(cell, ScanCell::Lstm(_));
+                let eps = if kinked { 1e-4f32 } else { 1e-2 };
                 for entry in (0..len).step_by(len.div_ceil(7).max(1)) {
                     let at = |delta: f32| {
                         let mut shifted = base.clone();
@@ -481,7 +486,7 @@ fn the_operations_gradients_match_finite_differences() {
 #[should_panic(expected = "rnnlm_fused::try_layer: weight has shape [5, 16], expected [hidden, gates·hidden] = [5, 20]")]
 fn a_weight_of_the_wrong_shape_is_named() {
     let dev = device();
-    let case = LayerCase::dense(ScanCell::Lstm, false);
+    let case = LayerCase::dense(ScanCell::Lstm(Clip::NONE), false);
     let mut inputs = case.tensors(&dev);
     inputs[5] = Some(Tensor::zeros([5, 16], &dev));
     case.loss(&inputs);
@@ -491,7 +496,7 @@ fn a_weight_of_the_wrong_shape_is_named() {
 #[should_panic(expected = "rnnlm_fused::try_layer: input_weight has shape [4, 20], expected [features, gates·hidden] = [3, 20]")]
 fn an_input_weight_of_the_wrong_shape_is_named() {
     let dev = device();
-    let case = LayerCase::dense(ScanCell::Lstm, false);
+    let case = LayerCase::dense(ScanCell::Lstm(Clip::NONE), false);
     let mut inputs = case.tensors(&dev);
     inputs[1] = Some(Tensor::zeros([4, 20], &dev));
     case.loss(&inputs);
@@ -501,7 +506,7 @@ fn an_input_weight_of_the_wrong_shape_is_named() {
 #[should_panic(expected = "rnnlm_fused::try_layer: the LSTM needs c0 [batch, hidden]")]
 fn an_lstm_without_a_cell_is_named() {
     let dev = device();
-    let case = LayerCase::dense(ScanCell::Lstm, false);
+    let case = LayerCase::dense(ScanCell::Lstm(Clip::NONE), false);
     let mut inputs = case.tensors(&dev);
     inputs[4] = None;
     case.loss(&inputs);

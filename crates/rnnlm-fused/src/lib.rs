@@ -19,7 +19,7 @@
 //! ```
 //! # #[cfg(feature = "flex")] {
 //! use burn::prelude::*;
-//! use rnnlm_fused::{CellKind, LayerInput, LayerTensors};
+//! use rnnlm_fused::{CellKind, Clip, LayerInput, LayerTensors};
 //!
 //! let device = Device::flex();
 //! assert!(rnnlm_fused::is_active(&device));
@@ -40,7 +40,7 @@
 //!     hidden_bias: None,
 //!     order: Default::default(), // forwards, every row whole
 //! };
-//! let out = rnnlm_fused::try_layer(CellKind::Lstm, inputs).expect("flex runs the fused layer");
+//! let out = rnnlm_fused::try_layer(CellKind::Lstm(Clip::NONE), inputs).expect("flex runs the fused layer");
 //! assert_eq!(out.dims(), [steps + 2, batch, hidden]); // every h, the final h, the final cell
 //! # }
 //! ```
@@ -75,7 +75,7 @@ pub use alloc::{
 /// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
 pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
 pub use op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
-pub use rnnlm_kernels::{Activation, CellKind};
+pub use rnnlm_kernels::{Activation, CellKind, Clip};
 
 /// Whether the fused operation runs where it can, or the composite tensor operations run
 /// everywhere (for tests that compare the two, and for debugging).

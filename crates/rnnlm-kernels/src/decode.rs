@@ -821,7 +821,7 @@ mod tests {
 
     #[test]
     fn warm_up_runs_every_prefix_alone() {
-        let weights = stack(CellKind::Lstm, 16, 2, None);
+        let weights = stack(CellKind::Lstm(crate::cell::Clip::NONE), 16, 2, None);
         let decoder = Decoder::new(&weights);
         let prefixes = vec![vec![1, 2, 3], vec![4], vec![12, 0, 5, 5, 9]];
         let (state, logits) = decoder.warm_up(&prefixes);

@@ -55,7 +55,7 @@ mod test_support;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use cell::{Activation, Cell, CellKind};
+pub use cell::{Activation, Cell, CellKind, Clip};
 pub use math::Isa;
 
 /// Thread count set by [`set_threads`]; 0: not set.

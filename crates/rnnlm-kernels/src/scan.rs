@@ -1023,6 +1023,26 @@ mod tests {
     }
 
 
+    /// The clipped LSTM of [`KINDS`] clamps some of its tests' cells and not others: its
+    /// finite-difference and thread tests pass through both branches of the clamp.
+    #[test]
+    fn the_clipped_lstm_holds_its_cells_on_the_bound() {
+        let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
+        let (plain, clipped) = (CellKind::Lstm(crate::cell::Clip::NONE), KINDS[3]);
+        let bound = match clipped {
+            CellKind::Lstm(clip) => clip.bound(),
+            other => panic!("KINDS[3] is the clipped LSTM, not {other:?}"),
+        };
+        let cells = |kind| {
+            let out = Case::new(kind, shape, 21).forward(true, Plan::default());
+            out.extra
+        };
+        let (free, held) = (cells(plain), cells(clipped));
+        assert!(free.iter().any(|c| c.abs() > bound), "the unclipped cells exceed {bound}");
+        assert!(held.iter().all(|c| c.abs() <= bound), "clipped cells within {bound}");
+        assert!(held.iter().any(|c| c.abs() == bound) && held.iter().any(|c| c.abs() < bound));
+    }
+
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let shape = ScanShape { steps: 5, batch: 7, hidden: 70 };
@@ -1310,7 +1330,7 @@ mod tests {
     #[should_panic(expected = "row 2 has length 0, expected 1..=4")]
     fn a_zero_length_is_refused_naming_the_row() {
         let shape = ScanShape { steps: 4, batch: 3, hidden: 2 };
-        let case = Case { lengths: vec![4, 1, 0], ..Case::new(CellKind::Lstm, shape, 1) };
+        let case = Case { lengths: vec![4, 1, 0], ..Case::new(CellKind::Lstm(crate::cell::Clip::NONE), shape, 1) };
         case.forward(false, Plan::default());
     }
 }

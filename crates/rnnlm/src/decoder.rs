@@ -35,12 +35,12 @@ fn layers<L: RecurrentLayer>(layers: &[L]) -> (rnnlm_kernels::CellKind, Vec<Laye
     (layers[0].recurrence(), weights)
 }
 
-/// Whether the host loop computes what the model's core does: not for a clipped core (the
-/// kernels have no clamp) nor a reversed or bidirectional one (whose steps do not run first to
-/// last), which generate through the tensor operations.
+/// Whether the host loop computes what the model's core does: not for a layer the kernels do
+/// not run (a GRU or RNN with a clip), nor a reversed or bidirectional core (whose steps do
+/// not run first to last), which generate through the tensor operations.
 pub(crate) fn runs(model: &RnnLm) -> bool {
     fn unclipped<L: RecurrentLayer>(layers: &[L]) -> bool {
-        layers.iter().all(|layer| layer.clip().is_none())
+        layers.iter().all(|layer| !layer.composite_only())
     }
     let core = &model.core;
     let layers_run = match core {

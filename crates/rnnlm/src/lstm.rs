@@ -45,8 +45,8 @@ pub struct DeepLstmConfig {
     /// state the one after step 0. Not with `bidirectional`.
     #[config(default = false)]
     pub reverse: bool,
-    /// Clamps the memory cell `c` to `[-clip, clip]` after every step (burn-nn's LSTM `clip`).
-    /// A clipped core runs the per-step tensor operations, not the fused operation.
+    /// Clamps the memory cell `c` to `[-clip, clip]` after every step (burn-nn's LSTM `clip`),
+    /// in the fused operation as in the per-step tensor operations.
     #[config(default = "None")]
     pub clip: Option<f64>,
     /// Couples the input and forget gates, `f = 1 - i` (burn-nn's `input_forget`): the layers
@@ -211,11 +211,14 @@ impl RecurrentLayer for LstmLayer {
     }
 
     fn recurrence(&self) -> rnnlm_fused::CellKind {
-        rnnlm_fused::CellKind::Lstm
+        let clip = self.clip.and_then(|bound| rnnlm_fused::Clip::new(bound as f32));
+        rnnlm_fused::CellKind::Lstm(clip.unwrap_or(rnnlm_fused::Clip::NONE))
     }
 
-    fn clip(&self) -> Option<f64> {
-        self.clip
+    fn composite_only(&self) -> bool {
+        // A bound the kernels cannot hold (set on the field, past the config's check): the
+        // tensor operations apply it as given.
+        self.clip.is_some_and(|bound| rnnlm_fused::Clip::new(bound as f32).is_none())
     }
 
     fn step_weights(&self) -> Self::StepWeights {

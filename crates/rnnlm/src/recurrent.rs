@@ -635,10 +635,10 @@ pub(crate) trait RecurrentLayer {
     fn hidden_bias(&self) -> Option<Tensor<1>> {
         None
     }
-    /// The state's clamp after every step (the LSTM's cell, the others' hidden state), which
-    /// the fused operation does not have: a layer with one runs the composite path.
-    fn clip(&self) -> Option<f64> {
-        None
+    /// Whether the layer has what the fused operation does not (the GRU's and the RNN's clamp
+    /// of the hidden state): it then runs the composite path.
+    fn composite_only(&self) -> bool {
+        false
     }
     /// The recurrence, for the fused scan.
     fn recurrence(&self) -> rnnlm_fused::CellKind;
@@ -837,10 +837,10 @@ fn run_layer<L: RecurrentLayer>(
         hidden_bias: hidden_bias.as_ref(),
         order,
     };
-    // The kernels have no clamp: a clipped layer keeps to the tensor operations.
-    let fused = match layer.clip() {
-        None => rnnlm_fused::try_layer(recurrence, tensors),
-        Some(_) => Err(tensors),
+    let fused = if layer.composite_only() {
+        Err(tensors)
+    } else {
+        rnnlm_fused::try_layer(recurrence, tensors)
     };
     match fused {
         Ok(out) => {

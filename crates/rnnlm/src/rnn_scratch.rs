@@ -171,8 +171,9 @@ impl RecurrentLayer for RnnScratchLayer {
         })
     }
 
-    fn clip(&self) -> Option<f64> {
-        self.clip
+    fn composite_only(&self) -> bool {
+        // The kernels clamp the LSTM's cell only.
+        self.clip.is_some()
     }
 
     fn step_weights(&self) -> Self::StepWeights {

@@ -2,9 +2,13 @@
 //! projection with both biases) and σ the sigmoid:
 //!
 //! ```text
-//! c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
+//! c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)    clamped to [-clip, clip] (burn-nn's cell clip)
 //! h_t = σ(o) ⊙ tanh(c_t)
 //! ```
+//!
+//! Without a clip the bound is infinite: the clamp changes nothing, and the backward row's
+//! test `|c_t| < clip` always passes (a clamped entry of the tape sits on the bound, so the
+//! test tells it from one that was not: the clamp's gradient is zero there).
 //!
 //! Tape: the gate activations `σ(i) σ(f) tanh(g) σ(o)` and `c_t` (the extra block); the backward
 //! step also reads `c_{t-1}`, the previous step's extra block.
@@ -13,9 +17,12 @@ use super::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch, blocks, blo
 use crate::gemm::gemm;
 use crate::math::{Isa, madd, sigmoid, tanh};
 
-/// The LSTM cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lstm;
+/// The LSTM cell, with the bound of its memory cell (`f32::INFINITY`: none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lstm {
+    /// `c_t` is clamped to `[-clip, clip]`.
+    pub clip: f32,
+}
 
 impl Cell for Lstm {
     const GATES: usize = 4;
@@ -43,7 +50,7 @@ impl Cell for Lstm {
             .take(rows)
         {
             let [i, f, g, o] = blocks_mut::<4>(gates, n);
-            forward_row::<FMA>(i, f, g, o, c, cells, h);
+            forward_row::<FMA>(i, f, g, o, c, cells, h, self.clip);
         }
     }
 
@@ -71,7 +78,7 @@ impl Cell for Lstm {
         {
             let [i, f, g, o] = blocks::<4>(gates, n);
             let [di, df, dg, d_o] = blocks_mut::<4>(dp, n);
-            backward_row::<FMA>(i, f, g, o, c, c_prev, dh, dc, di, df, dg, d_o);
+            backward_row::<FMA>(i, f, g, o, c, c_prev, dh, dc, di, df, dg, d_o, self.clip);
         }
         if let Some(dh_prev) = step.dh_prev {
             dh_prev.fill(0.0);
@@ -84,14 +91,16 @@ impl Cell for Lstm {
 // not overlap and vectorises the loop (inlined into one loop over parts of one buffer, it would
 // have to check at run time, and gives up beyond a few pointers).
 
-/// Gate pre-activations in, activations out (in place); `c` from `c_{t-1}` to `c_t`, copied
-/// into `cells` (the tape); `h = o ⊙ tanh(c)`.
+/// Gate pre-activations in, activations out (in place); `c` from `c_{t-1}` to `c_t` (clamped to
+/// `[-clip, clip]`), copied into `cells` (the tape); `h = o ⊙ tanh(c)`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_row<const FMA: bool>(
     i: &mut [f32], f: &mut [f32], g: &mut [f32], o: &mut [f32],
     c: &mut [f32],
     cells: &mut [f32],
     h: &mut [f32],
+    clip: f32,
 ) {
     let n = h.len();
     let (i, f, g, o, c, cells) = (
@@ -105,7 +114,8 @@ pub(crate) fn forward_row<const FMA: bool>(
     for j in 0..n {
         let (ig, fg) = (sigmoid::<FMA>(i[j]), sigmoid::<FMA>(f[j]));
         let (gg, og) = (tanh::<FMA>(g[j]), sigmoid::<FMA>(o[j]));
-        let cj = madd::<FMA>(fg, c[j], ig * gg);
+        // max/min, not clamp: no panic path, and the loop stays vectorised.
+        let cj = madd::<FMA>(fg, c[j], ig * gg).max(-clip).min(clip);
         (i[j], f[j], g[j], o[j]) = (ig, fg, gg, og);
         c[j] = cj;
         cells[j] = cj;
@@ -114,8 +124,10 @@ pub(crate) fn forward_row<const FMA: bool>(
 }
 
 /// From the activations `i f g o`, `c_t`, `c_{t-1}` and `dh`: the pre-activation gradients,
-/// and `dc` from the gradient of `c_t` to that of `c_{t-1}` (in place).
+/// and `dc` from the gradient of `c_t` to that of `c_{t-1}` (in place). Where the clamp held
+/// `c_t` on its bound, nothing before it gets a gradient through `c_t`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_row<const FMA: bool>(
     i: &[f32], f: &[f32], g: &[f32], o: &[f32],
     c: &[f32],
@@ -123,6 +135,7 @@ pub(crate) fn backward_row<const FMA: bool>(
     dh: &[f32],
     dc: &mut [f32],
     di: &mut [f32], df: &mut [f32], dg: &mut [f32], d_o: &mut [f32],
+    clip: f32,
 ) {
     let n = dh.len();
     let (i, f, g, o, c, c_prev, dc) = (
@@ -138,6 +151,7 @@ pub(crate) fn backward_row<const FMA: bool>(
     for j in 0..n {
         let tc = tanh::<FMA>(c[j]);
         let dcj = madd::<FMA>(dh[j] * o[j], 1.0 - tc * tc, dc[j]);
+        let dcj = if c[j].abs() < clip { dcj } else { 0.0 };
         dc[j] = dcj * f[j];
         di[j] = dcj * g[j] * i[j] * (1.0 - i[j]);
         df[j] = dcj * c_prev[j] * f[j] * (1.0 - f[j]);
@@ -175,6 +189,7 @@ mod tests {
             &mut c,
             &mut cells,
             &mut h,
+            f32::INFINITY,
         );
         let (ce, he) = unit(p.map(f64::from), c_prev as f64);
         assert!((c[0] as f64 - ce).abs() < 1e-6 && (cells[0] as f64 - ce).abs() < 1e-6);
@@ -211,6 +226,7 @@ mod tests {
             std::slice::from_mut(df),
             std::slice::from_mut(dg),
             std::slice::from_mut(d_o),
+            f32::INFINITY,
         );
         let eps = 1e-6;
         for k in 0..4 {
@@ -222,5 +238,78 @@ mod tests {
         }
         let numeric = (loss(p, c_prev + eps) - loss(p, c_prev - eps)) / (2.0 * eps);
         assert!((dc[0] as f64 - numeric).abs() < 1e-5, "dc_prev {} vs {numeric}", dc[0]);
+    }
+
+    /// `c_t`, `h_t` of one unit in f64 with the cell clamped to `[-clip, clip]`.
+    fn clipped_unit(p: [f64; 4], c_prev: f64, clip: f64) -> (f64, f64) {
+        let c = (sig(p[1]) * c_prev + sig(p[0]) * p[2].tanh()).clamp(-clip, clip);
+        (c, sig(p[3]) * c.tanh())
+    }
+
+    /// One unit forwards and backwards with a clip, as the rows compute it.
+    fn clipped_rows(p: [f64; 4], c_prev: f64, clip: f32, dh: f32, dc_in: f32) -> (f32, f32, [f32; 4], f32) {
+        let mut gates = p.map(|x| x as f32);
+        let (mut c, mut cells, mut h) = ([c_prev as f32], [0.0f32], [0.0f32]);
+        {
+            let [i, f, g, o] = &mut gates;
+            forward_row::<false>(
+                std::slice::from_mut(i),
+                std::slice::from_mut(f),
+                std::slice::from_mut(g),
+                std::slice::from_mut(o),
+                &mut c,
+                &mut cells,
+                &mut h,
+                clip,
+            );
+        }
+        let mut dc = [dc_in];
+        let mut dp = [0.0f32; 4];
+        let [di, df, dg, d_o] = &mut dp;
+        let [i, f, g, o] = gates.each_ref().map(std::slice::from_ref);
+        backward_row::<false>(
+            i, f, g, o,
+            &cells,
+            &[c_prev as f32],
+            &[dh],
+            &mut dc,
+            std::slice::from_mut(di),
+            std::slice::from_mut(df),
+            std::slice::from_mut(dg),
+            std::slice::from_mut(d_o),
+            clip,
+        );
+        (c[0], h[0], dp, dc[0])
+    }
+
+    #[test]
+    fn a_clipped_cell_is_clamped_and_its_gradient_stops_at_the_clamp() {
+        // c_t = σ(-0.2)·0.7 + σ(0.3)·tanh(0.5) ≈ 0.566: clamped by 0.25, not by 2.
+        let p = [0.3f64, -0.2, 0.5, 1.0];
+        let (a, b) = (0.9f64, -0.4f64);
+        for clip in [0.25f64, 2.0] {
+            let (c, h, dp, dc_prev) = clipped_rows(p, 0.7, clip as f32, a as f32, b as f32);
+            let (ce, he) = clipped_unit(p, 0.7, clip);
+            assert!((c as f64 - ce).abs() < 1e-6 && (h as f64 - he).abs() < 1e-6, "clip {clip}");
+            let loss = |p: [f64; 4], c_prev: f64| {
+                let (c, h) = clipped_unit(p, c_prev, clip);
+                a * h + b * c
+            };
+            let eps = 1e-6;
+            for k in 0..4 {
+                let (mut up, mut down) = (p, p);
+                up[k] += eps;
+                down[k] -= eps;
+                let numeric = (loss(up, 0.7) - loss(down, 0.7)) / (2.0 * eps);
+                assert!((dp[k] as f64 - numeric).abs() < 1e-5, "clip {clip}, gate {k}: {} vs {numeric}", dp[k]);
+            }
+            let numeric = (loss(p, 0.7 + eps) - loss(p, 0.7 - eps)) / (2.0 * eps);
+            assert!((dc_prev as f64 - numeric).abs() < 1e-5, "clip {clip}: dc_prev {dc_prev} vs {numeric}");
+            if clip < 0.5 {
+                // Clamped: only the output gate still gets a gradient.
+                assert_eq!((dp[0], dp[1], dp[2], dc_prev), (0.0, 0.0, 0.0, 0.0));
+                assert!(dp[3] != 0.0);
+            }
+        }
     }
 }

@@ -25,14 +25,54 @@ pub enum Activation {
     Relu,
 }
 
+/// A bound on the LSTM's memory cell, `|c_t| <= bound` after every step, or none. Kept as
+/// the bound's bits so that [`CellKind`] stays `Eq + Hash`; no bound is an infinite one, which
+/// the cell's rows apply at no cost worth a branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Clip(pub(crate) u32);
+
+impl Clip {
+    /// No bound.
+    pub const NONE: Clip = Clip(0x7f80_0000); // f32::INFINITY
+
+    /// The bound `bound`, or `None` unless it is a finite number > 0.
+    pub fn new(bound: f32) -> Option<Self> {
+        (bound.is_finite() && bound > 0.0).then_some(Clip(bound.to_bits()))
+    }
+
+    /// A bound given as an option (`None`: [`Clip::NONE`]).
+    ///
+    /// # Panics
+    /// If the bound is not a finite number > 0 (the layers' configs refuse such a value first).
+    pub fn from_option(bound: Option<f64>) -> Self {
+        match bound {
+            None => Self::NONE,
+            Some(bound) => Self::new(bound as f32)
+                .unwrap_or_else(|| panic!("Clip: {bound} is not a finite number > 0")),
+        }
+    }
+
+    /// The bound, infinite for [`Clip::NONE`].
+    pub fn bound(self) -> f32 {
+        f32::from_bits(self.0)
+    }
+}
+
+impl Default for Clip {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
 /// Which recurrence a layer runs, chosen at run time (from a model's configuration); the
 /// kernels are compiled once per kind ([`dispatch`](crate::dispatch)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CellKind {
     /// `h' = φ(p + h W_h)`: one gate block.
     Rnn(Activation),
-    /// PyTorch's LSTM, gates `i f g o`, with a memory cell.
-    Lstm,
+    /// PyTorch's LSTM, gates `i f g o`, with a memory cell, clamped to `[-clip, clip]` after
+    /// every step when the [`Clip`] has a bound (burn-nn's LSTM `clip`).
+    Lstm(Clip),
     /// PyTorch's GRU, gates `r z n`, the reset gate scaling `h W_hn + b_hn`.
     Gru,
     /// d2l's GRU, the reset gate scaling `h` before `W_hn`.
@@ -67,8 +107,8 @@ macro_rules! dispatch {
                 let $cell = $crate::cell::rnn::Rnn(activation);
                 $body
             }
-            $crate::CellKind::Lstm => {
-                let $cell = $crate::cell::lstm::Lstm;
+            $crate::CellKind::Lstm(clip) => {
+                let $cell = $crate::cell::lstm::Lstm { clip: clip.bound() };
                 $body
             }
             $crate::CellKind::Gru => {
