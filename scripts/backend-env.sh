@@ -11,6 +11,8 @@
 #       those three wheels without dependencies (0.9 GB) and points LIBTORCH at a view of the
 #       CPU libraries. A stub libtorch.so satisfies torch-sys' `-ltorch` without pulling
 #       libtorch_cuda. Binaries built with tch need LD_LIBRARY_PATH (exported here) at run time.
+#       For Python (`import torch`, as scripts/check_export.py runs it) it adds torch's pure-Python
+#       dependencies and empty stand-ins for the CUDA libraries, and exports RNNLM_TORCH_PYTHON.
 # cpu:  CubeCL's CPU runtime links a static LLVM 23. Its build script downloads one from GitHub,
 #       which registries-only machines cannot reach; PyPI's mlc-llvm-static is a relocatable static
 #       LLVM 23 with an llvm-config, placed where the build script looks, with its "installed"
@@ -69,6 +71,23 @@ rnnlm_backend_env() {
             fi
             export LIBTORCH=$view
             export LD_LIBRARY_PATH=$site/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+            # Python's `import torch` (scripts/check_export.py, the export test): torch's
+            # pure-Python dependencies, pinned, and stand-ins for the CUDA libraries torch._C
+            # links but never calls on a CPU (scripts/torch_cuda_stubs.py), found through a
+            # wrapper so that nothing else sees them. Its own marker, so a venv made before
+            # this step gets it too.
+            if [ ! -f "$venv/.python-complete" ]; then
+                "$venv/bin/pip" install --quiet --no-deps typing-extensions==4.15.0 filelock==3.20.0 \
+                    sympy==1.14.0 mpmath==1.3.0 networkx==3.5 jinja2==3.1.6 markupsafe==3.0.3 \
+                    fsspec==2025.9.0 packaging==25.0 safetensors==0.6.2 &&
+                    "$venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/torch_cuda_stubs.py" "$site" "$venv/cuda-stubs" &&
+                    printf '#!/bin/sh\n# Python with torch on a CPU: the CUDA libraries torch links are stubs (scripts/backend-env.sh).\nLD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec %s "$@"\n' \
+                        "$venv/cuda-stubs" "$venv/bin/python" > "$venv/bin/python-cpu" &&
+                    chmod +x "$venv/bin/python-cpu" &&
+                    "$venv/bin/python-cpu" -W ignore -c 'import torch, safetensors.torch' || return 1
+                touch "$venv/.python-complete"
+            fi
+            export RNNLM_TORCH_PYTHON=$venv/bin/python-cpu
             ;;
         cpu)
             local venv=$tools/mlc-llvm

@@ -26,6 +26,8 @@ use rnnlm::{CellKind, GruFormula, RnnLm, RnnLmConfig, WeightInit};
 use rnnlm_tests::{compiled_backends, ids, max_diff, parameters, values};
 use rnnlm_train::{clip_grad_global_norm, sequence_loss};
 
+mod pytorch_export;
+
 const TOLERANCE: f32 = 1e-4;
 
 fn configs() -> Vec<(&'static str, RnnLmConfig)> {

@@ -7,6 +7,7 @@ mod burn_nn_switch;
 mod cells;
 mod config;
 mod errors;
+mod export;
 mod gradcheck;
 mod fused;
 mod generation;

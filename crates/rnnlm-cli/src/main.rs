@@ -2,6 +2,7 @@
 
 mod bench;
 mod device;
+mod export;
 mod generate;
 mod import;
 
@@ -99,6 +100,10 @@ enum Command {
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
     /// directory that `generate` and `eval` read.
     Import(import::Args),
+    /// Write a checkpoint's model as PyTorch weights: the state dict of nn.RNN/nn.GRU/nn.LSTM +
+    /// nn.Linear (+ nn.Embedding) in a .pt file (torch.load) or a .safetensors file, with
+    /// vocab.json and config.json (the modules to build) beside it.
+    Export(export::Args),
     /// Throughput of d2l's models (rnn-scratch 512, gru 256, lstm 256, deep-lstm 2x256; batch
     /// 32, 35 steps, vocabulary 28) on each backend: training and validation tokens/s, greedy
     /// generation chars/s with batch 1 and 32, peak memory. Figures for comparisons run in one
@@ -263,6 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             generate::run(&loaded, &request, &device)
         }
         Command::Import(args) => import::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Backends => {
             device::report();

@@ -170,3 +170,89 @@ fn bench_runs_the_size_it_is_given_and_refuses_a_zero() {
         assert!(text(&zero).contains(&format!("{flag} 0: must be at least 1")), "{}", text(&zero));
     }
 }
+
+/// Greedy continuation of `prefix` by the model in `checkpoint` (`--which last`, which both a
+/// run and an import have).
+fn greedy(checkpoint: &Path, prefix: &str) -> String {
+    let output = rnnlm(&[
+        "generate", "--checkpoint", path(checkpoint), "--prefix", prefix, "--len", "30",
+        "--which", "last",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn export_writes_weights_vocab_and_description_that_import_reads_back() {
+    let dir = rnnlm_tests::scratch_dir("cli-export");
+    let run = checkpoint(&dir);
+    let want = greedy(&run, "time traveller");
+    let out = dir.join("torch");
+    std::fs::create_dir(&out).unwrap();
+    let exports = [
+        ("model.pt", None),
+        ("model.safetensors", None),
+        ("model.weights", Some("safetensors")),
+    ];
+    for (file, format) in exports {
+        let weights = out.join(file);
+        let mut args = vec!["export", "--checkpoint", path(&run), "--out", path(&weights), "--which", "last"];
+        args.extend(format.map(|f| ["--format", f]).into_iter().flatten());
+        let output = rnnlm(&args);
+        assert!(output.status.success(), "{file}: {}", text(&output));
+        assert!(text(&output).contains(", 16, batch_first=True)"), "{}", text(&output));
+        // The vocabulary beside it is the checkpoint's, byte for byte.
+        assert_eq!(
+            std::fs::read(out.join("vocab.json")).unwrap(),
+            std::fs::read(run.join("vocab.json")).unwrap()
+        );
+        let description: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(description["rnn"]["type"], "GRU", "{description}");
+        assert_eq!(description["linear"]["in_features"], 16, "{description}");
+
+        let imported = dir.join(format!("imported-{file}"));
+        let output = rnnlm(&[
+            "import", "--weights", path(&weights), "--vocab", path(&out.join("vocab.json")),
+            "--out", path(&imported),
+        ]);
+        assert!(output.status.success(), "{file}: {}", text(&output));
+        assert_eq!(greedy(&imported, "time traveller"), want, "{file}");
+    }
+    // Nothing but the files asked for: no temporary file is left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["config.json", "model.pt", "model.safetensors", "model.weights", "vocab.json"]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn export_errors_name_the_file_and_the_fix() {
+    let dir = rnnlm_tests::scratch_dir("cli-export-errors");
+    let run = checkpoint(&dir);
+    let cases = [
+        (dir.join("model.onnx"), "--format pt|safetensors"),
+        (dir.join("no-such-dir").join("model.pt"), "does not exist; create it first"),
+        (dir.clone(), "is a directory"),
+    ];
+    for (out, fix) in cases {
+        let output = rnnlm(&["export", "--checkpoint", path(&run), "--out", path(&out)]);
+        assert!(!output.status.success());
+        let message = text(&output);
+        assert!(message.contains(path(&out)) && message.contains(fix), "{message}");
+    }
+    let missing = dir.join("no-run");
+    let output = rnnlm(&[
+        "export", "--checkpoint", path(&missing), "--out", path(&dir.join("m.pt")),
+    ]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains(path(&missing)), "{}", text(&output));
+    assert!(!dir.join("m.pt").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

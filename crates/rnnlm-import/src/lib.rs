@@ -23,6 +23,10 @@
 //! # Ok::<(), rnnlm_import::ImportError>(())
 //! ```
 //!
+//! The way out: [`write_pytorch`] and [`write_safetensors`] write named tensors (such as
+//! `rnnlm::export::export_lm`'s state dict) as files that `torch.load` and
+//! `safetensors.torch.load_file` read, atomically; [`StateDict::read`] reads them back.
+//!
 //! Anything that does not fit (missing, unexpected or misshapen keys, `proj_size`, a
 //! bidirectional language model) is an [`ImportError`] that lists every offending key with the
 //! shape expected, or says why.
@@ -31,10 +35,14 @@
 mod error;
 mod import;
 mod state_dict;
+mod write;
 
 pub use error::{ImportError, KeyProblem};
 pub use import::{ImportOptions, ImportedCore, ImportedLm, import_core, import_lm};
 pub use state_dict::StateDict;
+pub use write::{
+    WeightFormat, WriteError, write_atomic, write_pytorch, write_safetensors, write_weights,
+};
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]

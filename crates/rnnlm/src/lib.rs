@@ -349,12 +349,14 @@
 //! [`RnnLmConfig`] that rebuilds the module serialises with serde (JSON, TOML). Models trained
 //! in PyTorch (`nn.RNN`, `nn.GRU`, `nn.LSTM` + `nn.Linear`, or d2l's scratch parameters) load
 //! through the `rnnlm-import` crate, which maps PyTorch's packed `weight_ih_l{k}` onto these
-//! modules (same gate order, transposed).
+//! modules (same gate order, transposed). The way back is [`export`]: a model as the
+//! `state_dict()` of those PyTorch modules, which `rnnlm export` writes as a `.pt` or safetensors file.
 #![deny(missing_docs)]
 
 pub mod burn_nn;
 mod config;
 mod decoder;
+pub mod export;
 mod gru;
 mod lm;
 mod lm_config;
