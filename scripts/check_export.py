@@ -17,6 +17,10 @@ rnnlm's. Exit status 0 when they agree to 1e-5, 1 when they differ or the weight
 
 import json
 import sys
+import warnings
+
+# The slim venv has no NumPy, which nothing here uses; torch warns about it on every run.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 import torch
 import torch.nn as nn
