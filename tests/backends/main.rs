@@ -147,3 +147,18 @@ fn one_clipped_training_step_gives_the_same_weights_on_every_backend() {
         }
     }
 }
+
+/// LibTorch's CPU device runs the fused layers (its tensors read in place by the host
+/// kernels); its GPU devices keep the tensor operations, and `status` says why. A device handle
+/// needs no driver, so the CUDA case is checked here without a GPU.
+#[test]
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn libtorch_runs_fused_on_its_cpu_and_says_why_not_on_a_gpu() {
+    use rnnlm::fused::{Status, status};
+    assert_eq!(status(&Device::libtorch()), Status::Active);
+    assert_eq!(status(&Device::libtorch().autodiff()), Status::Active);
+    let gpu = status(&Device::libtorch_cuda(0));
+    assert_eq!(gpu, Status::HostOnly);
+    assert!(gpu.to_string().contains("host memory"), "{gpu}");
+}

@@ -1,6 +1,6 @@
 //! The `rnnlm` binary on every backend compiled into it: `rnnlm train --config
 //! configs/quick.toml --device NAME` for one epoch as a user runs it (the recurrent layers on
-//! the fused scan where the backend has it: flex and ndarray), then with `--fused off` on those,
+//! the fused scan where the backend has it: flex, ndarray, tch on its CPU), then with `--fused off` on those,
 //! so that the backend's own operations do all of the training's arithmetic; `rnnlm backends`,
 //! which says which path each backend's layers take; and the messages for a backend that is not
 //! compiled in.
@@ -118,8 +118,9 @@ fn train_one_epoch(name: &str, label: &str, extra: &[&str]) -> Option<(f64, f64,
     Some(epoch)
 }
 
-/// The backends whose recurrent layers run the fused scan (rnnlm's features of those names).
-const FUSED: [&str; 2] = ["flex", "ndarray"];
+/// The backends whose recurrent layers run the fused scan (rnnlm's features of those names;
+/// LibTorch's on its CPU device, which these tests use).
+const FUSED: [&str; 3] = ["flex", "ndarray", "tch"];
 
 #[test]
 fn the_quick_config_trains_one_epoch_on_every_backend() {

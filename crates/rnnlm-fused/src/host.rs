@@ -1,5 +1,6 @@
-//! The operation on backends whose tensors live in host memory (Flex, NdArray): their data read
-//! in place and results handed over without a copy, the work done by [`rnnlm_kernels::scan`].
+//! The operation on backends whose tensors live in host memory (Flex, NdArray, LibTorch on its
+//! CPU device): their data read in place and results handed over (without a copy, but for
+//! LibTorch's, copied once into its own allocation), the work done by [`rnnlm_kernels::scan`].
 
 use std::borrow::Cow;
 
@@ -397,4 +398,45 @@ mod ndarray {
     }
 
     host_backend!(NdArray);
+}
+
+#[cfg(feature = "tch")]
+mod libtorch {
+    use super::*;
+    use burn::backend::LibTorch;
+    use burn::backend::libtorch::TchTensor;
+
+    impl HostTensors for LibTorch {
+        fn values(tensor: &TchTensor) -> Cow<'_, [f32]> {
+            let t = &tensor.tensor;
+            assert!(
+                t.kind() == tch::Kind::Float && t.device() == tch::Device::Cpu,
+                "the fused scan runs on f32 CPU tensors only, got {:?} on {:?}",
+                t.kind(),
+                t.device()
+            );
+            if t.is_contiguous() {
+                let len = t.numel();
+                if len == 0 {
+                    return Cow::Borrowed(&[]);
+                }
+                // SAFETY: a contiguous CPU float tensor holds `numel` f32 values from
+                // `data_ptr`, in storage that `tensor` keeps alive for the borrow's lifetime;
+                // Burn mutates a LibTorch tensor in place only when its storage has no other
+                // owner, which the borrowed `tensor` rules out while the slice lives.
+                let values = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) };
+                Cow::Borrowed(values)
+            } else {
+                let contiguous = t.contiguous();
+                Cow::Owned(Vec::<f32>::try_from(contiguous.view(-1)).expect("a float CPU tensor's values"))
+            }
+        }
+
+        fn from_values(values: Vec<f32>, shape: &[usize]) -> TchTensor {
+            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            TchTensor::new(tch::Tensor::from_slice(&values).reshape(&shape))
+        }
+    }
+
+    host_backend!(LibTorch);
 }

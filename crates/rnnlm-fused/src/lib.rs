@@ -10,8 +10,9 @@
 //! backward pass gives the gradients of the input, both weights, the biases and the initial
 //! state, each weight's as one product over all steps.
 //!
-//! It runs on the backends this crate is built for, by cargo feature: `flex` and `ndarray`
-//! (each turns on Burn's feature of the same name and `autodiff`), for `f32` tensors. Anywhere
+//! It runs on the backends this crate is built for, by cargo feature: `flex`, `ndarray` and
+//! `tch` (LibTorch's CPU device; its GPUs keep the composite path) (each turns on Burn's
+//! feature of the same name and `autodiff`), for `f32` tensors. Anywhere
 //! else (another backend, another float type, a backend whose feature is off here, or the
 //! composite [`Mode`]) [`try_layer`] hands its inputs back and the caller runs its own tensor
 //! operations. [`status`] says which applies to a device and why.
@@ -160,11 +161,14 @@ pub enum Status {
     /// The device's backend has an implementation, but this build lacks the cargo feature
     /// that compiles it (Burn's own feature of that name is on, this crate's is not).
     NotCompiled {
-        /// `flex` or `ndarray`: the feature to turn on (`rnnlm = { features = [..] }`).
+        /// `flex`, `ndarray` or `tch`: the feature to turn on (`rnnlm = { features = [..] }`).
         feature: &'static str,
     },
-    /// The backend has no implementation (wgpu, cuda, tch, cpu, ...): the composite path runs.
+    /// The backend has no implementation (wgpu, cuda, cpu, ...): the composite path runs.
     Unsupported,
+    /// The backend's implementation reads host memory, and this device is a GPU (LibTorch on
+    /// CUDA): the composite path runs.
+    HostOnly,
     /// [`Mode::Composite`] is in force.
     Disabled,
 }
@@ -178,6 +182,10 @@ impl fmt::Display for Status {
                 "composite: built without rnnlm's `{feature}` feature (turn it on next to burn's)"
             ),
             Status::Unsupported => write!(f, "composite: no fused kernel for this backend"),
+            Status::HostOnly => write!(
+                f,
+                "composite: the fused kernels read host memory, and this device is a GPU"
+            ),
             Status::Disabled => write!(f, "composite: forced (RNNLM_FUSED=off or --fused off)"),
         }
     }
@@ -191,6 +199,11 @@ fn compiled_for(device: &Device) -> bool {
         burn::backend::DispatchDevice::Flex(_) => true,
         #[cfg(feature = "ndarray")]
         burn::backend::DispatchDevice::NdArray(_) => true,
+        // The host kernels read LibTorch's CPU tensors; its GPUs keep the tensor operations.
+        #[cfg(feature = "tch")]
+        burn::backend::DispatchDevice::LibTorch(device) => {
+            matches!(device, burn::backend::LibTorchDevice::Cpu)
+        }
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -215,6 +228,10 @@ pub fn status(device: &Device) -> Status {
         Status::NotCompiled { feature: "flex" }
     } else if name.starts_with("NdArray") {
         Status::NotCompiled { feature: "ndarray" }
+    } else if name.starts_with("LibTorch(Cpu") {
+        Status::NotCompiled { feature: "tch" }
+    } else if name.starts_with("LibTorch") {
+        Status::HostOnly
     } else {
         Status::Unsupported
     }

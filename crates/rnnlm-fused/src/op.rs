@@ -56,6 +56,7 @@ impl ScanOrder {
 #[backend_extension(
     Flex: cfg(feature = "flex"),
     NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
     Autodiff: cfg(feature = "autodiff"),
 )]
 pub trait ScanBackend: Backend {

@@ -32,10 +32,10 @@
 //! hidden product. The time loop itself is, where the backend has it, **one Burn operation**
 //! per layer with its own backward pass ([`fused`]: a backend extension whose kernels are the
 //! crate `rnnlm-kernels`), so that autodiff records one node per layer instead of a dozen per
-//! step. It runs on flex and ndarray for `f32` tensors when this crate's feature of the same
-//! name is on, in training, validation, inference and generation alike, in this crate's models
-//! and in any model of your own that holds its cores. Everywhere else (wgpu, cuda, tch, cpu,
-//! another float type, or `RNNLM_FUSED=off`) the layers run the same equations as per-step
+//! step. It runs on flex, ndarray and LibTorch's CPU device (tch) for `f32` tensors when this
+//! crate's feature of the same name is on, in training, validation, inference and generation
+//! alike, in this crate's models and in any model of your own that holds its cores. Everywhere
+//! else (wgpu, cuda, tch on a GPU, cpu, another float type, or `RNNLM_FUSED=off`) the layers run the same equations as per-step
 //! tensor operations: the same numbers to float rounding, slower. [`fused::status`] says which
 //! path a device takes and why.
 //!
@@ -59,7 +59,7 @@
 //!
 //! `rnnlm` enables no backend: the application does, through `burn`'s features, and every
 //! module here runs on whichever device it is handed. Turn on rnnlm's feature of the same name
-//! next to burn's for the backends it accelerates (`flex`, `ndarray`); without it those
+//! next to burn's for the backends it accelerates (`flex`, `ndarray`, `tch`); without it those
 //! backends run the composite path ([`fused::status`] says `NotCompiled` and names the feature).
 //!
 //! ```toml
