@@ -300,7 +300,7 @@ impl LayerCase {
     fn dense(cell: ScanCell, batch_first: bool) -> Self {
         let (steps, batch, hidden, features) = (4, 2, 5, 3);
         let width = cell.gates() * hidden;
-        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu)) { 0.3 } else { 0.7 };
+        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) { 0.3 } else { 0.7 };
         Self {
             cell,
             steps,
@@ -425,13 +425,17 @@ fn the_operations_gradients_match_finite_differences() {
     let ad = device().autodiff();
     let dev = device();
     for cell in [
-        ScanCell::Rnn(rnnlm::fused::Activation::Tanh),
-        ScanCell::Rnn(rnnlm::fused::Activation::Relu),
+        ScanCell::Rnn(rnnlm::fused::Activation::Tanh, Clip::NONE),
+        ScanCell::Rnn(rnnlm::fused::Activation::Relu, Clip::NONE),
         ScanCell::Lstm(Clip::NONE),
-        // burn-nn's cell clip, which the operation's layers reach: both sides of the clamp.
+        ScanCell::Gru(Clip::NONE),
+        ScanCell::GruD2l(Clip::NONE),
+        // burn-nn's clip (the LSTM's cell, the others' hidden state), which the operation's
+        // layers reach: both sides of the clamp.
+        ScanCell::Rnn(rnnlm::fused::Activation::Tanh, Clip::new(0.3).unwrap()),
         ScanCell::Lstm(Clip::new(0.3).unwrap()),
-        ScanCell::Gru,
-        ScanCell::GruD2l,
+        ScanCell::Gru(Clip::new(0.3).unwrap()),
+        ScanCell::GruD2l(Clip::new(0.3).unwrap()),
     ] {
         for (input, case) in [
             ("time-major", LayerCase::dense(cell, false)),
@@ -456,8 +460,10 @@ fn the_operations_gradients_match_finite_differences() {
                 // Some ReLU pre-activation (and some clamped cell) lies within a step of 1e-3 of
                 // its kink here: a step of 1e-4 stays on one side (and the f32 loss still
                 // resolves it to 2e-3).
-                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu))
-                    || cell != ScanCell::Lstm(Clip::NONE) && matches!(cell, ScanCell::Lstm(_));
+                let clip = match cell {
+                    ScanCell::Rnn(_, clip) | ScanCell::Lstm(clip) | ScanCell::Gru(clip) | ScanCell::GruD2l(clip) => clip,
+                };
+                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) || clip != Clip::NONE;
                 let eps = if kinked { 1e-4f32 } else { 1e-2 };
                 for entry in (0..len).step_by(len.div_ceil(7).max(1)) {
                     let at = |delta: f32| {

@@ -695,7 +695,7 @@ mod tests {
     fn stack(kind: CellKind, hidden: usize, layers: usize, embedding: Option<usize>) -> StackWeights {
         let (vocab, width) = (13, kind.gates() * hidden);
         // ReLU grows without a bound: keep its weights small.
-        let scale = if kind == CellKind::Rnn(Activation::Relu) { 0.15 } else { 0.5 };
+        let scale = if matches!(kind, CellKind::Rnn(Activation::Relu, _)) { 0.15 } else { 0.5 };
         let first_input = embedding.unwrap_or(vocab);
         StackWeights {
             cell: kind,
@@ -862,7 +862,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "Decoder::step: token id 13, expected ids in 0..13 (the vocabulary size)")]
     fn a_token_outside_the_vocabulary_is_named() {
-        let decoder = Decoder::new(&stack(CellKind::Gru, 8, 1, None));
+        let decoder = Decoder::new(&stack(CellKind::Gru(crate::cell::Clip::NONE), 8, 1, None));
         let mut state = decoder.begin_state(2);
         decoder.step(&[1, 13], &mut state, &mut Vec::new());
     }
@@ -870,7 +870,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "Decoder::step: 1 tokens for a state of 2 rows")]
     fn a_batch_mismatch_is_named() {
-        let decoder = Decoder::new(&stack(CellKind::Rnn(Activation::Tanh), 8, 1, None));
+        let decoder = Decoder::new(&stack(CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE), 8, 1, None));
         let mut state = decoder.begin_state(2);
         decoder.step(&[1], &mut state, &mut Vec::new());
     }
@@ -878,7 +878,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "StackWeights: layers[1].hidden_weight holds 63 values, expected [8, 8] = 64")]
     fn weights_of_the_wrong_length_are_named() {
-        let mut weights = stack(CellKind::Rnn(Activation::Tanh), 8, 2, None);
+        let mut weights = stack(CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE), 8, 2, None);
         weights.layers[1].hidden_weight.pop();
         Decoder::new(&weights);
     }

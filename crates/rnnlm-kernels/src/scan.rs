@@ -1023,24 +1023,36 @@ mod tests {
     }
 
 
-    /// The clipped LSTM of [`KINDS`] clamps some of its tests' cells and not others: its
-    /// finite-difference and thread tests pass through both branches of the clamp.
+    /// Every clipped kind of [`KINDS`] clamps some of its tests' states and not others (the
+    /// LSTM its cells, the others their hidden states): the finite-difference and thread tests
+    /// pass through both branches of the clamp.
     #[test]
-    fn the_clipped_lstm_holds_its_cells_on_the_bound() {
+    fn clipped_cells_hold_their_states_on_the_bound() {
         let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
-        let (plain, clipped) = (CellKind::Lstm(crate::cell::Clip::NONE), KINDS[3]);
-        let bound = match clipped {
-            CellKind::Lstm(clip) => clip.bound(),
-            other => panic!("KINDS[3] is the clipped LSTM, not {other:?}"),
-        };
-        let cells = |kind| {
-            let out = Case::new(kind, shape, 21).forward(true, Plan::default());
-            out.extra
-        };
-        let (free, held) = (cells(plain), cells(clipped));
-        assert!(free.iter().any(|c| c.abs() > bound), "the unclipped cells exceed {bound}");
-        assert!(held.iter().all(|c| c.abs() <= bound), "clipped cells within {bound}");
-        assert!(held.iter().any(|c| c.abs() == bound) && held.iter().any(|c| c.abs() < bound));
+        let rows = shape.steps * shape.batch * shape.hidden;
+        let clipped: Vec<(CellKind, CellKind, f32)> = KINDS
+            .into_iter()
+            .filter_map(|kind| {
+                let (plain, clip) = match kind {
+                    CellKind::Lstm(clip) => (CellKind::Lstm(crate::cell::Clip::NONE), clip),
+                    CellKind::Gru(clip) => (CellKind::Gru(crate::cell::Clip::NONE), clip),
+                    CellKind::GruD2l(clip) => (CellKind::GruD2l(crate::cell::Clip::NONE), clip),
+                    CellKind::Rnn(a, clip) => (CellKind::Rnn(a, crate::cell::Clip::NONE), clip),
+                };
+                clip.bound().is_finite().then_some((plain, kind, clip.bound()))
+            })
+            .collect();
+        assert_eq!(clipped.len(), 4, "a clipped LSTM, GRU, d2l GRU and RNN");
+        for (plain, kind, bound) in clipped {
+            let states = |kind: CellKind| {
+                let out = Case::new(kind, shape, 21).forward(true, Plan::default());
+                if kind.has_cell() { out.extra } else { out.output[..rows].to_vec() }
+            };
+            let (free, held) = (states(plain), states(kind));
+            assert!(free.iter().any(|c| c.abs() > bound), "{kind:?}: the unclipped states exceed {bound}");
+            assert!(held.iter().all(|c| c.abs() <= bound), "{kind:?}: clipped states within {bound}");
+            assert!(held.iter().any(|c| c.abs() == bound) && held.iter().any(|c| c.abs() < bound), "{kind:?}");
+        }
     }
 
     #[test]
@@ -1182,7 +1194,7 @@ mod tests {
         let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
         let plan = Plan::default();
         // ReLU's kink makes differences unreliable; its backward row is checked by hand.
-        for kind in KINDS.into_iter().filter(|k| *k != CellKind::Rnn(Activation::Relu)) {
+        for kind in KINDS.into_iter().filter(|k| !matches!(k, CellKind::Rnn(Activation::Relu, _))) {
             for (reverse, lengths) in orders(shape.steps, shape.batch) {
                 let at_order = |case: Case| Case { reverse, lengths: lengths.clone(), ..case };
                 let case = at_order(Case::new(kind, shape, 21));

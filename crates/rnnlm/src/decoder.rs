@@ -36,7 +36,7 @@ fn layers<L: RecurrentLayer>(layers: &[L]) -> (rnnlm_kernels::CellKind, Vec<Laye
 }
 
 /// Whether the host loop computes what the model's core does: not for a layer the kernels do
-/// not run (a GRU or RNN with a clip), nor a reversed or bidirectional core (whose steps do
+/// not run (a clip that is not a positive bound), nor a reversed or bidirectional core (whose steps do
 /// not run first to last), which generate through the tensor operations.
 pub(crate) fn runs(model: &RnnLm) -> bool {
     fn unclipped<L: RecurrentLayer>(layers: &[L]) -> bool {

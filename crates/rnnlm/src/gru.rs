@@ -49,8 +49,8 @@ pub struct GruConfig {
     /// 0. Not with `bidirectional`.
     #[config(default = false)]
     pub reverse: bool,
-    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's GRU `clip`). A
-    /// clipped core runs the per-step tensor operations, not the fused operation.
+    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's GRU `clip`), in
+    /// the fused operation as in the per-step tensor operations.
     #[config(default = "None")]
     pub clip: Option<f64>,
 }
@@ -205,15 +205,15 @@ impl RecurrentLayer for GruLayer {
     }
 
     fn recurrence(&self) -> rnnlm_fused::CellKind {
+        let clip = crate::lstm::kernel_clip(self.clip);
         match self.formula {
-            GruFormula::PyTorch => rnnlm_fused::CellKind::Gru,
-            GruFormula::D2l => rnnlm_fused::CellKind::GruD2l,
+            GruFormula::PyTorch => rnnlm_fused::CellKind::Gru(clip),
+            GruFormula::D2l => rnnlm_fused::CellKind::GruD2l(clip),
         }
     }
 
     fn composite_only(&self) -> bool {
-        // The kernels clamp the LSTM's cell only.
-        self.clip.is_some()
+        crate::lstm::clip_beyond_kernels(self.clip)
     }
 
     fn step_weights(&self) -> Self::StepWeights {

@@ -225,7 +225,7 @@
 //! | `bias` | `bias` (every core) | without it no bias parameter exists |
 //! | `batch_first` | `batch_first` | checked at load: a time-major layer into a batch-first core is an error naming the field |
 //! | `reverse` (`Lstm`, `Rnn`) | `reverse` (one-direction cores) | fused, as the reverse direction of a bidirectional core |
-//! | `clip` (LSTM: the cell; GRU, RNN: the hidden state) | `clip` | clamped after every step, as burn-nn does; the LSTM's in the fused loop, the GRU's and RNN's in the per-step tensor operations |
+//! | `clip` (LSTM: the cell; GRU, RNN: the hidden state) | `clip` | clamped after every step, as burn-nn does, in the fused loop as in the per-step tensor operations |
 //! | `input_forget` (LSTM) | `input_forget` | three gate blocks `i g o`; fused, as `[i, -i, g, o]` (`σ(-x) = 1 - σ(x)`) |
 //! | `reset_after` (GRU) | `formula`: `GruFormula::PyTorch` (true), `GruFormula::D2l` (false) | d2l's formula keeps one bias per gate: burn-nn's two, summed |
 //! | the `Rnn`'s two biases | `b_h` | summed (they only ever appear as their sum) |

@@ -211,14 +211,11 @@ impl RecurrentLayer for LstmLayer {
     }
 
     fn recurrence(&self) -> rnnlm_fused::CellKind {
-        let clip = self.clip.and_then(|bound| rnnlm_fused::Clip::new(bound as f32));
-        rnnlm_fused::CellKind::Lstm(clip.unwrap_or(rnnlm_fused::Clip::NONE))
+        rnnlm_fused::CellKind::Lstm(kernel_clip(self.clip))
     }
 
     fn composite_only(&self) -> bool {
-        // A bound the kernels cannot hold (set on the field, past the config's check): the
-        // tensor operations apply it as given.
-        self.clip.is_some_and(|bound| rnnlm_fused::Clip::new(bound as f32).is_none())
+        clip_beyond_kernels(self.clip)
     }
 
     fn step_weights(&self) -> Self::StepWeights {
@@ -253,3 +250,16 @@ impl RecurrentLayer for LstmLayer {
 }
 
 impl_recurrent_core!(DeepLstm, has_cell: true);
+
+/// A layer's `clip` as the kernels take it (none for a bound they cannot hold, which
+/// [`clip_beyond_kernels`] sends to the tensor operations).
+pub(crate) fn kernel_clip(clip: Option<f64>) -> rnnlm_fused::Clip {
+    clip.and_then(|bound| rnnlm_fused::Clip::new(bound as f32))
+        .unwrap_or(rnnlm_fused::Clip::NONE)
+}
+
+/// Whether a layer's `clip` is a bound the kernels cannot hold (not a finite number > 0: set on
+/// the field, past the config's check): the tensor operations then apply it as given.
+pub(crate) fn clip_beyond_kernels(clip: Option<f64>) -> bool {
+    clip.is_some_and(|bound| rnnlm_fused::Clip::new(bound as f32).is_none())
+}

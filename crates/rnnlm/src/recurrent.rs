@@ -635,8 +635,8 @@ pub(crate) trait RecurrentLayer {
     fn hidden_bias(&self) -> Option<Tensor<1>> {
         None
     }
-    /// Whether the layer has what the fused operation does not (the GRU's and the RNN's clamp
-    /// of the hidden state): it then runs the composite path.
+    /// Whether the layer has what the fused operation does not (a clip that is not a positive
+    /// bound, set on the field past the config's check): it then runs the composite path.
     fn composite_only(&self) -> bool {
         false
     }

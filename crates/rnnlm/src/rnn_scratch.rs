@@ -48,8 +48,8 @@ pub struct RnnScratchConfig {
     /// state the one after step 0. Not with `bidirectional`.
     #[config(default = false)]
     pub reverse: bool,
-    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's RNN `clip`). A
-    /// clipped core runs the per-step tensor operations, not the fused operation.
+    /// Clamps the hidden state to `[-clip, clip]` after every step (burn-nn's RNN `clip`), in
+    /// the fused operation as in the per-step tensor operations.
     #[config(default = "None")]
     pub clip: Option<f64>,
 }
@@ -165,15 +165,15 @@ impl RecurrentLayer for RnnScratchLayer {
     }
 
     fn recurrence(&self) -> rnnlm_fused::CellKind {
-        rnnlm_fused::CellKind::Rnn(match self.activation {
+        let activation = match self.activation {
             Activation::Tanh => rnnlm_fused::Activation::Tanh,
             Activation::Relu => rnnlm_fused::Activation::Relu,
-        })
+        };
+        rnnlm_fused::CellKind::Rnn(activation, crate::lstm::kernel_clip(self.clip))
     }
 
     fn composite_only(&self) -> bool {
-        // The kernels clamp the LSTM's cell only.
-        self.clip.is_some()
+        crate::lstm::clip_beyond_kernels(self.clip)
     }
 
     fn step_weights(&self) -> Self::StepWeights {

@@ -12,13 +12,20 @@
 //! hidden product's gradient differs from the projection's in its candidate block
 //! ([`Cell::HIDDEN_GRADIENT`]): `dq_n = r ⊙ dp_n`.
 
-use super::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch, blocks, blocks_mut};
+use super::{
+    BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch, blocks, blocks_mut, clamp_hidden,
+    clipped_dh,
+};
 use crate::gemm::gemm;
 use crate::math::{Isa, madd, sigmoid, tanh};
 
-/// PyTorch's GRU cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gru;
+/// PyTorch's GRU cell, with the bound of its state (`f32::INFINITY`: none; with one, `h_t` is
+/// clamped to `[-clip, clip]` and no gradient passes where the clamp held it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gru {
+    /// `h_t` is clamped to `[-clip, clip]`.
+    pub clip: f32,
+}
 
 impl Cell for Gru {
     const GATES: usize = 3;
@@ -56,6 +63,7 @@ impl Cell for Gru {
             let [q_r, q_z, q_n_in] = blocks::<3>(q, n);
             forward_row::<FMA>(r, z, n_gate, q_r, q_z, q_n_in, h_prev, h, q_n);
         }
+        clamp_hidden(&mut step.h[..rows * n], self.clip);
     }
 
     #[inline(always)]
@@ -72,6 +80,8 @@ impl Cell for Gru {
         // The row loop writes the direct part of dh_{t-1}; where nobody asked for it, into a
         // stand-in.
         let wanted = step.dh_prev.is_some();
+        let mut masked = scratch.take_masked();
+        let dh = clipped_dh(&step.dh[..rows * n], &step.h[..rows * n], self.clip, &mut masked);
         let (stand_in, _) = scratch.zeroed(if wanted { 0 } else { rows * n }, 0);
         let dh_prev = step.dh_prev.unwrap_or(stand_in);
         for ((((((gates, dp), dq), q_n), h_prev), dh), direct) in step
@@ -81,7 +91,7 @@ impl Cell for Gru {
             .zip(step.dq.chunks_exact_mut(width))
             .zip(step.extra.chunks_exact(n))
             .zip(step.h_prev.chunks_exact(n))
-            .zip(step.dh.chunks_exact(n))
+            .zip(dh.chunks_exact(n))
             .zip(dh_prev.chunks_exact_mut(n))
             .take(rows)
         {
@@ -93,6 +103,7 @@ impl Cell for Gru {
         if wanted {
             gemm(isa, dh_prev, n, step.dq, width, rows, &transposed.main);
         }
+        scratch.restore_masked(masked);
     }
 }
 

@@ -16,14 +16,18 @@ use std::ops::Range;
 
 use super::{
     BackwardStep, Cell, ForwardStep, GradientSources, HiddenWeights, Scratch,
-    add_previous_states_times, blocks, blocks_mut,
+    add_previous_states_times, blocks, blocks_mut, clamp_hidden, clipped_dh,
 };
 use crate::gemm::{PackedB, View, gemm, gemm_large};
 use crate::math::{Isa, madd, sigmoid, tanh};
 
-/// d2l's GRU cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GruD2l;
+/// d2l's GRU cell, with the bound of its state (`f32::INFINITY`: none; with one, `h_t` is
+/// clamped to `[-clip, clip]` and no gradient passes where the clamp held it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GruD2l {
+    /// `h_t` is clamped to `[-clip, clip]`.
+    pub clip: f32,
+}
 
 impl Cell for GruD2l {
     const GATES: usize = 3;
@@ -101,6 +105,7 @@ impl Cell for GruD2l {
             let [_, z, n_gate] = blocks_mut::<3>(gates, n);
             candidate_row::<FMA>(z, n_gate, candidate, h_prev, h);
         }
+        clamp_hidden(&mut step.h[..rows * n], self.clip);
     }
 
     #[inline(always)]
@@ -115,12 +120,14 @@ impl Cell for GruD2l {
         let n = transposed.hidden;
         let width = 3 * n;
         let wanted = step.dh_prev.is_some();
+        let mut masked = scratch.take_masked();
+        let dh_all = clipped_dh(&step.dh[..rows * n], &step.h[..rows * n], self.clip, &mut masked);
         let (d_reset_h, stand_in) = scratch.zeroed(rows * n, if wanted { 0 } else { rows * n });
         for ((gates, dp), dh) in step
             .gates
             .chunks_exact(width)
             .zip(step.dp.chunks_exact_mut(width))
-            .zip(step.dh.chunks_exact(n))
+            .zip(dh_all.chunks_exact(n))
             .take(rows)
         {
             let [_, z, n_gate] = blocks::<3>(gates, n);
@@ -136,7 +143,7 @@ impl Cell for GruD2l {
             .zip(step.dp.chunks_exact_mut(width))
             .zip(d_reset_h.chunks_exact(n))
             .zip(step.h_prev.chunks_exact(n))
-            .zip(step.dh.chunks_exact(n))
+            .zip(dh_all.chunks_exact(n))
             .zip(dh_prev.chunks_exact_mut(n))
             .take(rows)
         {
@@ -147,6 +154,7 @@ impl Cell for GruD2l {
         if wanted {
             gemm(isa, dh_prev, n, step.dp, width, rows, &transposed.main);
         }
+        scratch.restore_masked(masked);
     }
 
     /// `[W_hr W_hz]`'s block from `h_{t-1}` as every cell's; `W_hn`'s from `r ⊙ h_{t-1}`.

@@ -25,7 +25,8 @@ pub enum Activation {
     Relu,
 }
 
-/// A bound on the LSTM's memory cell, `|c_t| <= bound` after every step, or none. Kept as
+/// A bound on a layer's state after every step, or none: the LSTM's memory cell, the other
+/// cells' hidden state (burn-nn's `clip`). Kept as
 /// the bound's bits so that [`CellKind`] stays `Eq + Hash`; no bound is an infinite one, which
 /// the cell's rows apply at no cost worth a branch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,15 +69,17 @@ impl Default for Clip {
 /// kernels are compiled once per kind ([`dispatch`](crate::dispatch)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CellKind {
-    /// `h' = φ(p + h W_h)`: one gate block.
-    Rnn(Activation),
+    /// `h' = φ(p + h W_h)`: one gate block; `h'` clamped by the [`Clip`]'s bound.
+    Rnn(Activation, Clip),
     /// PyTorch's LSTM, gates `i f g o`, with a memory cell, clamped to `[-clip, clip]` after
     /// every step when the [`Clip`] has a bound (burn-nn's LSTM `clip`).
     Lstm(Clip),
-    /// PyTorch's GRU, gates `r z n`, the reset gate scaling `h W_hn + b_hn`.
-    Gru,
-    /// d2l's GRU, the reset gate scaling `h` before `W_hn`.
-    GruD2l,
+    /// PyTorch's GRU, gates `r z n`, the reset gate scaling `h W_hn + b_hn`; `h'` clamped by
+    /// the [`Clip`]'s bound.
+    Gru(Clip),
+    /// d2l's GRU, the reset gate scaling `h` before `W_hn`; `h'` clamped by the [`Clip`]'s
+    /// bound.
+    GruD2l(Clip),
 }
 
 impl CellKind {
@@ -92,7 +95,7 @@ impl CellKind {
 
     /// Whether the hidden product has a bias of its own (PyTorch's GRU, `b_hh`).
     pub fn has_hidden_bias(self) -> bool {
-        matches!(self, CellKind::Gru)
+        matches!(self, CellKind::Gru(_))
     }
 }
 
@@ -103,24 +106,61 @@ impl CellKind {
 macro_rules! dispatch {
     ($kind:expr, |$cell:ident| $body:expr) => {
         match $kind {
-            $crate::CellKind::Rnn(activation) => {
-                let $cell = $crate::cell::rnn::Rnn(activation);
+            $crate::CellKind::Rnn(activation, clip) => {
+                let $cell = $crate::cell::rnn::Rnn { activation, clip: clip.bound() };
                 $body
             }
             $crate::CellKind::Lstm(clip) => {
                 let $cell = $crate::cell::lstm::Lstm { clip: clip.bound() };
                 $body
             }
-            $crate::CellKind::Gru => {
-                let $cell = $crate::cell::gru::Gru;
+            $crate::CellKind::Gru(clip) => {
+                let $cell = $crate::cell::gru::Gru { clip: clip.bound() };
                 $body
             }
-            $crate::CellKind::GruD2l => {
-                let $cell = $crate::cell::gru_d2l::GruD2l;
+            $crate::CellKind::GruD2l(clip) => {
+                let $cell = $crate::cell::gru_d2l::GruD2l { clip: clip.bound() };
                 $body
             }
         }
     };
+}
+
+/// Clamps a step's hidden states to `[-clip, clip]` (the GRU's and the RNN's clip); nothing to do
+/// without a bound.
+#[inline(always)]
+pub(crate) fn clamp_hidden(h: &mut [f32], clip: f32) {
+    if clip.is_finite() {
+        for h in h {
+            // max/min, not clamp: no panic path, and the loop stays vectorised.
+            *h = h.max(-clip).min(clip);
+        }
+    }
+}
+
+/// `dh` with zeros where the clamp held `h_t` on its bound (`|h_t| >= clip`), where the clamp
+/// passes no gradient; `dh` itself without a bound. `buffer` is the scratch it is written to
+/// (taken from [`Scratch`] and given back by the caller, whose own buffers stay free).
+#[inline(always)]
+pub(crate) fn clipped_dh<'a>(dh: &'a [f32], h: &[f32], clip: f32, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+    if !clip.is_finite() {
+        return dh;
+    }
+    buffer.clear();
+    buffer.extend(dh.iter().zip(h).map(|(&d, &h)| if h.abs() < clip { d } else { 0.0 }));
+    buffer
+}
+
+impl Scratch {
+    /// The buffer for [`clipped_dh`], taken out (give it back with [`Scratch::restore_masked`]).
+    pub(crate) fn take_masked(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.masked)
+    }
+
+    /// Gives back the buffer [`Scratch::take_masked`] took.
+    pub(crate) fn restore_masked(&mut self, buffer: Vec<f32>) {
+        self.masked = buffer;
+    }
 }
 
 /// A layer's hidden weight `W_h` `[inputs, gates·hidden]` packed for a cell's step, or its
@@ -146,6 +186,8 @@ pub struct HiddenWeights {
 pub struct Scratch {
     first: Vec<f32>,
     second: Vec<f32>,
+    /// `dh` masked by a clamp of the hidden state ([`clipped_dh`]).
+    masked: Vec<f32>,
 }
 
 impl Scratch {

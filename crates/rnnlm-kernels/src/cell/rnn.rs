@@ -2,14 +2,23 @@
 //! projection with the bias.
 //!
 //! Tape: nothing besides `h_t`, from which φ' follows (`1 - h²` for tanh, `h > 0` for ReLU).
+//! With a clip, `h_t` is clamped to `[-clip, clip]`, and no gradient passes where the clamp held
+//! it (where the tape's `h_t` sits on the bound, φ' read off it does not matter).
 
-use super::{Activation, BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
+use super::{
+    Activation, BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch, clamp_hidden, clipped_dh,
+};
 use crate::gemm::gemm;
 use crate::math::{Isa, tanh};
 
-/// The vanilla RNN with its non-linearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rnn(pub Activation);
+/// The vanilla RNN with its non-linearity and the bound of its state (`f32::INFINITY`: none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rnn {
+    /// φ.
+    pub activation: Activation,
+    /// `h_t` is clamped to `[-clip, clip]`.
+    pub clip: f32,
+}
 
 impl Cell for Rnn {
     const GATES: usize = 1;
@@ -27,7 +36,8 @@ impl Cell for Rnn {
     ) {
         let n = weights.hidden;
         gemm(isa, step.gates, n, step.h_prev, weights.inputs, rows, &weights.main);
-        forward_row::<FMA>(self.0, &step.gates[..rows * n], &mut step.h[..rows * n]);
+        forward_row::<FMA>(self.activation, &step.gates[..rows * n], &mut step.h[..rows * n]);
+        clamp_hidden(&mut step.h[..rows * n], self.clip);
     }
 
     #[inline(always)]
@@ -37,11 +47,15 @@ impl Cell for Rnn {
         transposed: &HiddenWeights,
         rows: usize,
         step: BackwardStep<'_>,
-        _: &mut Scratch,
+        scratch: &mut Scratch,
     ) {
         let n = transposed.hidden;
         let dp = &mut step.dp[..rows * n];
-        backward_row(self.0, &step.h[..rows * n], &step.dh[..rows * n], dp);
+        let mut masked = scratch.take_masked();
+        let h = &step.h[..rows * n];
+        let dh = clipped_dh(&step.dh[..rows * n], h, self.clip, &mut masked);
+        backward_row(self.activation, h, dh, dp);
+        scratch.restore_masked(masked);
         if let Some(dh_prev) = step.dh_prev {
             dh_prev.fill(0.0);
             gemm(isa, dh_prev, n, dp, n, rows, &transposed.main);
