@@ -71,11 +71,15 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
              (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1)",
         )?,
         #[cfg(feature = "tch")]
-        "tch" => probe(
-            Device::libtorch(),
-            "tch",
-            "it needs LibTorch 2.9.0 (see scripts/backend-env.sh and the README's backends table)",
-        )?,
+        "tch" => {
+            let device = probe(
+                Device::libtorch(),
+                "tch",
+                "it needs LibTorch 2.9.0 (see scripts/backend-env.sh and the README's backends table)",
+            )?;
+            set_libtorch_threads()?;
+            device
+        }
         #[cfg(feature = "cpu")]
         "cpu" => probe(
             Device::cpu(),
@@ -110,6 +114,27 @@ pub fn by_name(name: &str) -> anyhow::Result<Device> {
         }
     };
     Ok(device)
+}
+
+/// LibTorch's own threads for `--device tch`: 1 unless `RNNLM_LIBTORCH_THREADS` gives a number.
+/// The fused layers run on the kernels' threads, and LibTorch's spinning OpenMP workers would
+/// keep them off the cores (see `rnnlm::fused::set_libtorch_threads`, which has the figures).
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // Device::libtorch is deprecated in burn 0.22 but works.
+fn set_libtorch_threads() -> anyhow::Result<()> {
+    let threads = match std::env::var("RNNLM_LIBTORCH_THREADS") {
+        Err(_) => 1,
+        Ok(value) => value.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+            anyhow::anyhow!(
+                "RNNLM_LIBTORCH_THREADS={value:?}: expected a number of threads >= 1 (LibTorch's \
+                 intra-op threads; unset, the CLI uses 1 beside the fused kernels' own)"
+            )
+        })?,
+    };
+    if rnnlm::fused::is_active(&Device::libtorch()) {
+        rnnlm::fused::set_libtorch_threads(threads);
+    }
+    Ok(())
 }
 
 /// Checks that `device` runs (see [`rnnlm_train::probe_device`]), so a backend whose runtime is

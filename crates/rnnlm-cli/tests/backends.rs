@@ -236,3 +236,23 @@ fn a_backend_that_is_not_compiled_in_names_the_feature() {
         "{message}"
     );
 }
+
+/// `--device tch` sets LibTorch's own threads (1, or `RNNLM_LIBTORCH_THREADS`); a value that is
+/// not a thread count is refused by name before anything runs.
+#[test]
+fn a_libtorch_thread_count_that_is_not_a_number_is_named() {
+    if !compiled().contains(&"tch") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(["bench", "--model", "rnn-scratch", "--device", "tch", "--steps", "1"])
+        .env("RNNLM_LIBTORCH_THREADS", "zero")
+        .output()
+        .expect("the binary runs");
+    let log = text(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("RNNLM_LIBTORCH_THREADS=\"zero\": expected a number of threads >= 1"),
+        "{log}"
+    );
+}

@@ -50,8 +50,8 @@
 //! [`ScanKernels`] (forward with its tape, backward) for the backend and list it on
 //! [`ScanBackend`].
 
-// burn-ndarray is deprecated in Burn 0.22; its implementation stays while it ships.
-#![cfg_attr(feature = "ndarray", allow(deprecated))]
+// burn-ndarray and burn-tch are deprecated in Burn 0.22; their implementations stay while they ship.
+#![cfg_attr(any(feature = "ndarray", feature = "tch"), allow(deprecated))]
 
 mod alloc;
 #[cfg(feature = "autodiff")]
@@ -235,6 +235,21 @@ pub fn status(device: &Device) -> Status {
     } else {
         Status::Unsupported
     }
+}
+
+/// Sets LibTorch's intra-op threads (its own process-wide setting, `at::set_num_threads`), for
+/// an application that trains on LibTorch's CPU device with the fused layers.
+///
+/// The fused kernels run on threads of their own ([`set_threads`]); after each of its
+/// operations LibTorch's OpenMP workers spin, waiting for the next one, and on a machine with
+/// few cores the two pools take turns keeping each other off the cores. Measured on 2 cores
+/// (`rnnlm bench --model lstm`, LSTM 256, batch 32 x 35): with LibTorch's default (one thread
+/// per core) a training step took 17.3 ms, 0.56x flex's speed; with one LibTorch thread
+/// 9.95 ms, 0.96x. The `rnnlm` CLI sets 1 for `--device tch` unless `RNNLM_LIBTORCH_THREADS`
+/// says otherwise; this crate never calls it by itself.
+#[cfg(feature = "tch")]
+pub fn set_libtorch_threads(threads: usize) {
+    tch::set_num_threads(i32::try_from(threads.max(1)).unwrap_or(i32::MAX));
 }
 
 /// Whether the fused scan runs on `device`: [`status`] is [`Status::Active`].
