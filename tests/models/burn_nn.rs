@@ -5,34 +5,19 @@
 //! drop-in calling conventions: `forward(x, None)`, `batch_first = false`, the last layer's
 //! state, `try_init`.
 
-use burn::module::Param;
-use burn::nn::{self, GateController, GruConfig as NnGruConfig, LstmConfig, RnnConfig};
+use burn::nn::{self, GruConfig as NnGruConfig, LstmConfig, RnnConfig};
 use burn::prelude::*;
 use rnnlm::fused::{Mode, with_mode};
 use rnnlm::{
     Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentState, RnnScratchConfig,
 };
-use rnnlm_tests::{device, max_diff, pattern_tensor as tensor, values};
+use rnnlm_tests::{device, fill_gate as fill, max_diff, pattern_tensor as tensor, values};
 
 const BATCH: usize = 3;
 const STEPS: usize = 5;
 const INPUT: usize = 6;
 const HIDDEN: usize = 7;
 const TOLERANCE: f32 = 1e-5;
-
-/// Weights and biases away from burn-nn's initialisation (its biases start at zero), so that
-/// every bias and every gate's place in the packing counts.
-fn fill(gate: &mut GateController, salt: usize, dev: &Device) {
-    for (k, linear) in [&mut gate.input_transform, &mut gate.hidden_transform]
-        .into_iter()
-        .enumerate()
-    {
-        let salt = salt * 4 + k * 2;
-        linear.weight = Param::from_tensor(tensor(linear.weight.dims(), salt, 0.5, dev));
-        let width = linear.weight.dims()[1];
-        linear.bias = Some(Param::from_tensor(tensor([width], salt + 1, 0.3, dev)));
-    }
-}
 
 fn input(dev: &Device) -> Tensor<3> {
     tensor([BATCH, STEPS, INPUT], 99, 1.0, dev)

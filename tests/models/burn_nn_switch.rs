@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use rnnlm::fused::{Mode, with_mode};
 use rnnlm::{DeepLstmConfig, GruConfig, Recurrent, RnnScratchConfig};
-use rnnlm_tests::{Nudge, device, pattern_tensor as tensor, values};
+use rnnlm_tests::{Nudge, device, fill_gate as fill, pattern_tensor as tensor, values};
 
 const BATCH: usize = 3;
 const STEPS: usize = 5;
@@ -59,22 +59,6 @@ impl ModuleMapper for ToGrad<'_> {
             .grad(self.0)
             .expect("every parameter has a gradient");
         Param::initialized(param.id, grad)
-    }
-}
-
-/// Weights and biases away from burn-nn's initialisation (its biases start at zero), so that
-/// every bias and every gate's place in the packing counts.
-fn fill(gate: &mut GateController, salt: usize, dev: &Device) {
-    for (k, linear) in [&mut gate.input_transform, &mut gate.hidden_transform]
-        .into_iter()
-        .enumerate()
-    {
-        let salt = salt * 4 + k * 2;
-        linear.weight = Param::from_tensor(tensor(linear.weight.dims(), salt, 0.5, dev));
-        let width = linear.weight.dims()[1];
-        if linear.bias.is_some() {
-            linear.bias = Some(Param::from_tensor(tensor([width], salt + 1, 0.3, dev)));
-        }
     }
 }
 
@@ -199,6 +183,39 @@ fn layer_input(index: usize, directions: usize) -> usize {
     }
 }
 
+/// A burn-nn config that a stack repeats layer after layer, each reading the outputs of the one
+/// below (`DIRECTIONS`·hidden of them).
+trait Chained: Clone {
+    const DIRECTIONS: usize;
+    fn with_input(&self, d_input: usize) -> Self;
+}
+
+macro_rules! chained {
+    ($($config:ty => $directions:expr),* $(,)?) => {
+        $(impl Chained for $config {
+            const DIRECTIONS: usize = $directions;
+            fn with_input(&self, d_input: usize) -> Self {
+                let mut config = self.clone();
+                config.d_input = d_input;
+                config
+            }
+        })*
+    };
+}
+
+chained!(
+    nn::LstmConfig => 1, nn::BiLstmConfig => 2,
+    nn::GruConfig => 1, nn::BiGruConfig => 2,
+    nn::RnnConfig => 1, nn::BiRnnConfig => 2,
+);
+
+/// `layers` configs like `first`, the inputs of each the outputs of the one below.
+fn chain<C: Chained>(first: &C, layers: usize) -> Vec<C> {
+    (0..layers)
+        .map(|index| first.with_input(layer_input(index, C::DIRECTIONS)))
+        .collect()
+}
+
 /// Both sides' forward passes, gradients and (where the biases are the same parameters) one
 /// Adam step, on an autodiff device, fused and composite.
 fn check<S: Switch>(switch: &S, what: &str) {
@@ -296,10 +313,7 @@ impl Switch for Lstms {
         false
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::Lstm> {
-        let mut stack: Vec<nn::Lstm> = configs_lstm(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::Lstm> = chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill_lstm(layer, index * 10, dev);
         }
@@ -326,7 +340,7 @@ impl Switch for Lstms {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::Lstm], dev: &Device) -> rnnlm::DeepLstm {
-        DeepLstmConfig::from_burn_nn(&configs_lstm(&self.0, layers))
+        DeepLstmConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -339,16 +353,6 @@ impl Switch for Lstms {
     fn without_hidden_bias_grads(&self, stack: Vec<nn::Lstm>) -> Vec<nn::Lstm> {
         stack
     }
-}
-
-fn configs_lstm(first: &nn::LstmConfig, layers: usize) -> Vec<nn::LstmConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 1);
-            config
-        })
-        .collect()
 }
 
 /// Two Adam steps on the stack, so the weights loaded are an optimizer's results.
@@ -384,10 +388,8 @@ impl Switch for BiLstms {
         false
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::BiLstm> {
-        let mut stack: Vec<nn::BiLstm> = configs_bilstm(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::BiLstm> =
+            chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill_lstm(&mut layer.forward, index * 10, dev);
             fill_lstm(&mut layer.reverse, index * 10 + 5, dev);
@@ -414,7 +416,7 @@ impl Switch for BiLstms {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::BiLstm], dev: &Device) -> rnnlm::DeepLstm {
-        DeepLstmConfig::from_burn_nn(&configs_bilstm(&self.0, layers))
+        DeepLstmConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -429,16 +431,6 @@ impl Switch for BiLstms {
     }
 }
 
-fn configs_bilstm(first: &nn::BiLstmConfig, layers: usize) -> Vec<nn::BiLstmConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 2);
-            config
-        })
-        .collect()
-}
-
 struct Grus(nn::GruConfig);
 
 impl Switch for Grus {
@@ -451,10 +443,7 @@ impl Switch for Grus {
         !self.0.reset_after
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::Gru> {
-        let mut stack: Vec<nn::Gru> = configs_gru(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::Gru> = chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill_gru(layer, index * 10, dev);
         }
@@ -474,7 +463,7 @@ impl Switch for Grus {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::Gru], dev: &Device) -> rnnlm::Gru {
-        GruConfig::from_burn_nn(&configs_gru(&self.0, layers))
+        GruConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -498,16 +487,6 @@ impl Switch for Grus {
     }
 }
 
-fn configs_gru(first: &nn::GruConfig, layers: usize) -> Vec<nn::GruConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 1);
-            config
-        })
-        .collect()
-}
-
 struct BiGrus(nn::BiGruConfig);
 
 impl Switch for BiGrus {
@@ -520,10 +499,8 @@ impl Switch for BiGrus {
         !self.0.reset_after
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::BiGru> {
-        let mut stack: Vec<nn::BiGru> = configs_bigru(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::BiGru> =
+            chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill_gru(&mut layer.forward, index * 10, dev);
             fill_gru(&mut layer.reverse, index * 10 + 5, dev);
@@ -549,7 +526,7 @@ impl Switch for BiGrus {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::BiGru], dev: &Device) -> rnnlm::Gru {
-        GruConfig::from_burn_nn(&configs_bigru(&self.0, layers))
+        GruConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -575,16 +552,6 @@ impl Switch for BiGrus {
     }
 }
 
-fn configs_bigru(first: &nn::BiGruConfig, layers: usize) -> Vec<nn::BiGruConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 2);
-            config
-        })
-        .collect()
-}
-
 struct Rnns(nn::RnnConfig);
 
 impl Switch for Rnns {
@@ -597,10 +564,7 @@ impl Switch for Rnns {
         self.0.bias
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::Rnn> {
-        let mut stack: Vec<nn::Rnn> = configs_rnn(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::Rnn> = chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill(&mut layer.gate, index * 10, dev);
         }
@@ -625,7 +589,7 @@ impl Switch for Rnns {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::Rnn], dev: &Device) -> rnnlm::RnnScratch {
-        RnnScratchConfig::from_burn_nn(&configs_rnn(&self.0, layers))
+        RnnScratchConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -643,16 +607,6 @@ impl Switch for Rnns {
     }
 }
 
-fn configs_rnn(first: &nn::RnnConfig, layers: usize) -> Vec<nn::RnnConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 1);
-            config
-        })
-        .collect()
-}
-
 struct BiRnns(nn::BiRnnConfig);
 
 impl Switch for BiRnns {
@@ -665,10 +619,8 @@ impl Switch for BiRnns {
         self.0.bias
     }
     fn build(&self, layers: usize, dev: &Device) -> Vec<nn::BiRnn> {
-        let mut stack: Vec<nn::BiRnn> = configs_birnn(&self.0, layers)
-            .iter()
-            .map(|c| c.init(dev))
-            .collect();
+        let mut stack: Vec<nn::BiRnn> =
+            chain(&self.0, layers).iter().map(|c| c.init(dev)).collect();
         for (index, layer) in stack.iter_mut().enumerate() {
             fill(&mut layer.forward.gate, index * 10, dev);
             fill(&mut layer.reverse.gate, index * 10 + 5, dev);
@@ -694,7 +646,7 @@ impl Switch for BiRnns {
         }
     }
     fn core(&self, layers: usize, stack: &[nn::BiRnn], dev: &Device) -> rnnlm::RnnScratch {
-        RnnScratchConfig::from_burn_nn(&configs_birnn(&self.0, layers))
+        RnnScratchConfig::from_burn_nn(&chain(&self.0, layers))
             .expect("burn-nn's config has an rnnlm counterpart")
             .init(dev)
             .load_burn_nn(stack)
@@ -711,16 +663,6 @@ impl Switch for BiRnns {
         }
         stack
     }
-}
-
-fn configs_birnn(first: &nn::BiRnnConfig, layers: usize) -> Vec<nn::BiRnnConfig> {
-    (0..layers)
-        .map(|index| {
-            let mut config = first.clone();
-            config.d_input = layer_input(index, 2);
-            config
-        })
-        .collect()
 }
 
 #[test]

@@ -158,6 +158,24 @@ pub fn pattern_tensor<const D: usize>(
     Tensor::from_data(TensorData::new(pattern(len, salt, scale), shape), device)
 }
 
+/// A burn-nn gate's weights and (where it has them) biases set away from burn-nn's
+/// initialisation (its biases start at zero), reproducibly, so that every bias and every
+/// gate's place in a packing counts; `salt` picks other values.
+pub fn fill_gate(gate: &mut burn::nn::GateController, salt: usize, dev: &Device) {
+    use burn::module::Param;
+    for (k, linear) in [&mut gate.input_transform, &mut gate.hidden_transform]
+        .into_iter()
+        .enumerate()
+    {
+        let salt = salt * 4 + k * 2;
+        linear.weight = Param::from_tensor(pattern_tensor(linear.weight.dims(), salt, 0.5, dev));
+        let width = linear.weight.dims()[1];
+        if linear.bias.is_some() {
+            linear.bias = Some(Param::from_tensor(pattern_tensor([width], salt + 1, 0.3, dev)));
+        }
+    }
+}
+
 /// Largest absolute element-wise difference of two equally long slices.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");

@@ -246,6 +246,19 @@ pub(crate) fn validate_options(
     }
 }
 
+/// A layer's `clip` as the kernels take it (none for a bound they cannot hold, which
+/// [`clip_beyond_kernels`] sends to the tensor operations).
+pub(crate) fn kernel_clip(clip: Option<f64>) -> rnnlm_fused::Clip {
+    clip.and_then(|bound| rnnlm_fused::Clip::new(bound as f32))
+        .unwrap_or(rnnlm_fused::Clip::NONE)
+}
+
+/// Whether a layer's `clip` is a bound the kernels cannot hold (not a finite number > 0: set on
+/// the field, past the config's check): the tensor operations then apply it as given.
+pub(crate) fn clip_beyond_kernels(clip: Option<f64>) -> bool {
+    clip.is_some_and(|bound| rnnlm_fused::Clip::new(bound as f32).is_none())
+}
+
 pub(crate) fn validate_dropout(field: &str, dropout: f64) -> Result<(), ConfigError> {
     if !(0.0..1.0).contains(&dropout) {
         return Err(ConfigError::new(field, dropout, "must lie in [0, 1)"));

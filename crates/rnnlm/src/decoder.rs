@@ -39,14 +39,14 @@ fn layers<L: RecurrentLayer>(layers: &[L]) -> (rnnlm_kernels::CellKind, Vec<Laye
 /// not run (a clip that is not a positive bound), nor a reversed or bidirectional core (whose steps do
 /// not run first to last), which generate through the tensor operations.
 pub(crate) fn runs(model: &RnnLm) -> bool {
-    fn unclipped<L: RecurrentLayer>(layers: &[L]) -> bool {
+    fn kernels_run<L: RecurrentLayer>(layers: &[L]) -> bool {
         layers.iter().all(|layer| !layer.composite_only())
     }
     let core = &model.core;
     let layers_run = match core {
-        RecurrentCore::RnnScratch(core) => unclipped(&core.layers),
-        RecurrentCore::Gru(core) => unclipped(&core.layers),
-        RecurrentCore::Lstm(core) => unclipped(&core.layers),
+        RecurrentCore::RnnScratch(core) => kernels_run(&core.layers),
+        RecurrentCore::Gru(core) => kernels_run(&core.layers),
+        RecurrentCore::Lstm(core) => kernels_run(&core.layers),
     };
     layers_run && !core.reverse() && !core.bidirectional()
 }

@@ -205,7 +205,7 @@ impl RecurrentLayer for GruLayer {
     }
 
     fn recurrence(&self) -> rnnlm_fused::CellKind {
-        let clip = crate::lstm::kernel_clip(self.clip);
+        let clip = crate::config::kernel_clip(self.clip);
         match self.formula {
             GruFormula::PyTorch => rnnlm_fused::CellKind::Gru(clip),
             GruFormula::D2l => rnnlm_fused::CellKind::GruD2l(clip),
@@ -213,7 +213,7 @@ impl RecurrentLayer for GruLayer {
     }
 
     fn composite_only(&self) -> bool {
-        crate::lstm::clip_beyond_kernels(self.clip)
+        crate::config::clip_beyond_kernels(self.clip)
     }
 
     fn step_weights(&self) -> Self::StepWeights {

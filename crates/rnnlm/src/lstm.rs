@@ -5,7 +5,10 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::config::{ConfigError, WeightInit, layer_inputs, validate_core, validate_options};
+use crate::config::{
+    ConfigError, WeightInit, clip_beyond_kernels, kernel_clip, layer_inputs, validate_core,
+    validate_options,
+};
 use crate::recurrent::{LayerState, RecurrentLayer, impl_recurrent_core};
 
 /// Configuration of a [`DeepLstm`].
@@ -250,16 +253,3 @@ impl RecurrentLayer for LstmLayer {
 }
 
 impl_recurrent_core!(DeepLstm, has_cell: true);
-
-/// A layer's `clip` as the kernels take it (none for a bound they cannot hold, which
-/// [`clip_beyond_kernels`] sends to the tensor operations).
-pub(crate) fn kernel_clip(clip: Option<f64>) -> rnnlm_fused::Clip {
-    clip.and_then(|bound| rnnlm_fused::Clip::new(bound as f32))
-        .unwrap_or(rnnlm_fused::Clip::NONE)
-}
-
-/// Whether a layer's `clip` is a bound the kernels cannot hold (not a finite number > 0: set on
-/// the field, past the config's check): the tensor operations then apply it as given.
-pub(crate) fn clip_beyond_kernels(clip: Option<f64>) -> bool {
-    clip.is_some_and(|bound| rnnlm_fused::Clip::new(bound as f32).is_none())
-}

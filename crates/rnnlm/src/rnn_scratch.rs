@@ -169,11 +169,11 @@ impl RecurrentLayer for RnnScratchLayer {
             Activation::Tanh => rnnlm_fused::Activation::Tanh,
             Activation::Relu => rnnlm_fused::Activation::Relu,
         };
-        rnnlm_fused::CellKind::Rnn(activation, crate::lstm::kernel_clip(self.clip))
+        rnnlm_fused::CellKind::Rnn(activation, crate::config::kernel_clip(self.clip))
     }
 
     fn composite_only(&self) -> bool {
-        crate::lstm::clip_beyond_kernels(self.clip)
+        crate::config::clip_beyond_kernels(self.clip)
     }
 
     fn step_weights(&self) -> Self::StepWeights {

@@ -41,18 +41,6 @@ impl Clip {
         (bound.is_finite() && bound > 0.0).then_some(Clip(bound.to_bits()))
     }
 
-    /// A bound given as an option (`None`: [`Clip::NONE`]).
-    ///
-    /// # Panics
-    /// If the bound is not a finite number > 0 (the layers' configs refuse such a value first).
-    pub fn from_option(bound: Option<f64>) -> Self {
-        match bound {
-            None => Self::NONE,
-            Some(bound) => Self::new(bound as f32)
-                .unwrap_or_else(|| panic!("Clip: {bound} is not a finite number > 0")),
-        }
-    }
-
     /// The bound, infinite for [`Clip::NONE`].
     pub fn bound(self) -> f32 {
         f32::from_bits(self.0)

@@ -140,7 +140,7 @@ macro_rules! both_directions {
                 let [forward, reverse]: [$direction; 2] = directions
                     .try_into()
                     .unwrap_or_else(|_| unreachable!("a bidirectional layer has two directions"));
-                let d_hidden = forward_hidden(&forward);
+                let d_hidden = forward.d_hidden;
                 nn::$layer {
                     forward,
                     reverse,
@@ -151,29 +151,6 @@ macro_rules! both_directions {
         }
         impl BurnNnLayer for nn::$layer {}
     };
-}
-
-fn forward_hidden<D: HiddenSize>(direction: &D) -> usize {
-    direction.d_hidden()
-}
-
-trait HiddenSize {
-    fn d_hidden(&self) -> usize;
-}
-impl HiddenSize for nn::Lstm {
-    fn d_hidden(&self) -> usize {
-        self.d_hidden
-    }
-}
-impl HiddenSize for nn::Gru {
-    fn d_hidden(&self) -> usize {
-        self.d_hidden
-    }
-}
-impl HiddenSize for nn::Rnn {
-    fn d_hidden(&self) -> usize {
-        self.d_hidden
-    }
 }
 
 both_directions!(BiLstm, nn::Lstm, "BiLstm");
@@ -513,6 +490,32 @@ fn pack(gates: Vec<GateWeights>) -> Packed {
     }
 }
 
+impl Packed {
+    /// Writes the packed tensors into a core layer's weights and biases, each keeping its
+    /// parameter's id and tracking ([`replaced`]). `one_bias`: the layer keeps one bias where
+    /// burn-nn has two that only ever appear summed (the vanilla RNN, d2l's GRU), their sum; its
+    /// `biases[1]` is then not written.
+    fn store(
+        self,
+        [input_weight, hidden_weight]: [&mut Param<Tensor<2>>; 2],
+        [input_bias, hidden_bias]: [&mut Option<Param<Tensor<1>>>; 2],
+        one_bias: bool,
+    ) {
+        *input_weight = replaced(input_weight.clone(), self.input);
+        *hidden_weight = replaced(hidden_weight.clone(), self.hidden);
+        let Some((input, hidden)) = self.biases else {
+            return;
+        };
+        let (input, hidden) = if one_bias {
+            (input + hidden, None)
+        } else {
+            (input, Some(hidden))
+        };
+        replace_bias(input_bias, Some(input));
+        replace_bias(hidden_bias, hidden);
+    }
+}
+
 fn replace_bias(own: &mut Option<Param<Tensor<1>>>, value: Option<Tensor<1>>) {
     if let (Some(param), Some(value)) = (own.take(), value) {
         *own = Some(replaced(param, value));
@@ -582,11 +585,11 @@ impl DeepLstm {
             loaded.push(pack(gates));
         }
         for (layer, packed) in self.layers.iter_mut().zip(loaded) {
-            layer.input_weight = replaced(layer.input_weight.clone(), packed.input);
-            layer.hidden_weight = replaced(layer.hidden_weight.clone(), packed.hidden);
-            let (input_bias, hidden_bias) = packed.biases.unzip();
-            replace_bias(&mut layer.input_bias, input_bias);
-            replace_bias(&mut layer.hidden_bias, hidden_bias);
+            packed.store(
+                [&mut layer.input_weight, &mut layer.hidden_weight],
+                [&mut layer.input_bias, &mut layer.hidden_bias],
+                false,
+            );
         }
         Ok(self)
     }
@@ -651,15 +654,11 @@ impl Gru {
             ]));
         }
         for (layer, packed) in self.layers.iter_mut().zip(loaded) {
-            layer.input_weight = replaced(layer.input_weight.clone(), packed.input);
-            layer.hidden_weight = replaced(layer.hidden_weight.clone(), packed.hidden);
-            let (input_bias, hidden_bias) = match (layer.formula, packed.biases) {
-                (_, None) => (None, None),
-                (GruFormula::PyTorch, Some((input, hidden))) => (Some(input), Some(hidden)),
-                (GruFormula::D2l, Some((input, hidden))) => (Some(input + hidden), None),
-            };
-            replace_bias(&mut layer.input_bias, input_bias);
-            replace_bias(&mut layer.hidden_bias, hidden_bias);
+            packed.store(
+                [&mut layer.input_weight, &mut layer.hidden_weight],
+                [&mut layer.input_bias, &mut layer.hidden_bias],
+                layer.formula == GruFormula::D2l,
+            );
         }
         Ok(self)
     }
@@ -695,14 +694,13 @@ impl RnnScratch {
                 };
             target.activation("hidden_activation", &layer.hidden_activation, expected, is)?;
             target.same_clip(layer.clip, own.clip, "hidden state")?;
-            loaded.push(target.gate("gate", &layer.gate)?);
+            loaded.push(pack(vec![target.gate("gate", &layer.gate)?]));
         }
-        for (layer, gate) in self.layers.iter_mut().zip(loaded) {
-            layer.w_xh = replaced(layer.w_xh.clone(), gate.input);
-            layer.w_hh = replaced(layer.w_hh.clone(), gate.hidden);
-            replace_bias(
-                &mut layer.b_h,
-                gate.biases.map(|(input, hidden)| input + hidden),
+        for (layer, packed) in self.layers.iter_mut().zip(loaded) {
+            packed.store(
+                [&mut layer.w_xh, &mut layer.w_hh],
+                [&mut layer.b_h, &mut None],
+                true,
             );
         }
         Ok(self)
