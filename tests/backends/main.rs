@@ -162,3 +162,28 @@ fn libtorch_runs_fused_on_its_cpu_and_says_why_not_on_a_gpu() {
     assert_eq!(gpu, Status::HostOnly);
     assert!(gpu.to_string().contains("host memory"), "{gpu}");
 }
+
+/// The CubeCL backends compiled in (wgpu, cpu, cuda), by name.
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn cube_backends() -> Vec<(&'static str, Device)> {
+    compiled_backends()
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "wgpu" | "cpu" | "cuda"))
+        .collect()
+}
+
+/// On every CubeCL backend (in CI: wgpu on lavapipe), the fused layer (its CubeCL kernels) against
+/// the same backend's composite tensor operations: every cell, 1 to 3 layers, batch 1 and steps
+/// 1, every input layout; bidirectional cores on padded batches. Outputs, final states and the
+/// gradients of every parameter, of the input and of the initial state, to 1e-4.
+#[test]
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn the_fused_layer_equals_the_composite_path_on_cubecl_backends() {
+    use rnnlm_tests::fused_paths;
+    for (name, device) in cube_backends() {
+        let status = rnnlm::fused::status(&device.clone().autodiff());
+        assert!(rnnlm::fused::is_active(&device.clone().autodiff()), "{name}: {status}");
+        fused_paths::fused_equals_composite(&device, TOLERANCE);
+        fused_paths::padded_fused_equals_composite(&device, TOLERANCE);
+    }
+}

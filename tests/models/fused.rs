@@ -5,229 +5,27 @@
 //! itself, and its shape errors. (Dropout, which draws from the backend's global generator,
 //! is compared in the determinism tests, which take turns.)
 
-use std::collections::HashMap;
-
-use burn::module::ParamId;
 use burn::prelude::*;
 use rnnlm::fused::{CellKind as ScanCell, Clip, LayerInput, LayerTensors, Mode, with_mode};
-use rnnlm::{
-    Activation, DeepLstmConfig, GruConfig, GruFormula, Recurrent, RecurrentCore, RecurrentState,
-    RnnScratchConfig, SequenceInput, WeightInit,
-};
-use rnnlm_tests::{
-    device, max_diff, param_grads, pattern, pattern_tensor as tensor, rounding_bound, values,
-};
+use rnnlm::{DeepLstmConfig, GruConfig, Recurrent};
+use rnnlm_tests::{device, param_grads, pattern, pattern_tensor as tensor, values};
 
-const INPUT: usize = 6;
-/// Not a multiple of the vector width, so the kernels meet partial blocks.
-const HIDDEN: usize = 13;
-
-/// Every core kind with `layers` layers, weights large enough that the gates work away from
-/// their linear middle.
-fn cores(layers: usize, dev: &Device) -> Vec<(&'static str, RecurrentCore)> {
-    let init = WeightInit::Normal { sigma: 0.5 };
-    let mut no_hidden_bias = GruConfig::new(INPUT, HIDDEN)
-        .with_num_layers(layers)
-        .with_init(init)
-        .init(dev);
-    for layer in &mut no_hidden_bias.layers {
-        layer.hidden_bias = None;
-    }
-    vec![
-        (
-            "rnn-scratch tanh",
-            RecurrentCore::RnnScratch(
-                RnnScratchConfig::new(INPUT, HIDDEN)
-                    .with_num_layers(layers)
-                    .with_init(init)
-                    .init(dev),
-            ),
-        ),
-        (
-            "rnn-scratch relu",
-            RecurrentCore::RnnScratch(
-                RnnScratchConfig::new(INPUT, HIDDEN)
-                    .with_num_layers(layers)
-                    .with_activation(Activation::Relu)
-                    .with_init(WeightInit::Normal { sigma: 0.2 })
-                    .init(dev),
-            ),
-        ),
-        (
-            "gru (PyTorch)",
-            RecurrentCore::Gru(
-                GruConfig::new(INPUT, HIDDEN)
-                    .with_num_layers(layers)
-                    .with_init(init)
-                    .init(dev),
-            ),
-        ),
-        ("gru (PyTorch) without b_hh", RecurrentCore::Gru(no_hidden_bias)),
-        (
-            "gru (d2l)",
-            RecurrentCore::Gru(
-                GruConfig::new(INPUT, HIDDEN)
-                    .with_num_layers(layers)
-                    .with_formula(GruFormula::D2l)
-                    .with_init(init)
-                    .init(dev),
-            ),
-        ),
-        (
-            "lstm",
-            RecurrentCore::Lstm(
-                DeepLstmConfig::new(INPUT, HIDDEN)
-                    .with_num_layers(layers)
-                    .with_init(init)
-                    .init(dev),
-            ),
-        ),
-    ]
-}
-
-/// How the input reaches the core.
-#[derive(Clone, Copy, Debug)]
-enum Layout {
-    /// A contiguous `[batch, steps, input]` leaf.
-    Contiguous,
-    /// `[batch, input, steps]` with its last two dimensions swapped.
-    Transposed,
-    /// A slice of the feature dimension of a wider leaf.
-    Narrowed,
-    /// A contiguous `[steps, batch, input]` leaf through `forward_time_major`.
-    TimeMajor,
-    /// Token ids `[steps, batch]` through `forward_time_major` (no input gradient).
-    OneHot,
-}
-
-/// What one pass gives: the outputs and final state, the gradients of every parameter, of the
-/// input and of the initial state.
-struct Pass {
-    outputs: Vec<f32>,
-    hidden: Vec<f32>,
-    cell: Option<Vec<f32>>,
-    grads: HashMap<ParamId, Vec<f32>>,
-    d_input: Vec<f32>,
-    d_h0: Vec<f32>,
-    d_c0: Option<Vec<f32>>,
-}
-
-fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: Mode) -> Pass {
-    let ad = device().autodiff();
-    // The leaf whose gradient is compared, and the input as the core takes it.
-    let (leaf, input) = match layout {
-        Layout::Contiguous => {
-            let leaf = tensor([batch, steps, INPUT], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf))
-        }
-        Layout::Transposed => {
-            let leaf = tensor([batch, INPUT, steps], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf.swap_dims(1, 2)))
-        }
-        Layout::Narrowed => {
-            let leaf = tensor([batch, steps, INPUT + 3], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf.narrow(2, 2, INPUT)))
-        }
-        Layout::TimeMajor => {
-            let leaf = tensor([steps, batch, INPUT], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf))
-        }
-        Layout::OneHot => {
-            let ids: Vec<i64> = (0..steps * batch).map(|i| ((i * 5 + 2) % INPUT) as i64).collect();
-            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [steps, batch]), &ad);
-            (None, SequenceInput::OneHot(ids))
-        }
-    };
-    let layers = core.num_layers();
-    let h0 = tensor([layers, batch, HIDDEN], 2, 0.8, &ad).require_grad();
-    let c0 = core
-        .has_cell()
-        .then(|| tensor([layers, batch, HIDDEN], 3, 0.8, &ad).require_grad());
-    let start = RecurrentState {
-        hidden: h0.clone(),
-        cell: c0.clone(),
-    };
-    let (outputs, end) = with_mode(mode, || match (layout, input) {
-        (Layout::TimeMajor | Layout::OneHot, input) => {
-            let (outputs, end) = core.forward_time_major(input, start);
-            assert_eq!(outputs.dims(), [steps, batch, HIDDEN]);
-            (outputs.swap_dims(0, 1), end)
-        }
-        (_, SequenceInput::Dense(x)) => core.forward(x, start),
-        (_, SequenceInput::OneHot(_)) => unreachable!("token ids go through forward_time_major"),
-    });
-    assert_eq!(outputs.dims(), [batch, steps, HIDDEN]);
-    // A loss that weighs every output and every part of the final state differently.
-    let mut loss = (outputs.clone() * tensor([batch, steps, HIDDEN], 4, 1.0, &ad)).sum()
-        + (end.hidden.clone() * tensor([layers, batch, HIDDEN], 5, 1.0, &ad)).sum();
-    if let Some(cell) = &end.cell {
-        loss = loss + (cell.clone() * tensor([layers, batch, HIDDEN], 6, 1.0, &ad)).sum();
-    }
-    let grads = loss.backward();
-    Pass {
-        outputs: values(outputs),
-        hidden: values(end.hidden),
-        cell: end.cell.map(values),
-        grads: param_grads(core, &grads),
-        d_input: leaf.map_or_else(Vec::new, |leaf| values(leaf.grad(&grads).expect("the input's gradient"))),
-        d_h0: values(h0.grad(&grads).expect("h0's gradient")),
-        d_c0: c0.map(|c0| values(c0.grad(&grads).expect("c0's gradient"))),
-    }
-}
+use rnnlm_tests::fused_paths::{self, HIDDEN, INPUT};
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let (diff, bound) = (max_diff(got, want), rounding_bound(want));
-    assert!(diff <= bound, "{what}: fused and composite differ by {diff} (bound {bound})");
+    fused_paths::assert_close(what, got, want, 1e-5);
 }
 
 #[test]
 fn fused_equals_composite_for_every_core_shape_and_layout() {
-    let dev = device().autodiff();
+    let dev = device();
     assert!(
-        rnnlm::fused::is_active(&dev),
+        rnnlm::fused::is_active(&dev.clone().autodiff()),
         "the tests' default backend runs the fused scan: {}",
-        rnnlm::fused::status(&dev)
+        rnnlm::fused::status(&dev.clone().autodiff())
     );
-    let shapes = [
-        (1, 5, 1, Layout::Contiguous),
-        (2, 4, 6, Layout::Transposed),
-        (3, 3, 5, Layout::Narrowed),
-        (2, 1, 7, Layout::Contiguous),
-        (1, 2, 1, Layout::Narrowed),
-        (2, 3, 4, Layout::TimeMajor),
-        (1, 1, 1, Layout::TimeMajor),
-        (3, 3, 5, Layout::OneHot),
-        (1, 1, 3, Layout::OneHot),
-    ];
-    for (layers, batch, steps, layout) in shapes {
-        for (name, core) in cores(layers, &dev) {
-            let name = format!("{name}, {layers} layers, batch {batch}, steps {steps}, {layout:?}");
-            let fused = pass(&core, batch, steps, layout, Mode::Fused);
-            let composite = pass(&core, batch, steps, layout, Mode::Composite);
-            assert_close(&format!("{name}: outputs"), &fused.outputs, &composite.outputs);
-            assert_close(&format!("{name}: final h"), &fused.hidden, &composite.hidden);
-            if let (Some(got), Some(want)) = (&fused.cell, &composite.cell) {
-                assert_close(&format!("{name}: final c"), got, want);
-            }
-            assert_eq!(
-                fused.grads.len(),
-                composite.grads.len(),
-                "{name}: parameters with a gradient"
-            );
-            for (id, want) in &composite.grads {
-                let got = fused.grads.get(id).unwrap_or_else(|| {
-                    panic!("{name}: parameter {id} has no gradient through the fused scan")
-                });
-                assert_close(&format!("{name}: gradient of parameter {id}"), got, want);
-            }
-            assert_close(&format!("{name}: input gradient"), &fused.d_input, &composite.d_input);
-            assert_close(&format!("{name}: h0 gradient"), &fused.d_h0, &composite.d_h0);
-            if let (Some(got), Some(want)) = (&fused.d_c0, &composite.d_c0) {
-                assert_close(&format!("{name}: c0 gradient"), got, want);
-            }
-        }
-    }
+    // Within rounding (1e-5 relative): the fused kernels sum in another order.
+    fused_paths::fused_equals_composite(&dev, 1e-5);
 }
 
 /// A user's model through plain Burn autodiff, the primer's classifier in small: the last

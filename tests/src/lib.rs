@@ -1,5 +1,7 @@
 //! Helpers shared by the workspace tests: the device under test and tensor conversions.
 
+pub mod fused_paths;
+
 use burn::prelude::*;
 
 /// The device the tests run on: the first CPU backend compiled in (`flex` by default,

@@ -11,8 +11,10 @@
 //! state, each weight's as one product over all steps.
 //!
 //! It runs on the backends this crate is built for, by cargo feature: `flex`, `ndarray` and
-//! `tch` (LibTorch's CPU device; its GPUs keep the composite path) (each turns on Burn's
-//! feature of the same name and `autodiff`), for `f32` tensors. Anywhere
+//! `tch` (LibTorch's CPU device; its GPUs keep the composite path) through the host kernels,
+//! and `wgpu`, `cuda` and `cpu` (Burn's CubeCL backends) through CubeCL kernels, each turning
+//! on Burn's feature of the same name and `autodiff` (the CubeCL ones Burn's `fusion` as well,
+//! as Burn's default features do), for `f32` tensors. Anywhere
 //! else (another backend, another float type, a backend whose feature is off here, or the
 //! composite [`Mode`]) [`try_layer`] hands its inputs back and the caller runs its own tensor
 //! operations. [`status`] says which applies to a device and why.
@@ -46,9 +48,8 @@
 //! # }
 //! ```
 //!
-//! The kernels are shaped so that a GPU implementation can be added: implement
-//! [`ScanKernels`] (forward with its tape, backward) for the backend and list it on
-//! [`ScanBackend`].
+//! A backend is added by implementing [`ScanKernels`] (forward with its tape, backward) for it
+//! and listing it on [`ScanBackend`], as the CubeCL backends are.
 
 // burn-ndarray and burn-tch are deprecated in Burn 0.22; their implementations stay while they ship.
 #![cfg_attr(any(feature = "ndarray", feature = "tch"), allow(deprecated))]
@@ -56,6 +57,8 @@
 mod alloc;
 #[cfg(feature = "autodiff")]
 mod autodiff;
+#[cfg(feature = "cube")]
+mod cube;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod host;
 mod op;
@@ -161,10 +164,11 @@ pub enum Status {
     /// The device's backend has an implementation, but this build lacks the cargo feature
     /// that compiles it (Burn's own feature of that name is on, this crate's is not).
     NotCompiled {
-        /// `flex`, `ndarray` or `tch`: the feature to turn on (`rnnlm = { features = [..] }`).
+        /// `flex`, `ndarray`, `tch`, `wgpu`, `cuda` or `cpu`: the feature to turn on
+        /// (`rnnlm = { features = [..] }`).
         feature: &'static str,
     },
-    /// The backend has no implementation (wgpu, cuda, cpu, ...): the composite path runs.
+    /// The backend has no implementation (Burn's remote backend, ...): the composite path runs.
     Unsupported,
     /// The backend's implementation reads host memory, and this device is a GPU (LibTorch on
     /// CUDA): the composite path runs.
@@ -204,6 +208,9 @@ fn compiled_for(device: &Device) -> bool {
         burn::backend::DispatchDevice::LibTorch(device) => {
             matches!(device, burn::backend::LibTorchDevice::Cpu)
         }
+        // One implementation for every CubeCL runtime (wgpu, cuda, rocm, cpu).
+        #[cfg(feature = "cube")]
+        burn::backend::DispatchDevice::Cube(_) => true,
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -232,9 +239,20 @@ pub fn status(device: &Device) -> Status {
         Status::NotCompiled { feature: "tch" }
     } else if name.starts_with("LibTorch") {
         Status::HostOnly
+    } else if let Some(feature) = cube_feature(&name) {
+        Status::NotCompiled { feature }
     } else {
         Status::Unsupported
     }
+}
+
+/// The feature that compiles the kernels for a CubeCL device, by its runtime's name.
+fn cube_feature(name: &str) -> Option<&'static str> {
+    let runtime = name.strip_prefix("Cube(")?;
+    [("Wgpu", "wgpu"), ("Cuda", "cuda"), ("Cpu", "cpu")]
+        .into_iter()
+        .find(|(prefix, _)| runtime.starts_with(prefix))
+        .map(|(_, feature)| feature)
 }
 
 /// Sets LibTorch's intra-op threads (its own process-wide setting, `at::set_num_threads`), for

@@ -57,6 +57,7 @@ impl ScanOrder {
     Flex: cfg(feature = "flex"),
     NdArray: cfg(feature = "ndarray"),
     LibTorch: cfg(feature = "tch"),
+    Cube: cfg(feature = "cube"),
     Autodiff: cfg(feature = "autodiff"),
 )]
 pub trait ScanBackend: Backend {
