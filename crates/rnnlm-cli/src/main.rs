@@ -24,7 +24,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Run each recurrent layer's time loop as one fused operation where the backend has it
-    /// (`on`, the default: flex and ndarray), or as per-step tensor operations everywhere
+    /// (`on`, the default: flex, ndarray, tch on its CPU, wgpu, cuda, cpu), or as per-step tensor operations everywhere
     /// (`off`, for comparisons and debugging; also `RNNLM_FUSED=off`). Both give the same
     /// numbers, to float rounding.
     #[arg(long, global = true, value_enum)]

@@ -119,8 +119,8 @@ fn train_one_epoch(name: &str, label: &str, extra: &[&str]) -> Option<(f64, f64,
 }
 
 /// The backends whose recurrent layers run the fused scan (rnnlm's features of those names;
-/// LibTorch's on its CPU device, which these tests use).
-const FUSED: [&str; 3] = ["flex", "ndarray", "tch"];
+/// LibTorch's on its CPU device, which these tests use; the CubeCL ones through their kernels).
+const FUSED: [&str; 6] = ["flex", "ndarray", "tch", "wgpu", "cpu", "cuda"];
 
 #[test]
 fn the_quick_config_trains_one_epoch_on_every_backend() {

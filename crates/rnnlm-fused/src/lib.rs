@@ -275,6 +275,18 @@ pub fn is_active(device: &Device) -> bool {
     status(device) == Status::Active
 }
 
+/// Whether the fused scan runs on `device` through the host kernels ([`rnnlm_kernels`]: flex,
+/// ndarray, LibTorch's CPU), whose tensors live in host memory: where a host copy of the weights
+/// (`rnnlm_kernels::decode`) steps generation with no copy to or from a device.
+pub fn runs_on_host(device: &Device) -> bool {
+    // Without the `cube` features no CubeCL device is active in the first place.
+    #[cfg(feature = "cube")]
+    let on_cube = matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Cube(_));
+    #[cfg(not(feature = "cube"))]
+    let on_cube = false;
+    is_active(device) && !on_cube
+}
+
 /// A layer's input, time-major in its shape.
 #[derive(Clone, Debug)]
 pub enum LayerInput {

@@ -32,10 +32,12 @@
 //! hidden product. The time loop itself is, where the backend has it, **one Burn operation**
 //! per layer with its own backward pass ([`fused`]: a backend extension whose kernels are the
 //! crate `rnnlm-kernels`), so that autodiff records one node per layer instead of a dozen per
-//! step. It runs on flex, ndarray and LibTorch's CPU device (tch) for `f32` tensors when this
-//! crate's feature of the same name is on, in training, validation, inference and generation
+//! step. It runs on flex, ndarray and LibTorch's CPU device (tch) through host kernels, and on
+//! Burn's CubeCL backends (wgpu, cuda, cpu) through CubeCL kernels, for `f32` tensors when this
+//! crate's feature of the same name is on (the CubeCL ones turn on Burn's `fusion` as well, as
+//! Burn's default features do), in training, validation, inference and generation
 //! alike, in this crate's models and in any model of your own that holds its cores. Everywhere
-//! else (wgpu, cuda, tch on a GPU, cpu, another float type, or `RNNLM_FUSED=off`) the layers run the same equations as per-step
+//! else (tch on a GPU, another float type, or `RNNLM_FUSED=off`) the layers run the same equations as per-step
 //! tensor operations: the same numbers to float rounding, slower. [`fused::status`] says which
 //! path a device takes and why.
 //!

@@ -5,7 +5,7 @@
 //! Every strategy warms the state up on the whole prefix in one forward call (prefixes of equal
 //! length share a call), then produces one token per step for every sequence of the batch.
 //! [`decode`] is the token loop itself, for an engine of one's own. Where the fused scan runs
-//! ([`crate::fused::is_active`]), [`generate`] steps a host copy of the weights instead of
+//! on the host kernels ([`crate::fused::runs_on_host`]), [`generate`] steps a host copy of the weights instead of
 //! tensor operations (the same cell rows as the fused scan), several times faster.
 
 use std::ops::ControlFlow;
@@ -259,7 +259,7 @@ pub fn generate(
     if len == 0 {
         return vec![Vec::new(); prefixes.len()];
     }
-    if rnnlm_fused::is_active(device) && crate::decoder::runs(model) {
+    if rnnlm_fused::runs_on_host(device) && crate::decoder::runs(model) {
         return generate_on_host(model, prefixes, len, decoding, on_step);
     }
     let (state, logits) = warm_up(model, prefixes, device);
