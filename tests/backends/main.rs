@@ -30,6 +30,14 @@ mod pytorch_export;
 
 const TOLERANCE: f32 = 1e-4;
 
+/// The tests of this file take turns: a device's random generator is global to it, and one
+/// test's model initialisation would otherwise draw between another's seed and its dropout
+/// masks.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn configs() -> Vec<(&'static str, RnnLmConfig)> {
     vec![
         (
@@ -102,6 +110,7 @@ fn train_step(config: &RnnLmConfig, bytes: &[u8], device: &Device, theta: f32) -
 
 #[test]
 fn the_same_weights_give_the_same_logits_and_states_on_every_backend() {
+    let _turn = turn();
     for (kind, config) in configs() {
         let bytes = weights(&config);
         let flex = Device::flex();
@@ -124,6 +133,7 @@ fn the_same_weights_give_the_same_logits_and_states_on_every_backend() {
 
 #[test]
 fn one_clipped_training_step_gives_the_same_weights_on_every_backend() {
+    let _turn = turn();
     let theta = 0.05;
     for (kind, config) in configs() {
         let bytes = weights(&config);
@@ -156,6 +166,7 @@ fn one_clipped_training_step_gives_the_same_weights_on_every_backend() {
 #[allow(deprecated)]
 fn libtorch_runs_fused_on_its_cpu_and_says_why_not_on_a_gpu() {
     use rnnlm::fused::{Status, status};
+    let _turn = turn();
     assert_eq!(status(&Device::libtorch()), Status::Active);
     assert_eq!(status(&Device::libtorch().autodiff()), Status::Active);
     let gpu = status(&Device::libtorch_cuda(0));
@@ -180,10 +191,95 @@ fn cube_backends() -> Vec<(&'static str, Device)> {
 #[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
 fn the_fused_layer_equals_the_composite_path_on_cubecl_backends() {
     use rnnlm_tests::fused_paths;
+    let _turn = turn();
     for (name, device) in cube_backends() {
         let status = rnnlm::fused::status(&device.clone().autodiff());
         assert!(rnnlm::fused::is_active(&device.clone().autodiff()), "{name}: {status}");
         fused_paths::fused_equals_composite(&device, TOLERANCE);
         fused_paths::padded_fused_equals_composite(&device, TOLERANCE);
+    }
+}
+
+/// On every CubeCL backend, the operation's gradients (every float input, every cell with and
+/// without a clip, dense, batch-first, one-hot, reversed over a padded batch) against central
+/// differences of its loss.
+#[test]
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn the_fused_layers_gradients_match_finite_differences_on_cubecl_backends() {
+    let _turn = turn();
+    for (_, device) in cube_backends() {
+        rnnlm_tests::fused_paths::operation_matches_finite_differences(&device);
+    }
+}
+
+/// A clipped training run (truncated BPTT: the state carried, detached, across minibatches; SGD
+/// on the globally clipped gradient) of `epochs` epochs over a fixed corpus: every epoch's
+/// mean loss, then the final weights.
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn training_run(config: &RnnLmConfig, bytes: &[u8], device: &Device, epochs: usize) -> (Vec<f32>, Vec<f32>) {
+    let (batch, steps, minibatches) = (2, 6, 4);
+    let vocab = config.vocab_size as i64;
+    let corpus: Vec<i64> = (0..(batch * steps * minibatches + 1) as i64).map(|i| (i * 7 + 3 + i / 5) % vocab).collect();
+    // Sequential partitioning: row b reads the corpus from b·(steps·minibatches) on.
+    let span = steps * minibatches;
+    let window = |offset: usize, shift: usize| -> Vec<i64> {
+        (0..batch).flat_map(|b| (0..steps).map(move |t| b * span + offset + t + shift)).map(|i| corpus[i.min(corpus.len() - 1)]).collect()
+    };
+    let ad = device.clone().autodiff();
+    let mut model = load(config, bytes, &ad);
+    let mut optimizer = SgdConfig::new().init();
+    let mut losses = Vec::new();
+    for _ in 0..epochs {
+        let mut state = model.begin_state(batch, &ad);
+        let mut total = 0.0;
+        for m in 0..minibatches {
+            let (x, y) = (window(m * steps, 0), window(m * steps, 1));
+            let (logits, next) = model.forward(ids(&x, [batch, steps], &ad), state);
+            state = next.detach();
+            let loss = sequence_loss(logits, ids(&y, [batch, steps], &ad));
+            total += loss.clone().into_scalar::<f32>();
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            clip_grad_global_norm(&model, &mut grads, 1.0);
+            model = optimizer.step(0.5, model, grads);
+        }
+        losses.push(total / minibatches as f32);
+    }
+    (losses, parameters(&model.valid()))
+}
+
+/// On every CubeCL backend, with the fused layers: a clipped training run of three epochs from
+/// the same weights as on flex gives flex's loss epoch by epoch and flex's final weights (1e-4).
+#[test]
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn a_clipped_training_run_follows_flex_epoch_by_epoch_on_cubecl_backends() {
+    let _turn = turn();
+    for (kind, config) in configs() {
+        let bytes = weights(&config);
+        let (want_losses, want_weights) = training_run(&config, &bytes, &Device::flex(), 3);
+        for (name, device) in cube_backends() {
+            assert!(rnnlm::fused::is_active(&device.clone().autodiff()), "{name}: the fused layers run");
+            let (losses, weights) = training_run(&config, &bytes, &device, 3);
+            for (epoch, (got, want)) in losses.iter().zip(&want_losses).enumerate() {
+                assert!(
+                    (got - want).abs() <= TOLERANCE * want.abs().max(1.0),
+                    "{kind} on {name}: epoch {} loss {got}, flex {want}",
+                    epoch + 1
+                );
+            }
+            let diff = max_diff(&weights, &want_weights);
+            assert!(diff < TOLERANCE, "{kind} on {name}: final weights differ from flex by {diff}");
+            eprintln!("{kind} on {name}: epoch losses {losses:?} (flex {want_losses:?}), weights within {diff:.1e}");
+        }
+    }
+}
+
+/// On every CubeCL backend, dropout between the fused layers draws the masks the composite
+/// layers draw with the same seed: the same loss and gradients (1e-4).
+#[test]
+#[cfg(any(feature = "wgpu", feature = "cpu", feature = "cuda"))]
+fn fused_and_composite_layers_draw_the_same_dropout_masks_on_cubecl_backends() {
+    let _turn = turn();
+    for (_, device) in cube_backends() {
+        rnnlm_tests::fused_paths::dropout_masks_agree(&device, TOLERANCE);
     }
 }

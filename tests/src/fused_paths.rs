@@ -12,6 +12,12 @@ use rnnlm::{
 };
 
 use crate::{max_diff, param_grads, pattern_tensor as tensor, values};
+use rnnlm::fused::{CellKind as ScanCell, Clip, LayerInput, LayerTensors, ScanOrder};
+use rnnlm::{CellKind, RnnLmConfig};
+use rnnlm_train::sequence_loss;
+
+use crate::{ids, pattern};
+
 
 pub const INPUT: usize = 6;
 /// Not a multiple of the vector width, so the kernels meet partial blocks.
@@ -331,3 +337,290 @@ pub fn padded_fused_equals_composite(dev: &Device, tolerance: f32) {
         }
     }
 }
+
+/// The inputs of one fused layer of `cell`, as plain values: a dense input (time-major or
+/// batch-first) or token ids.
+pub struct LayerCase {
+    cell: ScanCell,
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    /// Features of a dense input, or the one-hot width.
+    inputs: usize,
+    /// Token ids `[steps · batch]` for a one-hot input; empty for a dense one.
+    ids: Vec<i64>,
+    /// A dense input read batch-first (`[batch, steps, features]` swapped), else time-major.
+    batch_first: bool,
+    input: Vec<f32>,
+    input_weight: Vec<f32>,
+    input_bias: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+    weight: Vec<f32>,
+    hidden_bias: Vec<f32>,
+    /// The order of the steps and the rows' lengths.
+    order: ScanOrder,
+}
+
+/// The names of [`LayerCase::tensors`]' entries.
+pub const LAYER_INPUTS: [&str; 7] = ["input", "input_weight", "input_bias", "h0", "c0", "weight", "hidden_bias"];
+
+impl LayerCase {
+    pub fn dense(cell: ScanCell, batch_first: bool) -> Self {
+        let (steps, batch, hidden, features) = (4, 2, 5, 3);
+        let width = cell.gates() * hidden;
+        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) { 0.3 } else { 0.7 };
+        Self {
+            cell,
+            steps,
+            batch,
+            hidden,
+            inputs: features,
+            ids: Vec::new(),
+            batch_first,
+            input: pattern(steps * batch * features, 11, 1.0),
+            input_weight: pattern(features * width, 10, 0.6),
+            input_bias: pattern(width, 12, 0.4),
+            h0: pattern(batch * hidden, 13, 0.8),
+            c0: if cell.has_cell() { pattern(batch * hidden, 14, 0.8) } else { Vec::new() },
+            weight: pattern(hidden * width, 15, scale),
+            hidden_bias: if cell.has_hidden_bias() { pattern(width, 16, 0.4) } else { Vec::new() },
+            order: ScanOrder::default(),
+        }
+    }
+
+    /// Reversed (a bidirectional layer's backward direction), over rows of `lengths` steps.
+    pub fn reversed(mut self, lengths: Vec<usize>) -> Self {
+        self.order = ScanOrder { reverse: true, lengths };
+        self
+    }
+
+    /// Token ids over a vocabulary of 6, one id repeated and one never used.
+    pub fn one_hot(cell: ScanCell) -> Self {
+        let vocab = 6;
+        let mut case = Self::dense(cell, false);
+        let width = cell.gates() * case.hidden;
+        case.inputs = vocab;
+        case.ids = (0..case.steps * case.batch).map(|i| ((i * 7) % (vocab - 1)) as i64).collect();
+        case.input = Vec::new();
+        case.input_weight = pattern(vocab * width, 10, 1.0);
+        case
+    }
+
+    /// The operation's float inputs as tensors on `dev`, in the order of [`LAYER_INPUTS`]
+    /// (absent ones `None`; every one 2-D, reshaped by [`loss`](Self::loss)).
+    pub fn tensors(&self, dev: &Device) -> Vec<Option<Tensor<2>>> {
+        let width = self.cell.gates() * self.hidden;
+        let make = |v: &Vec<f32>, shape: [usize; 2]| {
+            (!v.is_empty()).then(|| Tensor::<2>::from_data(TensorData::new(v.clone(), shape), dev))
+        };
+        vec![
+            make(&self.input, [self.steps * self.batch, self.inputs]),
+            make(&self.input_weight, [self.inputs, width]),
+            make(&self.input_bias, [1, width]),
+            make(&self.h0, [self.batch, self.hidden]),
+            make(&self.c0, [self.batch, self.hidden]),
+            make(&self.weight, [self.hidden, width]),
+            make(&self.hidden_bias, [1, width]),
+        ]
+    }
+
+    /// A weighted sum of everything the layer returns.
+    pub fn loss(&self, inputs: &[Option<Tensor<2>>]) -> Tensor<1> {
+        let width = self.cell.gates() * self.hidden;
+        let get = |i: usize| inputs[i].clone();
+        let (steps, batch) = (self.steps, self.batch);
+        let input = match get(0) {
+            // Batch-first values, swapped to time-major: the operation reads them in place.
+            Some(x) if self.batch_first => {
+                LayerInput::Dense(x.reshape([batch, steps, self.inputs]).swap_dims(0, 1))
+            }
+            Some(x) => LayerInput::Dense(x.reshape([steps, batch, self.inputs])),
+            None => {
+                let ids = TensorData::new(self.ids.clone(), [steps, batch]);
+                LayerInput::OneHot(Tensor::from_data(ids, &get(1).unwrap().device()))
+            }
+        };
+        let input_weight = get(1).unwrap();
+        let input_bias = get(2).unwrap().reshape([width]);
+        let (h0, weight) = (get(3).unwrap(), get(5).unwrap());
+        let c0 = get(4);
+        let hidden_bias = get(6).map(|b| b.reshape([width]));
+        let out = rnnlm::fused::try_layer(
+            self.cell,
+            LayerTensors {
+                input,
+                input_weight: &input_weight,
+                input_bias: &input_bias,
+                h0: &h0,
+                c0: c0.as_ref(),
+                weight: &weight,
+                hidden_bias: hidden_bias.as_ref(),
+                order: self.order.clone(),
+            },
+        )
+        .unwrap_or_else(|_| panic!("the fused layer runs on the tests' backend"));
+        let dims = out.dims();
+        assert_eq!(dims, [self.steps + 1 + usize::from(self.cell.has_cell()), self.batch, self.hidden]);
+        let weights = tensor(dims, 17, 1.0, &out.device());
+        (out * weights).sum()
+    }
+}
+
+/// Every float input's gradient of the operation (`try_layer`) on `dev` against central
+/// differences of the loss, for every cell with and without a clip, on a time-major and a
+/// batch-first dense input, on token ids, and reversed over a padded batch.
+pub fn operation_matches_finite_differences(dev: &Device) {
+    let ad = dev.clone().autodiff();
+    let dev = dev.clone();
+    for cell in [
+        ScanCell::Rnn(rnnlm::fused::Activation::Tanh, Clip::NONE),
+        ScanCell::Rnn(rnnlm::fused::Activation::Relu, Clip::NONE),
+        ScanCell::Lstm(Clip::NONE),
+        ScanCell::Gru(Clip::NONE),
+        ScanCell::GruD2l(Clip::NONE),
+        // burn-nn's clip (the LSTM's cell, the others' hidden state), which the operation's
+        // layers reach: both sides of the clamp.
+        ScanCell::Rnn(rnnlm::fused::Activation::Tanh, Clip::new(0.3).unwrap()),
+        ScanCell::Lstm(Clip::new(0.3).unwrap()),
+        ScanCell::Gru(Clip::new(0.3).unwrap()),
+        ScanCell::GruD2l(Clip::new(0.3).unwrap()),
+    ] {
+        for (input, case) in [
+            ("time-major", LayerCase::dense(cell, false)),
+            ("batch-first", LayerCase::dense(cell, true)),
+            ("one-hot", LayerCase::one_hot(cell)),
+            ("reversed, padded", LayerCase::dense(cell, false).reversed(vec![3, 4])),
+        ] {
+            let inputs: Vec<Option<Tensor<2>>> = case
+                .tensors(&ad)
+                .into_iter()
+                .map(|t| t.map(Tensor::require_grad))
+                .collect();
+            let grads = case.loss(&inputs).backward();
+            for (index, tensor) in inputs.iter().enumerate() {
+                let Some(tensor) = tensor else { continue };
+                let name = LAYER_INPUTS[index];
+                let analytic = values(tensor.grad(&grads).unwrap_or_else(|| {
+                    panic!("{cell:?}, {input} input: {name} has no gradient")
+                }));
+                // Central differences in f64 of the f32 loss, on a spread of entries.
+                let base = case.tensors(&dev);
+                let len = analytic.len();
+                // Some ReLU pre-activation (and some clamped cell) lies within a step of 1e-3 of
+                // its kink here: a step of 1e-4 stays on one side (and the f32 loss still
+                // resolves it to 2e-3).
+                let clip = match cell {
+                    ScanCell::Rnn(_, clip) | ScanCell::Lstm(clip) | ScanCell::Gru(clip) | ScanCell::GruD2l(clip) => clip,
+                };
+                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) || clip != Clip::NONE;
+                let eps = if kinked { 1e-4f32 } else { 1e-2 };
+                for entry in (0..len).step_by(len.div_ceil(7).max(1)) {
+                    let at = |delta: f32| {
+                        let mut shifted = base.clone();
+                        let tensor = shifted[index].take().unwrap();
+                        let shape = tensor.dims();
+                        let mut v = values(tensor);
+                        v[entry] += delta;
+                        shifted[index] = Some(Tensor::from_data(TensorData::new(v, shape), &dev));
+                        f64::from(case.loss(&shifted).into_scalar::<f32>())
+                    };
+                    let numeric = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+                    let got = f64::from(analytic[entry]);
+                    assert!(
+                        (got - numeric).abs() <= 5e-3 + 1e-2 * numeric.abs(),
+                        "{cell:?}, {input} input: d loss / d {name}[{entry}]: {got} by the \
+                         backward pass, {numeric} by finite differences"
+                    );
+                }
+            }
+        }
+    }
+}
+
+
+/// Dropout is Burn's own on both paths, so with the same seed the fused and the composite
+/// layers on `dev` drop the same units: the same loss and gradients (within `tolerance`,
+/// relative), of every parameter and of the initial state; another seed drops others. Seeds
+/// `dev`'s generator: callers that share it take turns.
+pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
+    let ad = dev.clone().autodiff();
+    let (batch, steps, vocab) = (4, 6, 9);
+    let x: Vec<i64> = (0..(batch * steps) as i64)
+        .map(|i| (i * 5 + 1) % vocab)
+        .collect();
+    let y: Vec<i64> = (0..(batch * steps) as i64)
+        .map(|i| (i * 7 + 3) % vocab)
+        .collect();
+    for (name, config) in [
+        (
+            "lstm, 3 layers, dropout 0.3",
+            RnnLmConfig::new(CellKind::Lstm, vocab as usize, 24)
+                .with_num_layers(3)
+                .with_dropout(0.3),
+        ),
+        (
+            "gru (d2l), 2 layers, dropout 0.3",
+            RnnLmConfig::new(CellKind::Gru, vocab as usize, 16)
+                .with_num_layers(2)
+                .with_gru_formula(rnnlm::GruFormula::D2l)
+                .with_dropout(0.3),
+        ),
+        (
+            "gru, 2 layers, dropout 0.5",
+            RnnLmConfig::new(CellKind::Gru, vocab as usize, 16)
+                .with_num_layers(2)
+                .with_dropout(0.5),
+        ),
+        (
+            "rnn-scratch, 2 layers, dropout 0.4",
+            // d2l's N(0, 0.01²) weights make dropout's effect on the loss too small to see.
+            RnnLmConfig::new(CellKind::RnnScratch, vocab as usize, 16)
+                .with_num_layers(2)
+                .with_dropout(0.4)
+                .with_init(rnnlm::WeightInit::Normal { sigma: 0.3 }),
+        ),
+    ] {
+        let model = config.init(&ad);
+        let pass = |mode: Mode, seed: u64| {
+            ad.seed(seed);
+            let start = model.begin_state(batch, &ad);
+            let h0 = start.hidden.clone().add_scalar(0.3).require_grad();
+            let start = rnnlm::RecurrentState { hidden: h0.clone(), ..start };
+            let (logits, _) =
+                rnnlm::fused::with_mode(mode, || model.forward(ids(&x, [batch, steps], &ad), start));
+            let loss = sequence_loss(logits, ids(&y, [batch, steps], &ad));
+            let value = loss.clone().into_scalar::<f32>();
+            let grads = loss.backward();
+            let d_h0 = values(h0.grad(&grads).expect("the initial state's gradient"));
+            (value, param_grads(&model, &grads), d_h0)
+        };
+        let (fused, fused_grads, fused_h0) = pass(Mode::Fused, 3);
+        let (composite, composite_grads, composite_h0) = pass(Mode::Composite, 3);
+        assert!(
+            (fused - composite).abs() <= tolerance * composite.abs(),
+            "{name}: loss {fused} fused, {composite} composite"
+        );
+        assert_eq!(fused_grads.len(), composite_grads.len(), "{name}: gradients");
+        for (id, grad) in &fused_grads {
+            let want = &composite_grads[id];
+            let diff = max_diff(grad, want);
+            assert!(
+                diff <= tolerance * want.iter().fold(1.0f32, |m, x| m.max(x.abs())),
+                "{name}: parameter {id}: gradients differ by {diff}"
+            );
+        }
+        let diff = max_diff(&fused_h0, &composite_h0);
+        assert!(
+            diff <= tolerance * composite_h0.iter().fold(1.0f32, |m, x| m.max(x.abs())),
+            "{name}: initial-state gradients differ by {diff}"
+        );
+        // Another seed drops other units: the masks are really drawn.
+        let (other, _, _) = pass(Mode::Fused, 4);
+        assert!(
+            (other - fused).abs() > 1e-4,
+            "{name}: the masks do not depend on the seed"
+        );
+    }
+}
+
