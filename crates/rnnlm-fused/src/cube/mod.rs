@@ -70,6 +70,12 @@ fn columns(tensor: &CubeTensor, range: std::ops::Range<usize>) -> CubeTensor {
     into_contiguous(B::float_slice(tensor.clone(), &[Slice::from(0..rows), Slice::from(range)]))
 }
 
+/// Rows `range` of a row-major `[rows, cols]` matrix.
+fn rows_of(tensor: &CubeTensor, range: std::ops::Range<usize>) -> CubeTensor {
+    let cols = tensor.shape()[1];
+    into_contiguous(B::float_slice(tensor.clone(), &[Slice::from(range), Slice::from(0..cols)]))
+}
+
 /// Every row's number of steps, `[batch]` as `f32`.
 fn lengths(like: &CubeTensor, order: &ScanOrder, steps: usize, batch: usize) -> CubeTensor {
     let values: Vec<f32> = if order.lengths.is_empty() {
@@ -238,7 +244,8 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
 
     let d_output = into_contiguous(d_output);
     let lengths = lengths(like, &saved.order, steps, batch);
-    let weight = into_contiguous(saved.weight.clone());
+    // `W_hᵀ`, row-major once rather than a strided view every step.
+    let weight_t = into_contiguous(B::float_transpose(into_contiguous(saved.weight.clone())));
     let h0 = into_contiguous(saved.h0.clone());
     // The gradient reaching h_{t-1} directly (not through W_h), and the one through W_h from
     // the step after: dh_t = carry + p + d_output[t].
@@ -257,7 +264,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&lengths), arg(&p), arg(&carry),
                     arg(&dp), arg(&dq), s as u32, clip, reverse, clipped, relu,
                 );
-                p = matmul(dq.clone(), B::float_transpose(weight.clone()));
+                p = matmul(dq.clone(), weight_t.clone());
             }
         }
         CellKind::Lstm(_) => {
@@ -270,7 +277,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     &client, count.clone(), dim, arg(&d_output), arg(&saved.gates), arg(&saved.extra), arg(&c0), arg(&lengths),
                     arg(&p), arg(&carry), arg(&dc), arg(&dp), arg(&dq), s as u32, clip, reverse, clipped,
                 );
-                p = matmul(dq.clone(), B::float_transpose(weight.clone()));
+                p = matmul(dq.clone(), weight_t.clone());
             }
             return finish(saved, wanted, dp.clone(), dp, carry, p, Some(dc), [steps, batch, hidden]);
         }
@@ -283,13 +290,13 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     arg(&saved.extra), arg(&lengths), arg(&p), arg(&carry), arg(&dp), arg(&dq_all), arg(&dq),
                     s as u32, clip, reverse, clipped,
                 );
-                p = matmul(dq.clone(), B::float_transpose(weight.clone()));
+                p = matmul(dq.clone(), weight_t.clone());
             }
             return finish(saved, wanted, dp, dq_all, carry, p, None, [steps, batch, hidden]);
         }
         CellKind::GruD2l(_) => {
-            let w_rz_t = B::float_transpose(columns(&weight, 0..2 * hidden));
-            let w_n_t = B::float_transpose(columns(&weight, 2 * hidden..3 * hidden));
+            let w_rz_t = rows_of(&weight_t, 0..2 * hidden);
+            let w_n_t = rows_of(&weight_t, 2 * hidden..3 * hidden);
             let dn = empty(like, &[batch, hidden]);
             let dq = empty(like, &[batch, 2 * hidden]);
             for s in (0..steps).rev() {
