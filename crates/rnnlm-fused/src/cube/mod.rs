@@ -64,6 +64,13 @@ fn matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
     into_contiguous(B::float_matmul(a, b))
 }
 
+/// A per-step product `a·w` (`a` `[batch, depth]`): Burn's tiled product. A kernel of one unit
+/// per column and block of rows (neighbouring units reading neighbouring weights) ran at half
+/// its speed on lavapipe (docs/design.md).
+fn step_product(a: &CubeTensor, w: &CubeTensor) -> CubeTensor {
+    matmul(a.clone(), w.clone())
+}
+
 /// Columns `range` of a `[rows, cols]` matrix, row-major.
 fn columns(tensor: &CubeTensor, range: std::ops::Range<usize>) -> CubeTensor {
     let rows = tensor.shape()[0];
@@ -156,7 +163,7 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
         CellKind::Rnn(activation, _) => {
             let relu = activation == Activation::Relu;
             for s in 0..steps {
-                let q = matmul(h.clone(), weight.clone());
+                let q = step_product(&h, &weight);
                 kernels::rnn_forward::launch(
                     &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&out),
                     s as u32, clip, reverse, clipped, relu,
@@ -166,7 +173,7 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
         CellKind::Lstm(_) => {
             let c = copy(&inputs.c0);
             for s in 0..steps {
-                let q = matmul(h.clone(), weight.clone());
+                let q = step_product(&h, &weight);
                 kernels::lstm_forward::launch(
                     &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&c), arg(&out),
                     arg(&gate_tape), arg(&extra_tape), s as u32, clip, reverse, clipped, keep_tape,
@@ -178,7 +185,7 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
             let has_bias = dims(&inputs.hidden_bias) == [width];
             let bias = if has_bias { into_contiguous(inputs.hidden_bias.clone()) } else { empty(like, &[1]) };
             for s in 0..steps {
-                let q = matmul(h.clone(), weight.clone());
+                let q = step_product(&h, &weight);
                 kernels::gru_forward::launch(
                     &client, count.clone(), dim, arg(&proj), arg(&q), arg(&bias), arg(&lengths), arg(&h), arg(&out),
                     arg(&gate_tape), arg(&extra_tape), s as u32, clip, reverse, clipped, keep_tape, has_bias,
@@ -190,12 +197,12 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
             let w_n = columns(&weight, 2 * hidden..3 * hidden);
             let reset_h = empty(like, &[batch, hidden]);
             for s in 0..steps {
-                let q = matmul(h.clone(), w_rz.clone());
+                let q = step_product(&h, &w_rz);
                 kernels::gru_d2l_gates::launch(
                     &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&reset_h),
                     arg(&gate_tape), arg(&extra_tape), s as u32, reverse, keep_tape,
                 );
-                let q_n = matmul(reset_h.clone(), w_n.clone());
+                let q_n = step_product(&reset_h, &w_n);
                 kernels::gru_d2l_candidate::launch(
                     &client, count.clone(), dim, arg(&proj), arg(&q), arg(&q_n), arg(&lengths), arg(&h), arg(&out),
                     arg(&gate_tape), s as u32, clip, reverse, clipped, keep_tape,
@@ -264,7 +271,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&lengths), arg(&p), arg(&carry),
                     arg(&dp), arg(&dq), s as u32, clip, reverse, clipped, relu,
                 );
-                p = matmul(dq.clone(), weight_t.clone());
+                p = step_product(&dq, &weight_t);
             }
         }
         CellKind::Lstm(_) => {
@@ -277,7 +284,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     &client, count.clone(), dim, arg(&d_output), arg(&saved.gates), arg(&saved.extra), arg(&c0), arg(&lengths),
                     arg(&p), arg(&carry), arg(&dc), arg(&dp), arg(&dq), s as u32, clip, reverse, clipped,
                 );
-                p = matmul(dq.clone(), weight_t.clone());
+                p = step_product(&dq, &weight_t);
             }
             return finish(saved, wanted, dp.clone(), dp, carry, p, Some(dc), [steps, batch, hidden]);
         }
@@ -290,7 +297,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     arg(&saved.extra), arg(&lengths), arg(&p), arg(&carry), arg(&dp), arg(&dq_all), arg(&dq),
                     s as u32, clip, reverse, clipped,
                 );
-                p = matmul(dq.clone(), weight_t.clone());
+                p = step_product(&dq, &weight_t);
             }
             return finish(saved, wanted, dp, dq_all, carry, p, None, [steps, batch, hidden]);
         }
@@ -304,12 +311,12 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                     &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&h0), arg(&saved.gates),
                     arg(&lengths), arg(&p), arg(&carry), arg(&dp), arg(&dn), arg(&dq), s as u32, clip, reverse, clipped,
                 );
-                let d_reset_h = matmul(dn.clone(), w_n_t.clone());
+                let d_reset_h = step_product(&dn, &w_n_t);
                 kernels::gru_d2l_gates_backward::launch(
                     &client, count.clone(), dim, arg(&saved.output), arg(&h0), arg(&saved.gates), arg(&lengths),
                     arg(&d_reset_h), arg(&carry), arg(&dp), arg(&dq), s as u32, reverse,
                 );
-                p = matmul(dq.clone(), w_rz_t.clone());
+                p = step_product(&dq, &w_rz_t);
             }
         }
     }
