@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The fused layer on a lent GPU, beside PyTorch's cuDNN, in one prepared run (issue 39).
 #
-#   scripts/gpu-bench.sh prepare   here: builds a stripped `rnnlm` with wgpu (Vulkan) and, where
-#                                  it links, cuda into .gpu/ (git-ignored), with The Time Machine
+#   scripts/gpu-bench.sh prepare   here: builds a stripped `rnnlm` with wgpu (Vulkan) and, with
+#                                  GPU_BENCH_CUDA=1, cuda into .gpu/ (git-ignored), with The Time Machine
 #                                  and the Vulkan loader's packages (.gl/, as the device tool's
 #                                  README says); prints the size the run carries (limit 64 MiB)
 #   scripts/gpu-bench.sh run       there (PyTorch with CUDA and cuDNN, no Rust, no network):
@@ -23,16 +23,15 @@ prepare() {
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
     grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo '/.gl/' >> .git/info/exclude
     mkdir -p .gpu .gl
-    local target=${CARGO_TARGET_DIR:-$HOME/.cache/rnnlm/target-gpu}
+    local target=${CARGO_TARGET_DIR:-$HOME/.cache/rnnlm/target-wgpu}
     local features=wgpu
-    # cuda links against nothing at build time (cudarc loads the driver when it runs); if the
-    # build fails here, the run measures wgpu (Vulkan on the NVIDIA driver) alone.
-    if CARGO_TARGET_DIR=$target cargo build --release -p rnnlm-cli --no-default-features --features wgpu,cuda; then
+    # cuda links only against LLVM's NVPTX target, which only tracel's download of LLVM has
+    # (README, "Picking a backend"): asked for with GPU_BENCH_CUDA=1 where that LLVM is
+    # installed; the run then measures cuda, else wgpu (Vulkan on the NVIDIA driver).
+    if [ "${GPU_BENCH_CUDA:-0}" = 1 ]; then
         features=wgpu,cuda
-    else
-        echo "(cuda did not build; wgpu alone)"
-        CARGO_TARGET_DIR=$target cargo build --release -p rnnlm-cli --no-default-features --features wgpu
     fi
+    cargo build --release -p rnnlm-cli --features "$features" --target-dir "$target"
     cp "$target/release/rnnlm" .gpu/rnnlm
     strip .gpu/rnnlm
     echo "$features" > .gpu/features

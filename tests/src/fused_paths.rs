@@ -604,7 +604,7 @@ pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
         let (composite, composite_grads, composite_h0) = pass(Mode::Composite, 3);
         assert!(
             (fused - composite).abs() <= tolerance * composite.abs(),
-            "{name}: loss {fused} fused, {composite} composite"
+            "{name} on {dev:?}: loss {fused} fused, {composite} composite"
         );
         assert_eq!(fused_grads.len(), composite_grads.len(), "{name}: gradients");
         for (id, grad) in &fused_grads {
@@ -620,11 +620,13 @@ pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
             diff <= tolerance * composite_h0.iter().fold(1.0f32, |m, x| m.max(x.abs())),
             "{name}: initial-state gradients differ by {diff}"
         );
-        // Another seed drops other units: the masks are really drawn.
+        // Another seed drops other units: the masks are really drawn. Other masks can give a
+        // loss close to this one (8e-5 away on ndarray once), never the same to 1e-6: the same
+        // masks would give the same loss to the last bit.
         let (other, _, _) = pass(Mode::Fused, 4);
         assert!(
-            (other - fused).abs() > 1e-4,
-            "{name}: the masks do not depend on the seed"
+            (other - fused).abs() > 1e-6 * fused.abs().max(1.0),
+            "{name} on {dev:?}: the masks do not depend on the seed (loss {other} with seed 4, {fused} with seed 3)"
         );
     }
 }

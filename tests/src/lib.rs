@@ -285,3 +285,29 @@ impl burn::module::ModuleMapper for Nudge {
         })
     }
 }
+
+/// Replaces every float parameter of a module with [`pattern`]'s values (`scale` times a sine,
+/// each parameter with its own salt, in the order the mapper visits them): weights that do not
+/// depend on a random generator other tests share, so that a test on them gives the same
+/// numbers on every run.
+pub struct Patterned {
+    /// The largest magnitude.
+    pub scale: f32,
+    /// The salt of the next parameter.
+    pub next: usize,
+}
+
+impl burn::module::ModuleMapper for Patterned {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let salt = self.next;
+        self.next += 1;
+        let scale = self.scale;
+        param.map(|t| {
+            let (dims, device) = (t.dims(), t.device());
+            floats(&pattern(dims.iter().product(), salt, scale), dims, &device)
+        })
+    }
+}

@@ -150,8 +150,15 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
     let weight = into_contiguous(inputs.weight.clone());
     let h = copy(&inputs.h0);
     let out = zeros(like, &[steps + 1 + usize::from(cell.has_cell()), batch, hidden]);
-    // Tapes only where kept (a one-element stand-in otherwise: a binding must exist).
-    let tape = |shape: &[usize]| if keep_tape { empty(like, shape) } else { empty(like, &[1]) };
+    // Tapes only where kept (a one-element stand-in otherwise: a binding must exist). The
+    // kernels write every row a step takes; past a row's length nothing is written, and those
+    // rows must be zero, since d2l's tape enters a product (`W_hn`'s gradient).
+    let padded = !inputs.order.lengths.is_empty();
+    let tape = |shape: &[usize]| match (keep_tape, padded) {
+        (false, _) => empty(like, &[1]),
+        (true, false) => empty(like, shape),
+        (true, true) => zeros(like, shape),
+    };
     let (gate_tape, extra_tape) = match cell {
         CellKind::Rnn(..) => (empty(like, &[1]), empty(like, &[1])),
         _ => (tape(&[rows, width]), tape(&[rows, hidden])),
