@@ -18,7 +18,6 @@ use rnnlm_train::sequence_loss;
 
 use crate::{ids, pattern};
 
-
 pub const INPUT: usize = 6;
 /// Not a multiple of the vector width, so the kernels meet partial blocks.
 pub const HIDDEN: usize = 13;
@@ -63,7 +62,10 @@ pub fn cores(layers: usize, dev: &Device) -> Vec<(&'static str, RecurrentCore)> 
                     .init(dev),
             ),
         ),
-        ("gru (PyTorch) without b_hh", RecurrentCore::Gru(no_hidden_bias)),
+        (
+            "gru (PyTorch) without b_hh",
+            RecurrentCore::Gru(no_hidden_bias),
+        ),
         (
             "gru (d2l)",
             RecurrentCore::Gru(
@@ -113,7 +115,14 @@ pub struct Pass {
     pub d_c0: Option<Vec<f32>>,
 }
 
-pub fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mode: Mode, dev: &Device) -> Pass {
+pub fn pass(
+    core: &RecurrentCore,
+    batch: usize,
+    steps: usize,
+    layout: Layout,
+    mode: Mode,
+    dev: &Device,
+) -> Pass {
     let ad = dev.clone().autodiff();
     // The leaf whose gradient is compared, and the input as the core takes it.
     let (leaf, input) = match layout {
@@ -123,18 +132,26 @@ pub fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mo
         }
         Layout::Transposed => {
             let leaf = tensor([batch, INPUT, steps], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf.swap_dims(1, 2)))
+            (
+                Some(leaf.clone()),
+                SequenceInput::Dense(leaf.swap_dims(1, 2)),
+            )
         }
         Layout::Narrowed => {
             let leaf = tensor([batch, steps, INPUT + 3], 1, 1.0, &ad).require_grad();
-            (Some(leaf.clone()), SequenceInput::Dense(leaf.narrow(2, 2, INPUT)))
+            (
+                Some(leaf.clone()),
+                SequenceInput::Dense(leaf.narrow(2, 2, INPUT)),
+            )
         }
         Layout::TimeMajor => {
             let leaf = tensor([steps, batch, INPUT], 1, 1.0, &ad).require_grad();
             (Some(leaf.clone()), SequenceInput::Dense(leaf))
         }
         Layout::OneHot => {
-            let ids: Vec<i64> = (0..steps * batch).map(|i| ((i * 5 + 2) % INPUT) as i64).collect();
+            let ids: Vec<i64> = (0..steps * batch)
+                .map(|i| ((i * 5 + 2) % INPUT) as i64)
+                .collect();
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [steps, batch]), &ad);
             (None, SequenceInput::OneHot(ids))
         }
@@ -170,7 +187,9 @@ pub fn pass(core: &RecurrentCore, batch: usize, steps: usize, layout: Layout, mo
         hidden: values(end.hidden),
         cell: end.cell.map(values),
         grads: param_grads(core, &grads),
-        d_input: leaf.map_or_else(Vec::new, |leaf| values(leaf.grad(&grads).expect("the input's gradient"))),
+        d_input: leaf.map_or_else(Vec::new, |leaf| {
+            values(leaf.grad(&grads).expect("the input's gradient"))
+        }),
         d_h0: values(h0.grad(&grads).expect("h0's gradient")),
         d_c0: c0.map(|c0| values(c0.grad(&grads).expect("c0's gradient"))),
     }
@@ -181,9 +200,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     let bound = tolerance * want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
     let diff = max_diff(got, want);
-    assert!(diff <= bound, "{what}: fused and composite differ by {diff} (bound {bound})");
+    assert!(
+        diff <= bound,
+        "{what}: fused and composite differ by {diff} (bound {bound})"
+    );
 }
-
 
 /// The shapes every comparison runs: 1 to 3 layers, batch 1 and steps 1, every input layout.
 pub fn shapes() -> Vec<(usize, usize, usize, Layout)> {
@@ -210,8 +231,18 @@ pub fn fused_equals_composite(dev: &Device, tolerance: f32) {
             let name = format!("{name}, {layers} layers, batch {batch}, steps {steps}, {layout:?}");
             let fused = pass(&core, batch, steps, layout, Mode::Fused, dev);
             let composite = pass(&core, batch, steps, layout, Mode::Composite, dev);
-            assert_close(&format!("{name}: outputs"), &fused.outputs, &composite.outputs, tolerance);
-            assert_close(&format!("{name}: final h"), &fused.hidden, &composite.hidden, tolerance);
+            assert_close(
+                &format!("{name}: outputs"),
+                &fused.outputs,
+                &composite.outputs,
+                tolerance,
+            );
+            assert_close(
+                &format!("{name}: final h"),
+                &fused.hidden,
+                &composite.hidden,
+                tolerance,
+            );
             if let (Some(got), Some(want)) = (&fused.cell, &composite.cell) {
                 assert_close(&format!("{name}: final c"), got, want, tolerance);
             }
@@ -224,10 +255,25 @@ pub fn fused_equals_composite(dev: &Device, tolerance: f32) {
                 let got = fused.grads.get(id).unwrap_or_else(|| {
                     panic!("{name}: parameter {id} has no gradient through the fused scan")
                 });
-                assert_close(&format!("{name}: gradient of parameter {id}"), got, want, tolerance);
+                assert_close(
+                    &format!("{name}: gradient of parameter {id}"),
+                    got,
+                    want,
+                    tolerance,
+                );
             }
-            assert_close(&format!("{name}: input gradient"), &fused.d_input, &composite.d_input, tolerance);
-            assert_close(&format!("{name}: h0 gradient"), &fused.d_h0, &composite.d_h0, tolerance);
+            assert_close(
+                &format!("{name}: input gradient"),
+                &fused.d_input,
+                &composite.d_input,
+                tolerance,
+            );
+            assert_close(
+                &format!("{name}: h0 gradient"),
+                &fused.d_h0,
+                &composite.d_h0,
+                tolerance,
+            );
             if let (Some(got), Some(want)) = (&fused.d_c0, &composite.d_c0) {
                 assert_close(&format!("{name}: c0 gradient"), got, want, tolerance);
             }
@@ -253,7 +299,11 @@ pub fn bidirectional_cores(layers: usize, dev: &Device) -> Vec<(&'static str, Re
         (
             "gru (PyTorch)",
             RecurrentCore::Gru(
-                GruConfig::new(INPUT, HIDDEN).with_num_layers(layers).with_init(init).with_bidirectional(true).init(dev),
+                GruConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_init(init)
+                    .with_bidirectional(true)
+                    .init(dev),
             ),
         ),
         (
@@ -270,22 +320,37 @@ pub fn bidirectional_cores(layers: usize, dev: &Device) -> Vec<(&'static str, Re
         (
             "lstm",
             RecurrentCore::Lstm(
-                DeepLstmConfig::new(INPUT, HIDDEN).with_num_layers(layers).with_init(init).with_bidirectional(true).init(dev),
+                DeepLstmConfig::new(INPUT, HIDDEN)
+                    .with_num_layers(layers)
+                    .with_init(init)
+                    .with_bidirectional(true)
+                    .init(dev),
             ),
         ),
     ]
 }
 
 /// One pass of a padded batch (`lengths` in `1..=steps`, unsorted) through `forward_padded`.
-pub fn padded_pass(core: &RecurrentCore, lengths: &[usize], steps: usize, mode: Mode, dev: &Device) -> Pass {
+pub fn padded_pass(
+    core: &RecurrentCore,
+    lengths: &[usize],
+    steps: usize,
+    mode: Mode,
+    dev: &Device,
+) -> Pass {
     let ad = dev.clone().autodiff();
     let batch = lengths.len();
     let entries = core.num_layers() * core.num_directions();
     let width = core.output_size();
     let x = tensor([batch, steps, INPUT], 5, 1.0, &ad).require_grad();
     let h0 = tensor([entries, batch, HIDDEN], 6, 0.8, &ad).require_grad();
-    let c0 = core.has_cell().then(|| tensor([entries, batch, HIDDEN], 7, 0.8, &ad).require_grad());
-    let start = RecurrentState { hidden: h0.clone(), cell: c0.clone() };
+    let c0 = core
+        .has_cell()
+        .then(|| tensor([entries, batch, HIDDEN], 7, 0.8, &ad).require_grad());
+    let start = RecurrentState {
+        hidden: h0.clone(),
+        cell: c0.clone(),
+    };
     let (outputs, end) = with_mode(mode, || core.forward_padded(x.clone(), lengths, start))
         .expect("lengths in 1..=steps");
     let mut loss = (outputs.clone() * tensor([batch, steps, width], 8, 1.0, &ad)).sum()
@@ -307,18 +372,50 @@ pub fn padded_pass(core: &RecurrentCore, lengths: &[usize], steps: usize, mode: 
 
 /// `got` against `want`, every part of a pass.
 pub fn assert_same_pass(what: &str, got: &Pass, want: &Pass, tolerance: f32) {
-    assert_close(&format!("{what}: outputs"), &got.outputs, &want.outputs, tolerance);
-    assert_close(&format!("{what}: final h"), &got.hidden, &want.hidden, tolerance);
+    assert_close(
+        &format!("{what}: outputs"),
+        &got.outputs,
+        &want.outputs,
+        tolerance,
+    );
+    assert_close(
+        &format!("{what}: final h"),
+        &got.hidden,
+        &want.hidden,
+        tolerance,
+    );
     if let (Some(got), Some(want)) = (&got.cell, &want.cell) {
         assert_close(&format!("{what}: final c"), got, want, tolerance);
     }
-    assert_eq!(got.grads.len(), want.grads.len(), "{what}: parameters with a gradient");
+    assert_eq!(
+        got.grads.len(),
+        want.grads.len(),
+        "{what}: parameters with a gradient"
+    );
     for (id, want) in &want.grads {
-        let got = got.grads.get(id).unwrap_or_else(|| panic!("{what}: parameter {id} has no gradient"));
-        assert_close(&format!("{what}: gradient of parameter {id}"), got, want, tolerance);
+        let got = got
+            .grads
+            .get(id)
+            .unwrap_or_else(|| panic!("{what}: parameter {id} has no gradient"));
+        assert_close(
+            &format!("{what}: gradient of parameter {id}"),
+            got,
+            want,
+            tolerance,
+        );
     }
-    assert_close(&format!("{what}: input gradient"), &got.d_input, &want.d_input, tolerance);
-    assert_close(&format!("{what}: h0 gradient"), &got.d_h0, &want.d_h0, tolerance);
+    assert_close(
+        &format!("{what}: input gradient"),
+        &got.d_input,
+        &want.d_input,
+        tolerance,
+    );
+    assert_close(
+        &format!("{what}: h0 gradient"),
+        &got.d_h0,
+        &want.d_h0,
+        tolerance,
+    );
     if let (Some(got), Some(want)) = (&got.d_c0, &want.d_c0) {
         assert_close(&format!("{what}: c0 gradient"), got, want, tolerance);
     }
@@ -327,7 +424,8 @@ pub fn assert_same_pass(what: &str, got: &Pass, want: &Pass, tolerance: f32) {
 /// Bidirectional cores of every kind (1 and 2 layers) on padded batches, unsorted lengths and
 /// a batch of one row of one step: fused against composite on `dev`.
 pub fn padded_fused_equals_composite(dev: &Device, tolerance: f32) {
-    let cases: [(usize, &[usize], usize); 3] = [(2, &[2, 5, 5, 3], 5), (1, &[1], 1), (1, &[3, 1], 4)];
+    let cases: [(usize, &[usize], usize); 3] =
+        [(2, &[2, 5, 5, 3], 5), (1, &[1], 1), (1, &[3, 1], 4)];
     for (layers, lengths, steps) in cases {
         for (name, core) in bidirectional_cores(layers, &dev.clone().autodiff()) {
             let fused = padded_pass(&core, lengths, steps, Mode::Fused, dev);
@@ -363,13 +461,25 @@ pub struct LayerCase {
 }
 
 /// The names of [`LayerCase::tensors`]' entries.
-pub const LAYER_INPUTS: [&str; 7] = ["input", "input_weight", "input_bias", "h0", "c0", "weight", "hidden_bias"];
+pub const LAYER_INPUTS: [&str; 7] = [
+    "input",
+    "input_weight",
+    "input_bias",
+    "h0",
+    "c0",
+    "weight",
+    "hidden_bias",
+];
 
 impl LayerCase {
     pub fn dense(cell: ScanCell, batch_first: bool) -> Self {
         let (steps, batch, hidden, features) = (4, 2, 5, 3);
         let width = cell.gates() * hidden;
-        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) { 0.3 } else { 0.7 };
+        let scale = if matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) {
+            0.3
+        } else {
+            0.7
+        };
         Self {
             cell,
             steps,
@@ -382,16 +492,27 @@ impl LayerCase {
             input_weight: pattern(features * width, 10, 0.6),
             input_bias: pattern(width, 12, 0.4),
             h0: pattern(batch * hidden, 13, 0.8),
-            c0: if cell.has_cell() { pattern(batch * hidden, 14, 0.8) } else { Vec::new() },
+            c0: if cell.has_cell() {
+                pattern(batch * hidden, 14, 0.8)
+            } else {
+                Vec::new()
+            },
             weight: pattern(hidden * width, 15, scale),
-            hidden_bias: if cell.has_hidden_bias() { pattern(width, 16, 0.4) } else { Vec::new() },
+            hidden_bias: if cell.has_hidden_bias() {
+                pattern(width, 16, 0.4)
+            } else {
+                Vec::new()
+            },
             order: ScanOrder::default(),
         }
     }
 
     /// Reversed (a bidirectional layer's backward direction), over rows of `lengths` steps.
     pub fn reversed(mut self, lengths: Vec<usize>) -> Self {
-        self.order = ScanOrder { reverse: true, lengths };
+        self.order = ScanOrder {
+            reverse: true,
+            lengths,
+        };
         self
     }
 
@@ -401,7 +522,9 @@ impl LayerCase {
         let mut case = Self::dense(cell, false);
         let width = cell.gates() * case.hidden;
         case.inputs = vocab;
-        case.ids = (0..case.steps * case.batch).map(|i| ((i * 7) % (vocab - 1)) as i64).collect();
+        case.ids = (0..case.steps * case.batch)
+            .map(|i| ((i * 7) % (vocab - 1)) as i64)
+            .collect();
         case.input = Vec::new();
         case.input_weight = pattern(vocab * width, 10, 1.0);
         case
@@ -461,7 +584,14 @@ impl LayerCase {
         )
         .unwrap_or_else(|_| panic!("the fused layer runs on the tests' backend"));
         let dims = out.dims();
-        assert_eq!(dims, [self.steps + 1 + usize::from(self.cell.has_cell()), self.batch, self.hidden]);
+        assert_eq!(
+            dims,
+            [
+                self.steps + 1 + usize::from(self.cell.has_cell()),
+                self.batch,
+                self.hidden
+            ]
+        );
         let weights = tensor(dims, 17, 1.0, &out.device());
         (out * weights).sum()
     }
@@ -490,7 +620,10 @@ pub fn operation_matches_finite_differences(dev: &Device) {
             ("time-major", LayerCase::dense(cell, false)),
             ("batch-first", LayerCase::dense(cell, true)),
             ("one-hot", LayerCase::one_hot(cell)),
-            ("reversed, padded", LayerCase::dense(cell, false).reversed(vec![3, 4])),
+            (
+                "reversed, padded",
+                LayerCase::dense(cell, false).reversed(vec![3, 4]),
+            ),
         ] {
             let inputs: Vec<Option<Tensor<2>>> = case
                 .tensors(&ad)
@@ -501,9 +634,10 @@ pub fn operation_matches_finite_differences(dev: &Device) {
             for (index, tensor) in inputs.iter().enumerate() {
                 let Some(tensor) = tensor else { continue };
                 let name = LAYER_INPUTS[index];
-                let analytic = values(tensor.grad(&grads).unwrap_or_else(|| {
-                    panic!("{cell:?}, {input} input: {name} has no gradient")
-                }));
+                let analytic =
+                    values(tensor.grad(&grads).unwrap_or_else(|| {
+                        panic!("{cell:?}, {input} input: {name} has no gradient")
+                    }));
                 // Central differences in f64 of the f32 loss, on a spread of entries.
                 let base = case.tensors(&dev);
                 let len = analytic.len();
@@ -511,9 +645,13 @@ pub fn operation_matches_finite_differences(dev: &Device) {
                 // its kink here: a step of 1e-4 stays on one side (and the f32 loss still
                 // resolves it to 2e-3).
                 let clip = match cell {
-                    ScanCell::Rnn(_, clip) | ScanCell::Lstm(clip) | ScanCell::Gru(clip) | ScanCell::GruD2l(clip) => clip,
+                    ScanCell::Rnn(_, clip)
+                    | ScanCell::Lstm(clip)
+                    | ScanCell::Gru(clip)
+                    | ScanCell::GruD2l(clip) => clip,
                 };
-                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _)) || clip != Clip::NONE;
+                let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _))
+                    || clip != Clip::NONE;
                 let eps = if kinked { 1e-4f32 } else { 1e-2 };
                 for entry in (0..len).step_by(len.div_ceil(7).max(1)) {
                     let at = |delta: f32| {
@@ -537,7 +675,6 @@ pub fn operation_matches_finite_differences(dev: &Device) {
         }
     }
 }
-
 
 /// Dropout is Burn's own on both paths, so with the same seed the fused and the composite
 /// layers on `dev` drop the same units: the same loss and gradients (within `tolerance`,
@@ -586,9 +723,13 @@ pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
             ad.seed(seed);
             let start = model.begin_state(batch, &ad);
             let h0 = start.hidden.clone().add_scalar(0.3).require_grad();
-            let start = rnnlm::RecurrentState { hidden: h0.clone(), ..start };
-            let (logits, _) =
-                rnnlm::fused::with_mode(mode, || model.forward(ids(&x, [batch, steps], &ad), start));
+            let start = rnnlm::RecurrentState {
+                hidden: h0.clone(),
+                ..start
+            };
+            let (logits, _) = rnnlm::fused::with_mode(mode, || {
+                model.forward(ids(&x, [batch, steps], &ad), start)
+            });
             let loss = sequence_loss(logits, ids(&y, [batch, steps], &ad));
             let value = loss.clone().into_scalar::<f32>();
             let grads = loss.backward();
@@ -606,7 +747,11 @@ pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
             (fused - composite).abs() <= tolerance * composite.abs(),
             "{name} on {dev:?}: loss {fused} fused, {composite} composite"
         );
-        assert_eq!(fused_grads.len(), composite_grads.len(), "{name}: gradients");
+        assert_eq!(
+            fused_grads.len(),
+            composite_grads.len(),
+            "{name}: gradients"
+        );
         for (id, grad) in &fused_grads {
             let want = &composite_grads[id];
             let diff = max_diff(grad, want);
@@ -630,4 +775,3 @@ pub fn dropout_masks_agree(dev: &Device, tolerance: f32) {
         );
     }
 }
-

@@ -15,7 +15,9 @@ use burn_fusion::{Fusion, FusionBackend, FusionTensor, NoOp};
 use burn_ir::{BackendIr, InitOperationIr};
 use rnnlm_kernels::CellKind;
 
-use crate::op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
+use crate::op::{
+    LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved,
+};
 
 type Runtime = <CubeBackend as FusionBackend>::FusionRuntime;
 type Outer = FusionTensor<Runtime>;
@@ -38,7 +40,11 @@ fn outer(like: &Outer, tensor: CubeTensor) -> Outer {
     let handle = <CubeBackend as BackendIr>::float_tensor_handle(tensor);
     let init = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
     client
-        .register(StreamId::current(), OperationIr::Init(init), NoOp::<CubeBackend>::new())
+        .register(
+            StreamId::current(),
+            OperationIr::Init(init),
+            NoOp::<CubeBackend>::new(),
+        )
         .pop()
         .expect("an initialised tensor is the operation's one output")
 }
@@ -65,7 +71,11 @@ impl ScanKernels for Fusion<CubeBackend> {
     ) -> (FloatTensor<Self>, Option<ScanSaved<Self>>) {
         let like = inputs.h0.clone();
         // The saved inputs stay the caller's fused tensors; only the results are new.
-        let (input, ids, input_weight) = (inputs.input.clone(), inputs.ids.clone(), inputs.input_weight.clone());
+        let (input, ids, input_weight) = (
+            inputs.input.clone(),
+            inputs.ids.clone(),
+            inputs.input_weight.clone(),
+        );
         let (h0, c0, weight) = (inputs.h0.clone(), inputs.c0.clone(), inputs.weight.clone());
         let (output, saved) = CubeBackend::layer_forward(cell, inner_inputs(inputs), keep_tape);
         let output = outer(&like, output);
@@ -117,9 +127,16 @@ impl ScanKernels for Fusion<CubeBackend> {
         }
     }
 
-    fn gather_rows_backward(d_output: FloatTensor<Self>, ids: IntTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+    fn gather_rows_backward(
+        d_output: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        vocab: usize,
+    ) -> FloatTensor<Self> {
         let like = d_output.clone();
-        outer(&like, CubeBackend::gather_rows_backward(inner(d_output), inner_int(ids), vocab))
+        outer(
+            &like,
+            CubeBackend::gather_rows_backward(inner(d_output), inner_int(ids), vocab),
+        )
     }
 }
 
@@ -136,7 +153,17 @@ impl ScanBackend for Fusion<CubeBackend> {
         weight: FloatTensor<Self>,
         hidden_bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let inputs = ScanInputs { input, ids, input_weight, input_bias, h0, c0, weight, hidden_bias, order };
+        let inputs = ScanInputs {
+            input,
+            ids,
+            input_weight,
+            input_bias,
+            h0,
+            c0,
+            weight,
+            hidden_bias,
+            order,
+        };
         Self::layer_forward(cell, inputs, false).0
     }
 

@@ -67,7 +67,11 @@ fn masked(dh: f32, h: f32, clip: f32, #[comptime] clipped: bool) -> f32 {
 
 #[cube]
 fn clamped(x: f32, clip: f32, #[comptime] clipped: bool) -> f32 {
-    if clipped { x.max(0.0f32 - clip).min(clip) } else { x }
+    if clipped {
+        x.max(0.0f32 - clip).min(clip)
+    } else {
+        x
+    }
 }
 
 /// `dst[offset + i] = src[i]` for every `i` of `src`.

@@ -19,15 +19,17 @@ use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Shape, TensorData, TensorMetadata};
 use burn::tensor::{DType, FloatDType, IndexingUpdateOp, Slice};
+use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::CubeBackend;
-use cubecl::prelude::*;
 use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
 use rnnlm_kernels::{Activation, CellKind};
 
-use crate::op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
+use crate::op::{
+    LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved,
+};
 
 type B = CubeBackend;
 
@@ -37,12 +39,20 @@ const UNITS: u32 = 256;
 /// The launch grid of a kernel with one unit per element of `elements`.
 fn grid(tensor: &CubeTensor, elements: usize) -> (CubeCount, CubeDim) {
     let dim = CubeDim::new_1d(UNITS);
-    (calculate_cube_count_elemwise(&tensor.client, elements.max(1), dim), dim)
+    (
+        calculate_cube_count_elemwise(&tensor.client, elements.max(1), dim),
+        dim,
+    )
 }
 
 /// An uninitialised row-major `f32` tensor on `like`'s device.
 fn empty(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::from(shape.to_vec()), DType::F32)
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape.to_vec()),
+        DType::F32,
+    )
 }
 
 fn zeros(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
@@ -54,7 +64,14 @@ fn copy(tensor: &CubeTensor) -> CubeTensor {
     let source = into_contiguous(tensor.clone());
     let out = empty(&source, &source.shape().to_vec());
     let (count, dim) = grid(&source, source.shape().num_elements());
-    kernels::copy_into::launch(&source.client.clone(), count, dim, source.into_tensor_arg(), out.clone().into_tensor_arg(), 0);
+    kernels::copy_into::launch(
+        &source.client.clone(),
+        count,
+        dim,
+        source.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        0,
+    );
     out
 }
 
@@ -74,13 +91,19 @@ fn step_product(a: &CubeTensor, w: &CubeTensor) -> CubeTensor {
 /// Columns `range` of a `[rows, cols]` matrix, row-major.
 fn columns(tensor: &CubeTensor, range: std::ops::Range<usize>) -> CubeTensor {
     let rows = tensor.shape()[0];
-    into_contiguous(B::float_slice(tensor.clone(), &[Slice::from(0..rows), Slice::from(range)]))
+    into_contiguous(B::float_slice(
+        tensor.clone(),
+        &[Slice::from(0..rows), Slice::from(range)],
+    ))
 }
 
 /// Rows `range` of a row-major `[rows, cols]` matrix.
 fn rows_of(tensor: &CubeTensor, range: std::ops::Range<usize>) -> CubeTensor {
     let cols = tensor.shape()[1];
-    into_contiguous(B::float_slice(tensor.clone(), &[Slice::from(range), Slice::from(0..cols)]))
+    into_contiguous(B::float_slice(
+        tensor.clone(),
+        &[Slice::from(range), Slice::from(0..cols)],
+    ))
 }
 
 /// Every row's number of steps, `[batch]` as `f32`.
@@ -111,18 +134,33 @@ fn steps_and_batch(input: &CubeTensor, ids: &CubeTensor) -> [usize; 2] {
 /// The clip's bound and whether there is one.
 fn clip_of(cell: CellKind) -> (f32, bool) {
     let clip = match cell {
-        CellKind::Rnn(_, clip) | CellKind::Lstm(clip) | CellKind::Gru(clip) | CellKind::GruD2l(clip) => clip,
+        CellKind::Rnn(_, clip)
+        | CellKind::Lstm(clip)
+        | CellKind::Gru(clip)
+        | CellKind::GruD2l(clip) => clip,
     };
     let bound = clip.bound();
-    (if bound.is_finite() { bound } else { 0.0 }, bound.is_finite())
+    (
+        if bound.is_finite() { bound } else { 0.0 },
+        bound.is_finite(),
+    )
 }
 
 /// The input projection of every step with its bias, `[steps·batch, width]`.
-fn project(input: &CubeTensor, ids: &CubeTensor, input_weight: &CubeTensor, input_bias: &CubeTensor, rows: usize) -> CubeTensor {
+fn project(
+    input: &CubeTensor,
+    ids: &CubeTensor,
+    input_weight: &CubeTensor,
+    input_bias: &CubeTensor,
+    rows: usize,
+) -> CubeTensor {
     let width = dims(input_weight)[1];
     let projected = match dims(input)[..] {
         [_, _, features] => {
-            let x = B::float_reshape(into_contiguous(input.clone()), Shape::from(vec![rows, features]));
+            let x = B::float_reshape(
+                into_contiguous(input.clone()),
+                Shape::from(vec![rows, features]),
+            );
             B::float_matmul(x, input_weight.clone())
         }
         _ => {
@@ -134,7 +172,11 @@ fn project(input: &CubeTensor, ids: &CubeTensor, input_weight: &CubeTensor, inpu
     into_contiguous(B::float_add(projected, bias))
 }
 
-fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTensor, Option<ScanSaved<B>>) {
+fn forward(
+    cell: CellKind,
+    inputs: ScanInputs<B>,
+    keep_tape: bool,
+) -> (CubeTensor, Option<ScanSaved<B>>) {
     let [steps, batch] = steps_and_batch(&inputs.input, &inputs.ids);
     let hidden = dims(&inputs.h0)[1];
     let gates = cell.gates();
@@ -145,11 +187,20 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
     let like = &inputs.h0;
     let client = like.client.clone();
 
-    let proj = project(&inputs.input, &inputs.ids, &inputs.input_weight, &inputs.input_bias, rows);
+    let proj = project(
+        &inputs.input,
+        &inputs.ids,
+        &inputs.input_weight,
+        &inputs.input_bias,
+        rows,
+    );
     let lengths = lengths(like, &inputs.order, steps, batch);
     let weight = into_contiguous(inputs.weight.clone());
     let h = copy(&inputs.h0);
-    let out = zeros(like, &[steps + 1 + usize::from(cell.has_cell()), batch, hidden]);
+    let out = zeros(
+        like,
+        &[steps + 1 + usize::from(cell.has_cell()), batch, hidden],
+    );
     // Tapes only where kept (a one-element stand-in otherwise: a binding must exist). The
     // kernels write every row a step takes; past a row's length nothing is written, and those
     // rows must be zero, since d2l's tape enters a product (`W_hn`'s gradient).
@@ -172,8 +223,19 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
             for s in 0..steps {
                 let q = step_product(&h, &weight);
                 kernels::rnn_forward::launch(
-                    &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&out),
-                    s as u32, clip, reverse, clipped, relu,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&proj),
+                    arg(&q),
+                    arg(&lengths),
+                    arg(&h),
+                    arg(&out),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
+                    relu,
                 );
             }
         }
@@ -182,20 +244,53 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
             for s in 0..steps {
                 let q = step_product(&h, &weight);
                 kernels::lstm_forward::launch(
-                    &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&c), arg(&out),
-                    arg(&gate_tape), arg(&extra_tape), s as u32, clip, reverse, clipped, keep_tape,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&proj),
+                    arg(&q),
+                    arg(&lengths),
+                    arg(&h),
+                    arg(&c),
+                    arg(&out),
+                    arg(&gate_tape),
+                    arg(&extra_tape),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
+                    keep_tape,
                 );
             }
             write_rows(&c, &out, (steps + 1) * batch * hidden);
         }
         CellKind::Gru(_) => {
             let has_bias = dims(&inputs.hidden_bias) == [width];
-            let bias = if has_bias { into_contiguous(inputs.hidden_bias.clone()) } else { empty(like, &[1]) };
+            let bias = if has_bias {
+                into_contiguous(inputs.hidden_bias.clone())
+            } else {
+                empty(like, &[1])
+            };
             for s in 0..steps {
                 let q = step_product(&h, &weight);
                 kernels::gru_forward::launch(
-                    &client, count.clone(), dim, arg(&proj), arg(&q), arg(&bias), arg(&lengths), arg(&h), arg(&out),
-                    arg(&gate_tape), arg(&extra_tape), s as u32, clip, reverse, clipped, keep_tape, has_bias,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&proj),
+                    arg(&q),
+                    arg(&bias),
+                    arg(&lengths),
+                    arg(&h),
+                    arg(&out),
+                    arg(&gate_tape),
+                    arg(&extra_tape),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
+                    keep_tape,
+                    has_bias,
                 );
             }
         }
@@ -206,13 +301,37 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
             for s in 0..steps {
                 let q = step_product(&h, &w_rz);
                 kernels::gru_d2l_gates::launch(
-                    &client, count.clone(), dim, arg(&proj), arg(&q), arg(&lengths), arg(&h), arg(&reset_h),
-                    arg(&gate_tape), arg(&extra_tape), s as u32, reverse, keep_tape,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&proj),
+                    arg(&q),
+                    arg(&lengths),
+                    arg(&h),
+                    arg(&reset_h),
+                    arg(&gate_tape),
+                    arg(&extra_tape),
+                    s as u32,
+                    reverse,
+                    keep_tape,
                 );
                 let q_n = step_product(&reset_h, &w_n);
                 kernels::gru_d2l_candidate::launch(
-                    &client, count.clone(), dim, arg(&proj), arg(&q), arg(&q_n), arg(&lengths), arg(&h), arg(&out),
-                    arg(&gate_tape), s as u32, clip, reverse, clipped, keep_tape,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&proj),
+                    arg(&q),
+                    arg(&q_n),
+                    arg(&lengths),
+                    arg(&h),
+                    arg(&out),
+                    arg(&gate_tape),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
+                    keep_tape,
                 );
             }
         }
@@ -239,13 +358,19 @@ fn forward(cell: CellKind, inputs: ScanInputs<B>, keep_tape: bool) -> (CubeTenso
 fn write_rows(src: &CubeTensor, dst: &CubeTensor, offset: usize) {
     let (count, dim) = grid(src, src.shape().num_elements());
     kernels::copy_into::launch(
-        &src.client.clone(), count, dim, src.clone().into_tensor_arg(), dst.clone().into_tensor_arg(), offset as u32,
+        &src.client.clone(),
+        count,
+        dim,
+        src.clone().into_tensor_arg(),
+        dst.clone().into_tensor_arg(),
+        offset as u32,
     );
 }
 
 fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> ScanGrads<B> {
     let cell = saved.cell;
-    let [outputs, batch, hidden] = <[usize; 3]>::try_from(dims(&saved.output)).expect("a scan's output has three dimensions");
+    let [outputs, batch, hidden] =
+        <[usize; 3]>::try_from(dims(&saved.output)).expect("a scan's output has three dimensions");
     let steps = outputs - 1 - usize::from(cell.has_cell());
     let width = cell.gates() * hidden;
     let rows = steps * batch;
@@ -275,8 +400,21 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
             let dq = empty(like, &[batch, width]);
             for s in (0..steps).rev() {
                 kernels::rnn_backward::launch(
-                    &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&lengths), arg(&p), arg(&carry),
-                    arg(&dp), arg(&dq), s as u32, clip, reverse, clipped, relu,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&d_output),
+                    arg(&saved.output),
+                    arg(&lengths),
+                    arg(&p),
+                    arg(&carry),
+                    arg(&dp),
+                    arg(&dq),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
+                    relu,
                 );
                 p = step_product(&dq, &weight_t);
             }
@@ -288,25 +426,73 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
             let dq = empty(like, &[batch, width]);
             for s in (0..steps).rev() {
                 kernels::lstm_backward::launch(
-                    &client, count.clone(), dim, arg(&d_output), arg(&saved.gates), arg(&saved.extra), arg(&c0), arg(&lengths),
-                    arg(&p), arg(&carry), arg(&dc), arg(&dp), arg(&dq), s as u32, clip, reverse, clipped,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&d_output),
+                    arg(&saved.gates),
+                    arg(&saved.extra),
+                    arg(&c0),
+                    arg(&lengths),
+                    arg(&p),
+                    arg(&carry),
+                    arg(&dc),
+                    arg(&dp),
+                    arg(&dq),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
                 );
                 p = step_product(&dq, &weight_t);
             }
-            return finish(saved, wanted, dp.clone(), dp, carry, p, Some(dc), [steps, batch, hidden]);
+            return finish(
+                saved,
+                wanted,
+                dp.clone(),
+                dp,
+                carry,
+                p,
+                Some(dc),
+                [steps, batch, hidden],
+            );
         }
         CellKind::Gru(_) => {
             let dq_all = zeros(like, &[rows, width]);
             let dq = empty(like, &[batch, width]);
             for s in (0..steps).rev() {
                 kernels::gru_backward::launch(
-                    &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&h0), arg(&saved.gates),
-                    arg(&saved.extra), arg(&lengths), arg(&p), arg(&carry), arg(&dp), arg(&dq_all), arg(&dq),
-                    s as u32, clip, reverse, clipped,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&d_output),
+                    arg(&saved.output),
+                    arg(&h0),
+                    arg(&saved.gates),
+                    arg(&saved.extra),
+                    arg(&lengths),
+                    arg(&p),
+                    arg(&carry),
+                    arg(&dp),
+                    arg(&dq_all),
+                    arg(&dq),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
                 );
                 p = step_product(&dq, &weight_t);
             }
-            return finish(saved, wanted, dp, dq_all, carry, p, None, [steps, batch, hidden]);
+            return finish(
+                saved,
+                wanted,
+                dp,
+                dq_all,
+                carry,
+                p,
+                None,
+                [steps, batch, hidden],
+            );
         }
         CellKind::GruD2l(_) => {
             let w_rz_t = rows_of(&weight_t, 0..2 * hidden);
@@ -315,19 +501,54 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
             let dq = empty(like, &[batch, 2 * hidden]);
             for s in (0..steps).rev() {
                 kernels::gru_d2l_candidate_backward::launch(
-                    &client, count.clone(), dim, arg(&d_output), arg(&saved.output), arg(&h0), arg(&saved.gates),
-                    arg(&lengths), arg(&p), arg(&carry), arg(&dp), arg(&dn), arg(&dq), s as u32, clip, reverse, clipped,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&d_output),
+                    arg(&saved.output),
+                    arg(&h0),
+                    arg(&saved.gates),
+                    arg(&lengths),
+                    arg(&p),
+                    arg(&carry),
+                    arg(&dp),
+                    arg(&dn),
+                    arg(&dq),
+                    s as u32,
+                    clip,
+                    reverse,
+                    clipped,
                 );
                 let d_reset_h = step_product(&dn, &w_n_t);
                 kernels::gru_d2l_gates_backward::launch(
-                    &client, count.clone(), dim, arg(&saved.output), arg(&h0), arg(&saved.gates), arg(&lengths),
-                    arg(&d_reset_h), arg(&carry), arg(&dp), arg(&dq), s as u32, reverse,
+                    &client,
+                    count.clone(),
+                    dim,
+                    arg(&saved.output),
+                    arg(&h0),
+                    arg(&saved.gates),
+                    arg(&lengths),
+                    arg(&d_reset_h),
+                    arg(&carry),
+                    arg(&dp),
+                    arg(&dq),
+                    s as u32,
+                    reverse,
                 );
                 p = step_product(&dq, &w_rz_t);
             }
         }
     }
-    finish(saved, wanted, dp.clone(), dp, carry, p, None, [steps, batch, hidden])
+    finish(
+        saved,
+        wanted,
+        dp.clone(),
+        dp,
+        carry,
+        p,
+        None,
+        [steps, batch, hidden],
+    )
 }
 
 /// `dst` filled from `src`'s elements `offset..offset + dst's length`.
@@ -339,7 +560,14 @@ fn write_slice(src: &CubeTensor, offset: usize, dst: &CubeTensor) {
     );
     let rows = into_contiguous(rows);
     let (count, dim) = grid(dst, batch * hidden);
-    kernels::copy_into::launch(&dst.client.clone(), count, dim, rows.into_tensor_arg(), dst.clone().into_tensor_arg(), 0);
+    kernels::copy_into::launch(
+        &dst.client.clone(),
+        count,
+        dim,
+        rows.into_tensor_arg(),
+        dst.clone().into_tensor_arg(),
+        0,
+    );
 }
 
 /// The gradients that are one product (or sum) over all steps, from the loop's: `dp` the
@@ -361,26 +589,37 @@ fn finish(
     let rows = steps * batch;
     let h0 = into_contiguous(saved.h0.clone());
     let lengths = lengths(&h0, &saved.order, steps, batch);
-    let sum_rows = |t: &CubeTensor| B::float_reshape(B::float_sum_dim(t.clone(), 0), Shape::from(vec![width]));
+    let sum_rows =
+        |t: &CubeTensor| B::float_reshape(B::float_sum_dim(t.clone(), 0), Shape::from(vec![width]));
 
     let weight = wanted.scan.weight.then(|| {
         let prev = empty(&h0, &[rows, hidden]);
         let (count, dim) = grid(&h0, rows * hidden);
         kernels::previous_states::launch(
-            &h0.client.clone(), count, dim, saved.output.clone().into_tensor_arg(), h0.clone().into_tensor_arg(),
-            lengths.into_tensor_arg(), prev.clone().into_tensor_arg(), saved.order.reverse,
+            &h0.client.clone(),
+            count,
+            dim,
+            saved.output.clone().into_tensor_arg(),
+            h0.clone().into_tensor_arg(),
+            lengths.into_tensor_arg(),
+            prev.clone().into_tensor_arg(),
+            saved.order.reverse,
         );
         let prev_t = B::float_transpose(prev);
         match cell {
             CellKind::GruD2l(_) => {
                 let rz = matmul(prev_t, columns(&dq_all, 0..2 * hidden));
-                let n = matmul(B::float_transpose(saved.extra.clone()), columns(&dq_all, 2 * hidden..width));
+                let n = matmul(
+                    B::float_transpose(saved.extra.clone()),
+                    columns(&dq_all, 2 * hidden..width),
+                );
                 B::float_cat(vec![rz, n], 1)
             }
             _ => matmul(prev_t, dq_all.clone()),
         }
     });
-    let hidden_bias = (cell.has_hidden_bias() && wanted.scan.hidden_bias).then(|| sum_rows(&dq_all));
+    let hidden_bias =
+        (cell.has_hidden_bias() && wanted.scan.hidden_bias).then(|| sum_rows(&dq_all));
     let input_bias = wanted.scan.input_bias.then(|| sum_rows(&dp));
     let h0_grad = wanted.scan.h0.then(|| B::float_add(carry, p));
     let c0_grad = if wanted.scan.c0 { dc } else { None };
@@ -393,7 +632,10 @@ fn finish(
                 B::float_reshape(d, Shape::from(vec![steps, batch, features]))
             });
             let input_weight = wanted.input_weight.then(|| {
-                let x = B::float_reshape(into_contiguous(saved.input.clone()), Shape::from(vec![rows, features]));
+                let x = B::float_reshape(
+                    into_contiguous(saved.input.clone()),
+                    Shape::from(vec![rows, features]),
+                );
                 matmul(B::float_transpose(x), dp.clone())
             });
             (input, input_weight)
@@ -419,15 +661,27 @@ fn finish(
 }
 
 impl ScanKernels for CubeBackend {
-    fn layer_forward(cell: CellKind, inputs: ScanInputs<Self>, keep_tape: bool) -> (FloatTensor<Self>, Option<ScanSaved<Self>>) {
+    fn layer_forward(
+        cell: CellKind,
+        inputs: ScanInputs<Self>,
+        keep_tape: bool,
+    ) -> (FloatTensor<Self>, Option<ScanSaved<Self>>) {
         forward(cell, inputs, keep_tape)
     }
 
-    fn layer_backward(saved: ScanSaved<Self>, d_output: FloatTensor<Self>, wanted: LayerWanted) -> ScanGrads<Self> {
+    fn layer_backward(
+        saved: ScanSaved<Self>,
+        d_output: FloatTensor<Self>,
+        wanted: LayerWanted,
+    ) -> ScanGrads<Self> {
         backward(saved, d_output, wanted)
     }
 
-    fn gather_rows_backward(d_output: FloatTensor<Self>, ids: IntTensor<Self>, vocab: usize) -> FloatTensor<Self> {
+    fn gather_rows_backward(
+        d_output: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        vocab: usize,
+    ) -> FloatTensor<Self> {
         let width = dims(&d_output)[1];
         let table = zeros(&d_output, &[vocab, width]);
         B::float_select_assign(table, 0, ids, d_output, IndexingUpdateOp::Add)
@@ -447,7 +701,17 @@ impl ScanBackend for CubeBackend {
         weight: FloatTensor<Self>,
         hidden_bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let inputs = ScanInputs { input, ids, input_weight, input_bias, h0, c0, weight, hidden_bias, order };
+        let inputs = ScanInputs {
+            input,
+            ids,
+            input_weight,
+            input_bias,
+            h0,
+            c0,
+            weight,
+            hidden_bias,
+            order,
+        };
         forward(cell, inputs, false).0
     }
 
@@ -455,4 +719,3 @@ impl ScanBackend for CubeBackend {
         B::float_select(table, 0, ids)
     }
 }
-
