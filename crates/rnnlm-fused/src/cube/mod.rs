@@ -38,7 +38,10 @@ const UNITS: u32 = 256;
 
 /// The launch grid of a kernel with one unit per element of `elements`.
 fn grid(tensor: &CubeTensor, elements: usize) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new_1d(UNITS);
+    // Within the runtime's limit: CubeCL's CPU runtime allows as many units a cube as the
+    // machine has cores.
+    let limit = tensor.client.properties().hardware.max_units_per_cube;
+    let dim = CubeDim::new_1d(UNITS.min(limit).max(1));
     (
         calculate_cube_count_elemwise(&tensor.client, elements.max(1), dim),
         dim,
