@@ -644,12 +644,7 @@ pub fn operation_matches_finite_differences(dev: &Device) {
                 // Some ReLU pre-activation (and some clamped cell) lies within a step of 1e-3 of
                 // its kink here: a step of 1e-4 stays on one side (and the f32 loss still
                 // resolves it to 2e-3).
-                let clip = match cell {
-                    ScanCell::Rnn(_, clip)
-                    | ScanCell::Lstm(clip)
-                    | ScanCell::Gru(clip)
-                    | ScanCell::GruD2l(clip) => clip,
-                };
+                let clip = cell.clip();
                 let kinked = matches!(cell, ScanCell::Rnn(rnnlm::fused::Activation::Relu, _))
                     || clip != Clip::NONE;
                 let eps = if kinked { 1e-4f32 } else { 1e-2 };

@@ -72,23 +72,12 @@ impl Input<'_> {
     }
 }
 
-/// `[steps, batch]` of a layer's input.
-fn steps_and_batch<B: Backend>(input: &FloatTensor<B>, ids: &IntTensor<B>) -> [usize; 2] {
-    match dims::<B>(input)[..] {
-        [steps, batch, _] => [steps, batch],
-        _ => {
-            let ids = ids.shape().to_vec();
-            [ids[0], ids[1]]
-        }
-    }
-}
-
 pub(crate) fn forward<B: HostTensors>(
     cell: CellKind,
     inputs: ScanInputs<B>,
     keep_tape: bool,
 ) -> (FloatTensor<B>, Option<ScanSaved<B>>) {
-    let [steps, batch] = steps_and_batch::<B>(&inputs.input, &inputs.ids);
+    let [steps, batch] = inputs.steps_and_batch();
     let hidden = dims::<B>(&inputs.h0)[1];
     let shape = ScanShape { steps, batch, hidden };
     let width = cell.gates() * hidden;

@@ -2,7 +2,7 @@
 //! and the kernels' interface that the autodiff implementation builds its backward pass on.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Backend, backend_extension};
+use burn::backend::{Backend, TensorMetadata, backend_extension};
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::{Order, Wanted};
 
@@ -105,6 +105,19 @@ pub struct ScanInputs<B: Backend> {
     pub hidden_bias: FloatTensor<B>,
     /// The order of the steps and the rows' lengths.
     pub order: ScanOrder,
+}
+
+impl<B: Backend> ScanInputs<B> {
+    /// `[steps, batch]` of the layer's input, dense or token ids.
+    pub fn steps_and_batch(&self) -> [usize; 2] {
+        match self.input.shape()[..] {
+            [steps, batch, _] => [steps, batch],
+            _ => {
+                let ids = self.ids.shape();
+                [ids[0], ids[1]]
+            }
+        }
+    }
 }
 
 /// What the backward pass needs from a forward pass, kept on the autodiff node.

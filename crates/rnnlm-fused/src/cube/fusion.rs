@@ -132,11 +132,7 @@ impl ScanKernels for Fusion<CubeBackend> {
         ids: IntTensor<Self>,
         vocab: usize,
     ) -> FloatTensor<Self> {
-        let like = d_output.clone();
-        outer(
-            &like,
-            CubeBackend::gather_rows_backward(inner(d_output), inner_int(ids), vocab),
-        )
+        super::scatter_rows::<Self>(d_output, ids, vocab)
     }
 }
 

@@ -74,11 +74,17 @@ fn clamped(x: f32, clip: f32, #[comptime] clipped: bool) -> f32 {
     }
 }
 
-/// `dst[offset + i] = src[i]` for every `i` of `src`.
+/// `dst[dst_offset + i] = src[src_offset + i]` for every `i` below `len`.
 #[cube(launch)]
-pub fn copy_into(src: &Tensor<f32>, dst: &mut Tensor<f32>, offset: u32) {
-    if ABSOLUTE_POS < src.len() {
-        dst[offset as usize + ABSOLUTE_POS] = src[ABSOLUTE_POS];
+pub fn copy_range(
+    src: &Tensor<f32>,
+    dst: &mut Tensor<f32>,
+    src_offset: u32,
+    dst_offset: u32,
+    len: u32,
+) {
+    if ABSOLUTE_POS < len as usize {
+        dst[dst_offset as usize + ABSOLUTE_POS] = src[src_offset as usize + ABSOLUTE_POS];
     }
 }
 

@@ -27,9 +27,7 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 use rnnlm_kernels::{Activation, CellKind};
 
-use crate::op::{
-    LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved,
-};
+use crate::op::{LayerWanted, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
 
 type B = CubeBackend;
 
@@ -62,19 +60,34 @@ fn zeros(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
     B::float_zeros(Shape::from(shape.to_vec()), &like.device, FloatDType::F32)
 }
 
+/// `len` elements of row-major `src` from `src_offset` written into row-major `dst` from
+/// `dst_offset` (one launch, no intermediate).
+fn copy_range(
+    src: &CubeTensor,
+    src_offset: usize,
+    dst: &CubeTensor,
+    dst_offset: usize,
+    len: usize,
+) {
+    let (count, dim) = grid(src, len);
+    kernels::copy_range::launch(
+        &src.client.clone(),
+        count,
+        dim,
+        src.clone().into_tensor_arg(),
+        dst.clone().into_tensor_arg(),
+        src_offset as u32,
+        dst_offset as u32,
+        len as u32,
+    );
+}
+
 /// A fresh row-major copy (a buffer the loop may write without touching its source).
 fn copy(tensor: &CubeTensor) -> CubeTensor {
     let source = into_contiguous(tensor.clone());
+    let len = source.shape().num_elements();
     let out = empty(&source, &source.shape().to_vec());
-    let (count, dim) = grid(&source, source.shape().num_elements());
-    kernels::copy_into::launch(
-        &source.client.clone(),
-        count,
-        dim,
-        source.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        0,
-    );
+    copy_range(&source, 0, &out, 0, len);
     out
 }
 
@@ -123,26 +136,9 @@ fn dims(tensor: &CubeTensor) -> Vec<usize> {
     tensor.shape().to_vec()
 }
 
-/// `[steps, batch]` of a layer's input.
-fn steps_and_batch(input: &CubeTensor, ids: &CubeTensor) -> [usize; 2] {
-    match dims(input)[..] {
-        [steps, batch, _] => [steps, batch],
-        _ => {
-            let ids = dims(ids);
-            [ids[0], ids[1]]
-        }
-    }
-}
-
 /// The clip's bound and whether there is one.
 fn clip_of(cell: CellKind) -> (f32, bool) {
-    let clip = match cell {
-        CellKind::Rnn(_, clip)
-        | CellKind::Lstm(clip)
-        | CellKind::Gru(clip)
-        | CellKind::GruD2l(clip) => clip,
-    };
-    let bound = clip.bound();
+    let bound = cell.clip().bound();
     (
         if bound.is_finite() { bound } else { 0.0 },
         bound.is_finite(),
@@ -180,7 +176,7 @@ fn forward(
     inputs: ScanInputs<B>,
     keep_tape: bool,
 ) -> (CubeTensor, Option<ScanSaved<B>>) {
-    let [steps, batch] = steps_and_batch(&inputs.input, &inputs.ids);
+    let [steps, batch] = inputs.steps_and_batch();
     let hidden = dims(&inputs.h0)[1];
     let gates = cell.gates();
     let width = gates * hidden;
@@ -265,7 +261,7 @@ fn forward(
                     keep_tape,
                 );
             }
-            write_rows(&c, &out, (steps + 1) * batch * hidden);
+            copy_range(&c, 0, &out, (steps + 1) * batch * hidden, batch * hidden);
         }
         CellKind::Gru(_) => {
             let has_bias = dims(&inputs.hidden_bias) == [width];
@@ -339,7 +335,7 @@ fn forward(
             }
         }
     }
-    write_rows(&h, &out, steps * batch * hidden);
+    copy_range(&h, 0, &out, steps * batch * hidden, batch * hidden);
 
     let saved = keep_tape.then(|| ScanSaved {
         cell,
@@ -355,19 +351,6 @@ fn forward(
         order: inputs.order,
     });
     (out, saved)
-}
-
-/// `src` written into `dst` from element `offset` on.
-fn write_rows(src: &CubeTensor, dst: &CubeTensor, offset: usize) {
-    let (count, dim) = grid(src, src.shape().num_elements());
-    kernels::copy_into::launch(
-        &src.client.clone(),
-        count,
-        dim,
-        src.clone().into_tensor_arg(),
-        dst.clone().into_tensor_arg(),
-        offset as u32,
-    );
 }
 
 fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> ScanGrads<B> {
@@ -392,12 +375,14 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
     // The gradient reaching h_{t-1} directly (not through W_h), and the one through W_h from
     // the step after: dh_t = carry + p + d_output[t].
     let carry = empty(like, &[batch, hidden]);
-    write_slice(&d_output, steps * batch * hidden, &carry);
+    copy_range(&d_output, steps * batch * hidden, &carry, 0, batch * hidden);
     let mut p = zeros(like, &[batch, hidden]);
     // The projection's gradient by t (zero past a row's length).
     let dp = zeros(like, &[rows, width]);
 
-    match cell {
+    // What the one-product gradients need from the loop: the hidden product's gradient by
+    // `t` where it is not `dp` (PyTorch's GRU), and the LSTM's `dc_0`.
+    let (dq_all, dc) = match cell {
         CellKind::Rnn(activation, _) => {
             let relu = activation == Activation::Relu;
             let dq = empty(like, &[batch, width]);
@@ -421,10 +406,17 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                 );
                 p = step_product(&dq, &weight_t);
             }
+            (None, None)
         }
         CellKind::Lstm(_) => {
             let dc = empty(like, &[batch, hidden]);
-            write_slice(&d_output, (steps + 1) * batch * hidden, &dc);
+            copy_range(
+                &d_output,
+                (steps + 1) * batch * hidden,
+                &dc,
+                0,
+                batch * hidden,
+            );
             let c0 = into_contiguous(saved.c0.clone());
             let dq = empty(like, &[batch, width]);
             for s in (0..steps).rev() {
@@ -449,16 +441,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                 );
                 p = step_product(&dq, &weight_t);
             }
-            return finish(
-                saved,
-                wanted,
-                dp.clone(),
-                dp,
-                carry,
-                p,
-                Some(dc),
-                [steps, batch, hidden],
-            );
+            (None, Some(dc))
         }
         CellKind::Gru(_) => {
             let dq_all = zeros(like, &[rows, width]);
@@ -486,16 +469,7 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                 );
                 p = step_product(&dq, &weight_t);
             }
-            return finish(
-                saved,
-                wanted,
-                dp,
-                dq_all,
-                carry,
-                p,
-                None,
-                [steps, batch, hidden],
-            );
+            (Some(dq_all), None)
         }
         CellKind::GruD2l(_) => {
             let w_rz_t = rows_of(&weight_t, 0..2 * hidden);
@@ -540,58 +514,56 @@ fn backward(saved: ScanSaved<B>, d_output: CubeTensor, wanted: LayerWanted) -> S
                 );
                 p = step_product(&dq, &w_rz_t);
             }
+            (None, None)
         }
-    }
-    finish(
-        saved,
-        wanted,
-        dp.clone(),
+    };
+    let loop_grads = LoopGrads {
+        dq_all: dq_all.unwrap_or_else(|| dp.clone()),
         dp,
         carry,
         p,
-        None,
+        dc,
+    };
+    finish(
+        saved,
+        wanted,
+        loop_grads,
+        &h0,
+        lengths,
         [steps, batch, hidden],
     )
 }
 
-/// `dst` filled from `src`'s elements `offset..offset + dst's length`.
-fn write_slice(src: &CubeTensor, offset: usize, dst: &CubeTensor) {
-    let [batch, hidden] = <[usize; 2]>::try_from(dims(dst)).expect("a state has two dimensions");
-    let rows = B::float_slice(
-        B::float_reshape(src.clone(), Shape::from(vec![src.shape().num_elements()])),
-        &[Slice::from(offset..offset + batch * hidden)],
-    );
-    let rows = into_contiguous(rows);
-    let (count, dim) = grid(dst, batch * hidden);
-    kernels::copy_into::launch(
-        &dst.client.clone(),
-        count,
-        dim,
-        rows.into_tensor_arg(),
-        dst.clone().into_tensor_arg(),
-        0,
-    );
-}
-
-/// The gradients that are one product (or sum) over all steps, from the loop's: `dp` the
-/// projection's by `t`, `dq_all` the hidden product's by `t` (the same tensor but for
-/// PyTorch's GRU), the state's `carry + p`.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    saved: ScanSaved<B>,
-    wanted: LayerWanted,
+/// What the backward loop leaves for [`finish`]: `dp` the projection's gradient by `t`,
+/// `dq_all` the hidden product's by `t` (`dp` itself but for PyTorch's GRU), the initial
+/// state's `carry + p`, and the LSTM's `dc_0`.
+struct LoopGrads {
     dp: CubeTensor,
     dq_all: CubeTensor,
     carry: CubeTensor,
     p: CubeTensor,
     dc: Option<CubeTensor>,
+}
+
+/// The gradients that are one product (or sum) over all steps, from the loop's
+/// ([`LoopGrads`]), `h0` and the rows' lengths as the loop had them.
+fn finish(
+    saved: ScanSaved<B>,
+    wanted: LayerWanted,
+    LoopGrads {
+        dp,
+        dq_all,
+        carry,
+        p,
+        dc,
+    }: LoopGrads,
+    h0: &CubeTensor,
+    lengths: CubeTensor,
     [steps, batch, hidden]: [usize; 3],
 ) -> ScanGrads<B> {
     let cell = saved.cell;
     let width = cell.gates() * hidden;
     let rows = steps * batch;
-    let h0 = into_contiguous(saved.h0.clone());
-    let lengths = lengths(&h0, &saved.order, steps, batch);
     let sum_rows =
         |t: &CubeTensor| B::float_reshape(B::float_sum_dim(t.clone(), 0), Shape::from(vec![width]));
 
@@ -685,40 +657,20 @@ impl ScanKernels for CubeBackend {
         ids: IntTensor<Self>,
         vocab: usize,
     ) -> FloatTensor<Self> {
-        let width = dims(&d_output)[1];
-        let table = zeros(&d_output, &[vocab, width]);
-        B::float_select_assign(table, 0, ids, d_output, IndexingUpdateOp::Add)
+        scatter_rows::<Self>(d_output, ids, vocab)
     }
 }
 
-impl ScanBackend for CubeBackend {
-    fn recurrent_layer(
-        cell: CellKind,
-        order: ScanOrder,
-        input: FloatTensor<Self>,
-        ids: IntTensor<Self>,
-        input_weight: FloatTensor<Self>,
-        input_bias: FloatTensor<Self>,
-        h0: FloatTensor<Self>,
-        c0: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        hidden_bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        let inputs = ScanInputs {
-            input,
-            ids,
-            input_weight,
-            input_bias,
-            h0,
-            c0,
-            weight,
-            hidden_bias,
-            order,
-        };
-        forward(cell, inputs, false).0
-    }
-
-    fn gather_rows(table: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
-        B::float_select(table, 0, ids)
-    }
+/// The row gather's backward pass with Burn's own operations (a zero table, then
+/// `select_assign` adding the rows by id), on `CubeBackend` and, lazily on its stream, on
+/// `Fusion<CubeBackend>`.
+pub(super) fn scatter_rows<T: burn::backend::Backend>(
+    d_output: FloatTensor<T>,
+    ids: IntTensor<T>,
+    vocab: usize,
+) -> FloatTensor<T> {
+    let width = d_output.shape()[1];
+    let device = d_output.device();
+    let table = T::float_zeros(Shape::from(vec![vocab, width]), &device, FloatDType::F32);
+    T::float_select_assign(table, 0, ids, d_output, IndexingUpdateOp::Add)
 }

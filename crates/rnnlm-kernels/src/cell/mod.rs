@@ -85,6 +85,13 @@ impl CellKind {
     pub fn has_hidden_bias(self) -> bool {
         matches!(self, CellKind::Gru(_))
     }
+
+    /// The bound of the cell's state ([`Clip::NONE`]: none).
+    pub fn clip(self) -> Clip {
+        match self {
+            CellKind::Rnn(_, clip) | CellKind::Lstm(clip) | CellKind::Gru(clip) | CellKind::GruD2l(clip) => clip,
+        }
+    }
 }
 
 /// Runs `$body` with `$cell` bound to the [`Cell`] value of the [`CellKind`] `$kind`, so that
