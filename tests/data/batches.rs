@@ -41,7 +41,7 @@ fn sequential_streams_continue_from_one_minibatch_to_the_next() {
     for seed in 0..20 {
         let batches = config(Sampling::Sequential)
             .epoch(&toy(), &mut epoch_rng(seed, 1))
-            .unwrap();
+            .unwrap().to_vec();
         check_shapes_and_shift(&batches);
         for pair in batches.windows(2) {
             for row in 0..2 {
@@ -67,7 +67,7 @@ fn random_sampling_gives_disjoint_subsequences_in_random_order() {
     for seed in 0..20 {
         let batches = config(Sampling::Random)
             .epoch(&toy(), &mut epoch_rng(seed, 1))
-            .unwrap();
+            .unwrap().to_vec();
         check_shapes_and_shift(&batches);
         let starts: Vec<i64> = batches
             .iter()
@@ -98,10 +98,10 @@ fn same_seed_and_epoch_same_minibatches() {
             num_steps: 7,
             sampling,
         };
-        let a = cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap();
-        assert_eq!(a, cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap());
+        let a = cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap().to_vec();
+        assert_eq!(a, cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap().to_vec());
         let others: Vec<_> = (4..8)
-            .map(|e| cfg.epoch(&tokens, &mut epoch_rng(9, e)).unwrap())
+            .map(|e| cfg.epoch(&tokens, &mut epoch_rng(9, e)).unwrap().to_vec())
             .collect();
         assert!(
             others.iter().any(|b| *b != a),
@@ -142,7 +142,7 @@ fn too_short_corpus_says_how_many_tokens_are_needed() {
         for seed in 0..30 {
             assert!(
                 !cfg.epoch(&tokens, &mut epoch_rng(seed, 0))
-                    .unwrap()
+                    .unwrap().to_vec()
                     .is_empty()
             );
         }
@@ -168,7 +168,7 @@ fn burn_data_loader_keeps_the_sequential_order() {
         num_steps: 6,
         sampling: Sampling::Sequential,
     };
-    let batches = cfg.epoch(&tokens, &mut epoch_rng(1, 1)).unwrap();
+    let batches = cfg.epoch(&tokens, &mut epoch_rng(1, 1)).unwrap().to_vec();
     let loader = DataLoaderBuilder::new(SequenceBatcher)
         .batch_size(1)
         .set_device(device())
@@ -202,7 +202,7 @@ fn nominal_batch_count_is_the_count_at_offset_zero() {
         };
         let nominal = cfg.nominal_batches(tokens.len());
         for seed in 0..20 {
-            let actual = cfg.epoch(&tokens, &mut epoch_rng(seed, 1)).unwrap().len();
+            let actual = cfg.epoch(&tokens, &mut epoch_rng(seed, 1)).unwrap().to_vec().len();
             assert!(
                 actual == nominal || actual + 1 == nominal,
                 "{sampling:?}: {actual} vs {nominal}"

@@ -3,3 +3,4 @@
 mod batches;
 mod corpus;
 mod download;
+mod prepared;

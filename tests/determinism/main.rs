@@ -110,7 +110,7 @@ fn epoch_perplexities(sampling: &str) -> (f64, f64, f64) {
         .data
         .batches()
         .epoch(train, &mut epoch_rng(config.train.seed, 1))
-        .unwrap();
+        .unwrap().to_vec();
     let ad = device().autodiff();
     ad.seed(config.train.seed);
     let model_config = RnnLmConfig {

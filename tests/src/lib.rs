@@ -252,7 +252,8 @@ pub fn tiny_experiment(
         resume: false,
         device: device(),
         devices: Vec::new(),
-        cache_dir: None,
+        // The prepared token file goes beside the test's files, not into the user's cache.
+        cache_dir: Some(dir.join("cache")),
         progress: rnnlm_train::Progress::Lines,
         interrupter: None,
     }

@@ -117,20 +117,27 @@ fn the_best_model_is_kept_and_loaded_by_default() {
 }
 
 #[test]
-fn a_spent_time_budget_stops_after_the_epoch_and_says_why() {
+fn a_spent_time_budget_stops_at_the_minibatch_with_a_checkpoint_and_says_why() {
     let dir = scratch_dir("train-budget");
     let mut options = tiny_experiment(&dir, 3000, GRU);
     options.overrides.push("train.epochs=5".into());
-    // A millisecond: spent by the first epoch.
+    // A millisecond: spent by the first minibatch, inside the first epoch.
     options.overrides.push("train.max_minutes=0.00002".into());
     let report = rnnlm_train::train(&options).unwrap();
-    assert_eq!(report.history.len(), 1, "stopped after the epoch that spent it");
+    assert!(report.history.is_empty(), "stopped inside the first epoch");
     let reason = report.stopped.expect("a reason");
-    assert!(reason.contains("time budget") && reason.contains("train.max_minutes"), "{reason}");
+    assert!(
+        reason.contains("time budget") && reason.contains("train.max_minutes") && reason.contains("at minibatch 1 of"),
+        "{reason}"
+    );
     let written = std::fs::read_to_string(options.artifacts.join("stop.txt")).unwrap();
     assert_eq!(written.trim(), reason);
-    assert!(report.history[0].seconds > 0.0);
-    // Resuming with the budget spent is refused; a larger one goes on.
+    assert!(options.artifacts.join("model.bpk").is_file(), "the model as it stands is kept");
+    let state = rnnlm_train::latest_complete_checkpoint(&options.artifacts).expect("a checkpoint");
+    let partial = state.partial.expect("taken inside the epoch");
+    assert_eq!((state.epoch, partial.steps), (0, 1));
+    assert!(partial.seconds > 0.0 && !partial.states.is_empty(), "{partial:?}");
+    // Resuming with the budget spent is refused; a larger one goes on from that minibatch.
     options.resume = true;
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
     assert!(err.contains("already spent its time budget"), "{err}");

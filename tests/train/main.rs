@@ -206,7 +206,7 @@ fn a_small_run_lowers_perplexity_and_writes_every_artifact() {
         "model-3.bpk",
         "optim-3.bpk",
         "scheduler-3.bpk",
-        "epoch-3.json",
+        "state-3.json",
     ] {
         assert!(
             options.artifacts.join("checkpoint").join(file).is_file(),

@@ -91,10 +91,33 @@ enum Command {
         /// Where The Time Machine is cached (default: $RNNLM_CACHE_DIR or ~/.cache/rnnlm).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
-        /// A time budget in minutes: stop after the epoch that spends it (the experiment's
-        /// train.max_minutes; a resumed run counts its earlier epochs).
+        /// A time budget in minutes, checked every minibatch: training stops (with a checkpoint
+        /// there) once it is spent (the experiment's train.max_minutes; a resumed run counts its
+        /// earlier time).
         #[arg(long)]
         max_minutes: Option<f64>,
+    },
+    /// Read, clean, count and encode the experiment's corpus into a prepared token file, with
+    /// progress, so that `train` starts at once (train prepares on first use otherwise, and
+    /// reuses a prepared file while its sources and options are unchanged).
+    Prepare {
+        /// Experiment file (TOML): its [data] table names the corpus and the preprocessing.
+        #[arg(long)]
+        config: PathBuf,
+        /// Prepare these text files (or directories of *.txt files) instead of the
+        /// experiment's corpus, as `train --data` does.
+        #[arg(long)]
+        data: Vec<PathBuf>,
+        /// The corpus files' encoding (default: the experiment's data.encoding).
+        #[arg(long)]
+        encoding: Option<String>,
+        /// Override a config value, e.g. --set data.min_freq=2 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Where The Time Machine and the prepared files are cached (default: $RNNLM_CACHE_DIR
+        /// or ~/.cache/rnnlm).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// Turn PyTorch weights (nn.RNN, nn.GRU or nn.LSTM with an nn.Linear head, from a .pt or
     /// .safetensors file) or d2l's scratch RNN parameters, plus a vocabulary, into a checkpoint
@@ -217,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let interrupter = burn::train::Interrupter::new();
             let on_signal = interrupter.clone();
             // Ctrl-C, SIGTERM (a scheduler's or `kill`'s) and SIGHUP all stop after the current
-            // minibatch, the last complete checkpoint kept.
+            // minibatch, with a checkpoint there.
             ctrlc::set_handler(move || on_signal.stop(Some("interrupted by a signal (Ctrl-C, SIGTERM)")))
                 .context("installing the signal handler")?;
             let options = TrainOptions {
@@ -244,8 +267,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(reason) = &report.stopped {
                 println!("stopped early: {reason}");
             }
-            let last = report.history.last().context("no epoch was run")?;
-            let first = &report.history[0];
+            let (Some(first), Some(last)) = (report.history.first(), report.history.last()) else {
+                println!(
+                    "done: stopped inside the first epoch (no epoch's metrics yet); the model and \
+                     a checkpoint are in {}",
+                    report.artifacts.display()
+                );
+                return Ok(());
+            };
             println!(
                 "done: train perplexity {:.3} -> {:.3}{}; files in {}",
                 first.train_perplexity,
@@ -254,6 +283,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map(|p| format!(", validation {p:.3}"))
                     .unwrap_or_default(),
                 report.artifacts.display()
+            );
+            Ok(())
+        }
+        Command::Prepare {
+            config,
+            data,
+            encoding,
+            overrides,
+            cache_dir,
+        } => {
+            let mut experiment = rnnlm_train::ExperimentConfig::load(&config, &overrides)?;
+            if !data.is_empty() {
+                experiment.data.file = None;
+                experiment.data.files = data;
+            }
+            if let Some(encoding) = encoding {
+                experiment.data.encoding = encoding;
+            }
+            experiment.validate()?;
+            let (corpus, _) = rnnlm_train::prepare_corpus(&experiment, cache_dir.as_deref())?;
+            let size = std::fs::metadata(&corpus.path).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "{}: {} tokens for training, {} for validation, vocabulary of {} as {:?} ids; {:.1} MB",
+                corpus.path.display(),
+                corpus.train.len(),
+                corpus.valid.len(),
+                corpus.vocab.len(),
+                corpus.train.width(),
+                size as f64 / 1e6
             );
             Ok(())
         }

@@ -1,15 +1,16 @@
 //! d2l's two minibatch schemes (`seq_data_iter_random`, `seq_data_iter_sequential`), seeded,
-//! and their adapters to Burn's data API.
+//! and their adapters to Burn's data API. An epoch is computed minibatch by minibatch from the
+//! ids (memory-mapped for a prepared corpus), so neither a minibatch nor the epoch's order
+//! costs memory that grows with the corpus.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::DataError;
+use crate::{DataError, Tokens};
 
 /// How an epoch is cut into minibatches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,48 +111,202 @@ impl BatchConfig {
         Ok(())
     }
 
-    /// The minibatches of one epoch, in training order.
-    pub fn epoch(&self, tokens: &[u32], rng: &mut impl Rng) -> Result<Vec<Minibatch>, DataError> {
+    /// The minibatches of one epoch, in training order, read from `tokens` as they are asked
+    /// for: the epoch holds a handle to the ids and a few numbers, whatever the corpus's size.
+    pub fn epoch(&self, tokens: impl Into<Tokens>, rng: &mut impl Rng) -> Result<Epoch, DataError> {
+        let tokens = tokens.into();
         self.check(tokens.len(), "the corpus")?;
         let (batch, steps) = (self.batch_size, self.num_steps);
-        Ok(match self.sampling {
+        let layout = match self.sampling {
             Sampling::Random => {
-                let corpus = &tokens[rng.random_range(0..steps)..];
-                let subsequences = (corpus.len() - 1) / steps;
-                let mut starts: Vec<usize> = (0..subsequences).map(|i| i * steps).collect();
-                starts.shuffle(rng);
-                starts
-                    .chunks_exact(batch)
-                    .map(|chunk| {
-                        Minibatch::from_rows(steps, chunk.iter().map(|&s| &corpus[s..=s + steps]))
-                    })
-                    .collect()
+                let offset = rng.random_range(0..steps);
+                let windows = (tokens.len() - offset - 1) / steps;
+                Layout::Windows {
+                    offset,
+                    stride: steps,
+                    order: Permutation::new(windows, rng),
+                    batches: windows / batch,
+                }
             }
             Sampling::Sequential => {
                 let offset = rng.random_range(0..=steps);
                 let columns = (tokens.len() - offset - 1) / batch;
-                let stream = |b: usize| &tokens[offset + b * columns..=offset + (b + 1) * columns];
-                (0..columns / steps)
-                    .map(|i| {
-                        Minibatch::from_rows(
-                            steps,
-                            (0..batch).map(|b| &stream(b)[i * steps..=(i + 1) * steps]),
-                        )
-                    })
-                    .collect()
+                Layout::Streams { offset, columns }
             }
             Sampling::Overlapping => {
-                let mut starts: Vec<usize> = (0..tokens.len() - steps).collect();
-                starts.shuffle(rng);
-                starts
-                    .chunks(batch)
-                    .map(|chunk| {
-                        Minibatch::from_rows(steps, chunk.iter().map(|&s| &tokens[s..=s + steps]))
-                    })
-                    .collect()
+                let windows = tokens.len() - steps;
+                Layout::Windows {
+                    offset: 0,
+                    stride: 1,
+                    order: Permutation::new(windows, rng),
+                    batches: windows.div_ceil(batch),
+                }
+            }
+        };
+        Ok(Epoch {
+            tokens,
+            config: *self,
+            layout,
+        })
+    }
+}
+
+/// How an epoch's minibatches are cut from the ids.
+#[derive(Clone, Debug)]
+enum Layout {
+    /// Windows of `num_steps + 1` tokens starting at `offset + k * stride`, `k` in the order of
+    /// a seeded permutation, `batch_size` a minibatch (random and overlapping sampling).
+    Windows {
+        offset: usize,
+        stride: usize,
+        order: Permutation,
+        batches: usize,
+    },
+    /// `batch_size` parallel streams of `columns + 1` tokens from `offset`, read `num_steps`
+    /// at a time (sequential sampling).
+    Streams { offset: usize, columns: usize },
+}
+
+/// One epoch's minibatches, computed on demand from the ids; also a Burn [`Dataset`] (item `i`
+/// is minibatch `i`) for a data loader of batch size 1 without shuffling, which keeps the
+/// order sequential partitioning relies on.
+#[derive(Clone, Debug)]
+pub struct Epoch {
+    tokens: Tokens,
+    config: BatchConfig,
+    layout: Layout,
+}
+
+impl Epoch {
+    /// Minibatches in the epoch.
+    pub fn len(&self) -> usize {
+        match &self.layout {
+            Layout::Windows { batches, .. } => *batches,
+            Layout::Streams { columns, .. } => columns / self.config.num_steps,
+        }
+    }
+
+    /// Whether the epoch has no minibatch (never, for ids that passed [`BatchConfig::check`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Minibatch `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<Minibatch> {
+        if index >= self.len() {
+            return None;
+        }
+        let (batch, steps) = (self.config.batch_size, self.config.num_steps);
+        Some(match &self.layout {
+            Layout::Windows {
+                offset,
+                stride,
+                order,
+                ..
+            } => {
+                let first = index * batch;
+                let rows = batch.min(order.len() - first);
+                let starts = (first..first + rows).map(|k| offset + order.get(k) * stride);
+                Minibatch::from_windows(&self.tokens, steps, starts)
+            }
+            Layout::Streams { offset, columns } => {
+                let starts = (0..batch).map(|b| offset + b * columns + index * steps);
+                Minibatch::from_windows(&self.tokens, steps, starts)
             }
         })
     }
+
+    /// Every minibatch, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Minibatch> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("index below len"))
+    }
+
+    /// Every minibatch collected (memory grows with the corpus: for tests and small texts).
+    pub fn to_vec(&self) -> Vec<Minibatch> {
+        self.iter().collect()
+    }
+}
+
+impl Dataset<Minibatch> for Epoch {
+    fn get(&self, index: usize) -> Result<Minibatch, DatasetError> {
+        Epoch::get(self, index).ok_or_else(|| {
+            DatasetError::new(std::io::Error::other(format!(
+                "no minibatch {index}: the epoch has {}",
+                self.len()
+            )))
+        })
+    }
+
+    fn len(&self) -> usize {
+        Epoch::len(self)
+    }
+}
+
+/// A seeded permutation of `0..len` computed one element at a time, in memory that does not
+/// depend on `len`: a balanced Feistel network over the smallest even power of two at least
+/// `len`, walking the cycle until it lands inside the range (under four steps on average).
+/// Every element appears exactly once, and the order depends only on the generator's state.
+#[derive(Clone, Debug)]
+pub struct Permutation {
+    len: usize,
+    half_bits: u32,
+    keys: [u64; 6],
+}
+
+impl Permutation {
+    /// A permutation of `0..len` drawn from `rng`.
+    pub fn new(len: usize, rng: &mut impl Rng) -> Self {
+        let bits = (usize::BITS - len.saturating_sub(1).leading_zeros()).max(2);
+        let half_bits = bits.div_ceil(2);
+        Self {
+            len,
+            half_bits,
+            keys: std::array::from_fn(|_| rng.random()),
+        }
+    }
+
+    /// Elements permuted.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `len` is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The element at position `index`.
+    ///
+    /// # Panics
+    /// If `index >= len`.
+    pub fn get(&self, index: usize) -> usize {
+        assert!(index < self.len, "position {index} of a permutation of {}", self.len);
+        let mut x = index as u64;
+        loop {
+            x = self.feistel(x);
+            if x < self.len as u64 {
+                return x as usize;
+            }
+        }
+    }
+
+    fn feistel(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut left, mut right) = (x >> self.half_bits, x & mask);
+        for key in self.keys {
+            let mixed = mix64(right ^ key) & mask;
+            (left, right) = (right, left ^ mixed);
+        }
+        (left << self.half_bits) | right
+    }
+}
+
+/// splitmix64's finaliser: a bijective mix of 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The data-order generator of one epoch: a pure function of the seed and the epoch, so a
@@ -177,15 +332,14 @@ pub struct Minibatch {
 }
 
 impl Minibatch {
-    /// From windows of `num_steps + 1` tokens: X is a window without its last token, Y without
-    /// its first.
-    fn from_rows<'a>(num_steps: usize, windows: impl Iterator<Item = &'a [u32]>) -> Self {
+    /// From the windows of `num_steps + 1` tokens at `starts`: X is a window without its last
+    /// token, Y without its first.
+    fn from_windows(tokens: &Tokens, num_steps: usize, starts: impl Iterator<Item = usize>) -> Self {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let mut batch_size = 0;
-        for window in windows {
-            debug_assert_eq!(window.len(), num_steps + 1);
-            x.extend(window[..num_steps].iter().map(|&t| t as i64));
-            y.extend(window[1..].iter().map(|&t| t as i64));
+        for start in starts {
+            tokens.extend_i64(start..start + num_steps, &mut x);
+            tokens.extend_i64(start + 1..start + 1 + num_steps, &mut y);
             batch_size += 1;
         }
         Self {

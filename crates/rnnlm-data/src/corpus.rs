@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::text::read_text;
+use crate::text::{Token, TokenStream};
+use crate::vocab::{TokenCounter, TokenEncoder};
 use crate::{DataError, Tokenizer, Vocab};
 
 /// d2l's copy of The Time Machine.
@@ -139,7 +141,7 @@ impl RemoteFile {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -208,8 +210,12 @@ impl Corpus {
         options: &CorpusOptions,
         what: &str,
     ) -> Result<Self, DataError> {
-        let tokens = tokenizer.tokenize(text);
-        if tokens.is_empty() {
+        let mut counter = TokenCounter::default();
+        let mut stream = TokenStream::new(*tokenizer);
+        let mut add = |token: Token<'_>| counter.add(token);
+        stream.feed(text, &mut add);
+        stream.finish(&mut add);
+        if counter.total() == 0 {
             return Err(DataError::Empty {
                 what: what.to_owned(),
                 hint: format!(
@@ -218,15 +224,19 @@ impl Corpus {
                 ),
             });
         }
+        let keep = options.max_tokens.unwrap_or(usize::MAX).min(counter.total() as usize);
         let reserved: Vec<&str> = options.reserved.iter().map(String::as_str).collect();
-        let vocab = Vocab::build(
-            tokens.iter().map(String::as_str),
-            options.min_freq,
-            &reserved,
-        );
-        let keep = options.max_tokens.unwrap_or(usize::MAX).min(tokens.len());
-        let ids = tokens[..keep].iter().map(|t| vocab.index_of(t)).collect();
-        Ok(Self { vocab, tokens: ids })
+        let vocab = counter.into_vocab(options.min_freq, &reserved);
+        let encoder = TokenEncoder::new(&vocab);
+        let mut tokens = Vec::with_capacity(keep);
+        let mut put = |token: Token<'_>| {
+            if tokens.len() < keep {
+                tokens.push(encoder.id(token).unwrap_or(0));
+            }
+        };
+        stream.feed(text, &mut put);
+        stream.finish(&mut put);
+        Ok(Self { vocab, tokens })
     }
 
     /// Splits off the last `valid_fraction` of the tokens for validation:
@@ -244,16 +254,7 @@ impl Corpus {
     }
 }
 
-/// A text of a corpus with the name that messages and summaries give it (its path).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NamedText {
-    /// The file's path, or "The Time Machine".
-    pub name: String,
-    /// Its contents.
-    pub text: String,
-}
-
-/// One text's share of a [`SplitCorpus`], in tokens.
+/// One text's share of a corpus, in tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TextShare {
     /// The text's name.
@@ -264,111 +265,6 @@ pub struct TextShare {
     pub train: usize,
     /// Of them, for validation.
     pub valid: usize,
-}
-
-/// The training and validation tokens of one or more texts under one vocabulary: d2l's
-/// "increase the training data to include multiple books".
-#[derive(Clone, Debug)]
-pub struct SplitCorpus {
-    /// Built from every text, validation parts included (as d2l builds it from a whole book).
-    pub vocab: Vocab,
-    /// Every training text's training part, one after the other.
-    pub train: Vec<u32>,
-    /// Every validation part, one after the other.
-    pub valid: Vec<u32>,
-    /// Each text's share, training texts first.
-    pub shares: Vec<TextShare>,
-}
-
-impl SplitCorpus {
-    /// Tokenises every text and builds one vocabulary over all of them. Without `valid_texts`,
-    /// each text keeps its last `valid_fraction` of tokens for validation; with them, the
-    /// `texts` train whole and the `valid_texts` validate. `options.max_tokens` keeps the first
-    /// tokens of every text.
-    ///
-    /// # Errors
-    /// A text with no token after preprocessing (named), an invalid `valid_fraction`, or no
-    /// text at all.
-    pub fn build(
-        texts: &[NamedText],
-        valid_texts: &[NamedText],
-        tokenizer: &Tokenizer,
-        options: &CorpusOptions,
-        valid_fraction: f64,
-    ) -> Result<Self, DataError> {
-        if !(0.0..1.0).contains(&valid_fraction) {
-            return Err(DataError::Invalid {
-                field: "data.valid_fraction",
-                value: valid_fraction.to_string(),
-                expected: "must lie in [0, 1)".to_owned(),
-            });
-        }
-        if texts.is_empty() {
-            return Err(DataError::Empty {
-                what: "the corpus".to_owned(),
-                hint: ": it names no text file".to_owned(),
-            });
-        }
-        let tokenize = |named: &NamedText| -> Result<Vec<String>, DataError> {
-            let tokens = tokenizer.tokenize(&named.text);
-            if tokens.is_empty() {
-                return Err(DataError::Empty {
-                    what: named.name.clone(),
-                    hint: format!(
-                        " after {:?} preprocessing; the raw mode keeps every character",
-                        tokenizer.preprocess
-                    ),
-                });
-            }
-            Ok(tokens)
-        };
-        let train_tokens = texts.iter().map(tokenize).collect::<Result<Vec<_>, _>>()?;
-        let valid_tokens = valid_texts.iter().map(tokenize).collect::<Result<Vec<_>, _>>()?;
-        let reserved: Vec<&str> = options.reserved.iter().map(String::as_str).collect();
-        let vocab = Vocab::build(
-            train_tokens.iter().chain(&valid_tokens).flatten().map(String::as_str),
-            options.min_freq,
-            &reserved,
-        );
-        let ids = |tokens: &[String]| -> Vec<u32> {
-            let keep = options.max_tokens.unwrap_or(usize::MAX).min(tokens.len());
-            tokens[..keep].iter().map(|t| vocab.index_of(t)).collect()
-        };
-        let (mut train, mut valid, mut shares) = (Vec::new(), Vec::new(), Vec::new());
-        for (named, tokens) in texts.iter().zip(&train_tokens) {
-            let ids = ids(tokens);
-            let held = if valid_texts.is_empty() {
-                (ids.len() as f64 * valid_fraction).round() as usize
-            } else {
-                0
-            };
-            let (own_train, own_valid) = ids.split_at(ids.len() - held);
-            shares.push(TextShare {
-                name: named.name.clone(),
-                tokens: ids.len(),
-                train: own_train.len(),
-                valid: own_valid.len(),
-            });
-            train.extend_from_slice(own_train);
-            valid.extend_from_slice(own_valid);
-        }
-        for (named, tokens) in valid_texts.iter().zip(&valid_tokens) {
-            let ids = ids(tokens);
-            shares.push(TextShare {
-                name: named.name.clone(),
-                tokens: ids.len(),
-                train: 0,
-                valid: ids.len(),
-            });
-            valid.extend_from_slice(&ids);
-        }
-        Ok(Self {
-            vocab,
-            train,
-            valid,
-            shares,
-        })
-    }
 }
 
 /// Encodes `text` with an existing vocabulary: ids, plus every token not in it with its count

@@ -129,6 +129,43 @@ pub enum DataError {
         /// Says whether a previous cached copy was kept.
         kept: String,
     },
+    /// A prepared token file could not be written (a full disk, say); nothing is left at its
+    /// path. The message holds the reason.
+    #[error("cannot write the prepared tokens {path}: {reason}; nothing was kept there (free space on its disk, or prepare elsewhere with data.prepared)")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: std::io::Error,
+    },
+    /// A file at a prepared file's path is not a prepared token file; it is left alone.
+    #[error("{path} is not a prepared token file: {reason}; name another path in data.prepared (or move that file)")]
+    NotPrepared {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A source or the prepared file changed while it was being prepared.
+    #[error("{path}: {reason}; prepare again once nothing writes to the corpus")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// More distinct tokens than 32-bit ids can number.
+    #[error(
+        "the vocabulary outgrows 32-bit ids at {path}: {distinct} distinct tokens so far (every \
+         token is counted before data.min_freq applies, so it cannot help); use character level \
+         or a smaller corpus"
+    )]
+    VocabularyTooLarge {
+        /// The file being read when the count passed 2^32.
+        path: PathBuf,
+        /// Distinct tokens counted.
+        distinct: usize,
+    },
     /// No cache directory could be determined.
     #[error("no cache directory: set RNNLM_CACHE_DIR or pass --cache-dir")]
     NoCacheDir,

@@ -10,29 +10,37 @@
 //! assert_eq!(corpus.vocab.token(0), Some("<unk>"));
 //! let batches = BatchConfig { batch_size: 2, num_steps: 5, sampling: Sampling::Sequential }
 //!     .epoch(&corpus.tokens, &mut epoch_rng(0, 1)).unwrap();
-//! assert_eq!(batches[0].x.len(), 2 * 5);
+//! assert_eq!(batches.get(0).unwrap().x.len(), 2 * 5);
 //! ```
 #![deny(missing_docs)]
 
 mod batches;
 mod corpus;
 mod error;
+mod prepared;
 mod text;
+mod tokens;
 mod vocab;
 
 pub use batches::{
-    BatchConfig, Minibatch, MinibatchDataset, Sampling, SequenceBatch, SequenceBatcher, epoch_rng,
+    BatchConfig, Epoch, Minibatch, MinibatchDataset, Permutation, Sampling, SequenceBatch,
+    SequenceBatcher, epoch_rng,
 };
+pub use prepared::{
+    CorpusSpec, MappedFile, PREPARED_EXTENSION, PREPARED_FORMAT, PrepareProgress, Preparation,
+    PreparedCorpus, SourceFile, Unusable,
+};
+pub use tokens::{IdWidth, Tokens};
 pub use corpus::{
-    CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, NamedText, RemoteFile, SplitCorpus,
-    TIME_MACHINE_FILE, TextShare,
-    TIME_MACHINE_SHA1, TIME_MACHINE_URL, default_cache_dir, encode, sha1_of_file,
+    CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, RemoteFile, TIME_MACHINE_FILE,
+    TIME_MACHINE_SHA1, TIME_MACHINE_URL, TextShare, default_cache_dir, encode, sha1_of_file,
 };
 pub use error::DataError;
 pub use text::{
-    Preprocess, TokenLevel, Tokenizer, UTF_8, encoding_for, read_text, read_text_in, text_files,
+    Preprocess, StreamOptions, StreamedFile, Token, TokenLevel, TokenStream, Tokenizer, UTF_8,
+    encoding_for, read_text, read_text_in, stream_text, stream_text_with_progress, text_files,
 };
-pub use vocab::{UNK, Vocab};
+pub use vocab::{TokenCounter, TokenEncoder, UNK, Vocab};
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]

@@ -51,17 +51,127 @@ impl Default for Tokenizer {
     }
 }
 
-/// d2l's `re.sub('[^A-Za-z]+', ' ', s).lower()`.
-fn letters_only(s: &str, out: &mut String) {
-    let mut in_gap = false;
-    for c in s.chars() {
-        if c.is_ascii_alphabetic() {
-            out.push(c.to_ascii_lowercase());
-            in_gap = false;
-        } else if !in_gap {
-            out.push(' ');
-            in_gap = true;
+/// One token as the stream hands it over: a character (character level) or a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// A character token.
+    Char(char),
+    /// A word token.
+    Word(&'a str),
+}
+
+impl Token<'_> {
+    /// Calls `f` with the token as text.
+    pub fn with_str<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            Token::Char(c) => f(c.encode_utf8(&mut [0u8; 4])),
+            Token::Word(w) => f(w),
         }
+    }
+}
+
+/// The tokeniser as a state machine over text given in pieces of any size (a file read in
+/// chunks, or a whole string at once): the tokens it calls back with do not depend on where
+/// the pieces were cut. Preparation streams a corpus of any size through it, and
+/// [`Tokenizer::for_each_token`] runs a whole string through it, so both cut text the same way.
+#[derive(Clone, Debug)]
+pub struct TokenStream {
+    tokenizer: Tokenizer,
+    /// d2l-whole: the last character written was a space standing for a run of non-letters.
+    in_gap: bool,
+    /// d2l-lines: the current line has written a letter (a gap before one is no leading space).
+    line_has_letters: bool,
+    /// d2l-lines: non-letters since the line's last letter (a space if another letter follows).
+    pending_space: bool,
+    /// Word level: the word being read, which may span pieces.
+    word: String,
+}
+
+impl TokenStream {
+    /// A stream at the start of a text.
+    pub fn new(tokenizer: Tokenizer) -> Self {
+        Self {
+            tokenizer,
+            in_gap: false,
+            line_has_letters: false,
+            pending_space: false,
+            word: String::new(),
+        }
+    }
+
+    /// Cleans `piece` (the text's next characters) and calls `emit` with every character of
+    /// the cleaned text, `\n` separating the lines of [`Preprocess::D2lLines`].
+    #[inline]
+    fn clean(&mut self, piece: &str, mut emit: impl FnMut(&mut Self, char)) {
+        match self.tokenizer.preprocess {
+            Preprocess::Raw => piece.chars().for_each(|c| emit(self, c)),
+            // d2l's `re.sub('[^A-Za-z]+', ' ', s).lower()` over the whole text.
+            Preprocess::D2lWhole => {
+                for c in piece.chars() {
+                    if c.is_ascii_alphabetic() {
+                        emit(self, c.to_ascii_lowercase());
+                        self.in_gap = false;
+                    } else if !self.in_gap {
+                        emit(self, ' ');
+                        self.in_gap = true;
+                    }
+                }
+            }
+            // The same per line, each line trimmed; Python's universal newlines end a line at
+            // \n, \r and \r\n (the empty line between \r and \n adds a separator only).
+            Preprocess::D2lLines => {
+                for c in piece.chars() {
+                    if c.is_ascii_alphabetic() {
+                        if self.pending_space && self.line_has_letters {
+                            emit(self, ' ');
+                        }
+                        emit(self, c.to_ascii_lowercase());
+                        self.line_has_letters = true;
+                        self.pending_space = false;
+                    } else if c == '\n' || c == '\r' {
+                        emit(self, '\n');
+                        self.line_has_letters = false;
+                        self.pending_space = false;
+                    } else {
+                        self.pending_space = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the next piece of the text, calling `f` with every token it completes.
+    #[inline]
+    pub fn feed(&mut self, piece: &str, f: &mut impl FnMut(Token<'_>)) {
+        match self.tokenizer.level {
+            TokenLevel::Char => {
+                let skip_newlines = self.tokenizer.preprocess == Preprocess::D2lLines;
+                self.clean(piece, |_, c| {
+                    if !(skip_newlines && c == '\n') {
+                        f(Token::Char(c));
+                    }
+                });
+            }
+            TokenLevel::Word => self.clean(piece, |stream, c| {
+                if c.is_whitespace() {
+                    if !stream.word.is_empty() {
+                        f(Token::Word(&stream.word));
+                        stream.word.clear();
+                    }
+                } else {
+                    stream.word.push(c);
+                }
+            }),
+        }
+    }
+
+    /// Ends the text: hands over the word it ends in, if any, and makes the stream ready for
+    /// the start of another text.
+    pub fn finish(&mut self, f: &mut impl FnMut(Token<'_>)) {
+        if !self.word.is_empty() {
+            f(Token::Word(&self.word));
+        }
+        *self = Self::new(self.tokenizer);
     }
 }
 
@@ -70,46 +180,17 @@ impl Tokenizer {
     /// [`Preprocess::D2lLines`] the lines come back joined with `\n` so word splitting still
     /// sees their boundaries; character tokenising skips those separators.
     pub fn clean(&self, text: &str) -> String {
-        match self.preprocess {
-            Preprocess::Raw => text.to_owned(),
-            Preprocess::D2lWhole => {
-                let mut out = String::with_capacity(text.len());
-                letters_only(text, &mut out);
-                out
-            }
-            Preprocess::D2lLines => {
-                let mut out = String::with_capacity(text.len());
-                let mut line_buf = String::new();
-                // Python reads text with universal newlines: \n, \r and \r\n all end a line
-                // (an empty line between \r and \n adds nothing).
-                for (i, line) in text.split(['\n', '\r']).enumerate() {
-                    line_buf.clear();
-                    letters_only(line, &mut line_buf);
-                    if i > 0 {
-                        out.push('\n');
-                    }
-                    out.push_str(line_buf.trim_matches(' '));
-                }
-                out
-            }
-        }
+        let mut out = String::with_capacity(text.len());
+        TokenStream::new(*self).clean(text, |_, c| out.push(c));
+        out
     }
 
     /// Calls `f` with every token of `text`, in order, without allocating per token.
     pub fn for_each_token(&self, text: &str, mut f: impl FnMut(&str)) {
-        let cleaned = self.clean(text);
-        match self.level {
-            TokenLevel::Char => {
-                let skip_newlines = self.preprocess == Preprocess::D2lLines;
-                let mut buf = [0u8; 4];
-                for c in cleaned.chars() {
-                    if !(skip_newlines && c == '\n') {
-                        f(c.encode_utf8(&mut buf));
-                    }
-                }
-            }
-            TokenLevel::Word => cleaned.split_whitespace().for_each(f),
-        }
+        let mut f = |token: Token<'_>| token.with_str(&mut f);
+        let mut stream = TokenStream::new(*self);
+        stream.feed(text, &mut f);
+        stream.finish(&mut f);
     }
 
     /// The tokens of `text`, in order.
@@ -163,82 +244,231 @@ pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, DataE
 /// leaves undefined is an error naming its offset. A file that is valid UTF-8 with non-ASCII
 /// characters is refused under another encoding (corpora in different encodings).
 pub fn read_text_in(path: &Path, label: &str) -> Result<String, DataError> {
+    let mut text = String::new();
+    stream_text(path, label, StreamOptions::default(), |piece| text.push_str(piece))?;
+    Ok(text)
+}
+
+/// How [`stream_text`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamOptions {
+    /// Bytes read at a time (the text is handed over in pieces of about this size).
+    pub chunk_bytes: usize,
+    /// Whether to compute the file's sha1 on the way.
+    pub sha1: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: 1 << 20,
+            sha1: false,
+        }
+    }
+}
+
+/// What [`stream_text`] learned about the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamedFile {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its sha1, lowercase hex, when asked for.
+    pub sha1: Option<String>,
+}
+
+/// Reads a text file in pieces, decoding it as [`read_text_in`] does (with the same errors),
+/// and calls `f` with each decoded piece in order; memory stays that of one chunk whatever the
+/// file's size. Pieces never split a character. `progress`-like callers count the bytes through
+/// [`stream_text_with_progress`].
+pub fn stream_text(
+    path: &Path,
+    label: &str,
+    options: StreamOptions,
+    f: impl FnMut(&str),
+) -> Result<StreamedFile, DataError> {
+    stream_text_with_progress(path, label, options, f, |_| {})
+}
+
+/// [`stream_text`], calling `progress` with the number of bytes read after every chunk.
+pub fn stream_text_with_progress(
+    path: &Path,
+    label: &str,
+    options: StreamOptions,
+    mut f: impl FnMut(&str),
+    mut progress: impl FnMut(u64),
+) -> Result<StreamedFile, DataError> {
+    use sha1::Digest;
     let encoding = encoding_for(label)?;
+    let io = |source: std::io::Error| DataError::Io {
+        path: path.to_owned(),
+        reason: source,
+    };
     let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::NotFound {
             path: path.to_owned(),
         },
-        _ => DataError::Io {
-            path: path.to_owned(),
-            reason: source,
-        },
+        _ => io(source),
     })?;
     if metadata.is_dir() {
         return Err(DataError::IsDirectory {
             path: path.to_owned(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        reason: source,
-    })?;
-    if bytes.is_empty() {
-        return Err(DataError::Empty {
-            what: path.display().to_string(),
-            hint: String::new(),
-        });
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let chunk = options.chunk_bytes.max(4);
+    // A chunk, after the up to 3 bytes of a character the previous chunk cut.
+    let mut buf = vec![0u8; chunk + 4];
+    let mut carried = 0;
+    // File offset of buf[0].
+    let mut offset: u64 = 0;
+    let mut hasher = options.sha1.then(sha1::Sha1::new);
+    let mut decoder = (encoding != encoding_rs::UTF_8)
+        .then(|| encoding.new_decoder_without_bom_handling());
+    let mut decoded = String::new();
+    // Under another encoding: whether the file is valid UTF-8 holding non-ASCII text, which is
+    // almost never a single-byte encoding's text but a UTF-8 file among other corpora.
+    let mut utf8 = Utf8Check::default();
+    let mut malformed: Option<u64> = None;
+    loop {
+        let read = read_full(&mut file, &mut buf[carried..carried + chunk]).map_err(io)?;
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&buf[carried..carried + read]);
+        }
+        let end = carried + read;
+        let last = read == 0;
+        if last && offset == 0 && carried == 0 {
+            return Err(DataError::Empty {
+                what: path.display().to_string(),
+                hint: String::new(),
+            });
+        }
+        match &mut decoder {
+            None => {
+                // A UTF-8 byte-order mark is no character of the text.
+                let start = if offset == 0 && buf[..end].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+                let (valid, rest) = match std::str::from_utf8(&buf[start..end]) {
+                    Ok(text) => (text, 0),
+                    // A character cut by the chunk's end: kept for the next chunk.
+                    Err(e) if e.error_len().is_none() && !last => {
+                        let valid = e.valid_up_to();
+                        let text = std::str::from_utf8(&buf[start..start + valid]).expect("valid prefix");
+                        (text, end - start - valid)
+                    }
+                    Err(e) => {
+                        return Err(DataError::NotUtf8 {
+                            path: path.to_owned(),
+                            offset: (offset as usize) + start + e.valid_up_to(),
+                        });
+                    }
+                };
+                if !valid.is_empty() {
+                    f(valid);
+                }
+                buf.copy_within(end - rest..end, 0);
+                offset += (end - rest) as u64;
+                carried = rest;
+            }
+            Some(decoder) => {
+                utf8.push(&buf[..end]);
+                if malformed.is_none() {
+                    let mut consumed = 0;
+                    loop {
+                        decoded.clear();
+                        decoded.reserve(chunk + 16);
+                        let (result, read) = decoder.decode_to_string_without_replacement(
+                            &buf[consumed..end],
+                            &mut decoded,
+                            last,
+                        );
+                        if !decoded.is_empty() {
+                            f(&decoded);
+                        }
+                        consumed += read;
+                        match result {
+                            encoding_rs::DecoderResult::InputEmpty => break,
+                            encoding_rs::DecoderResult::OutputFull => {}
+                            encoding_rs::DecoderResult::Malformed(bad, after) => {
+                                let at = offset + consumed as u64 - bad as u64 - after as u64;
+                                malformed = Some(at);
+                                break;
+                            }
+                        }
+                    }
+                }
+                offset += end as u64;
+                carried = 0;
+            }
+        }
+        progress(offset + carried as u64);
+        if last {
+            break;
+        }
     }
-    if encoding == encoding_rs::UTF_8 {
-        // A UTF-8 byte-order mark is no character of the text.
-        let start = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-        let mut bytes = bytes;
-        bytes.drain(..start);
-        return String::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
-            path: path.to_owned(),
-            offset: e.utf8_error().valid_up_to() + start,
-        });
-    }
-    // Valid UTF-8 holding non-ASCII text is almost never a single-byte encoding's text: it is a
-    // UTF-8 file among corpora in another encoding, which decoding would turn into mojibake.
-    if !bytes.is_ascii() && std::str::from_utf8(&bytes).is_ok() {
-        return Err(DataError::EncodingMismatch {
-            path: path.to_owned(),
-            encoding: encoding.name(),
-        });
-    }
-    match encoding.decode_without_bom_handling_and_without_replacement(&bytes) {
-        Some(text) => Ok(text.into_owned()),
-        None => {
-            // Where: decode with replacement and find the first replacement character's byte.
-            let mut decoder = encoding.new_decoder_without_bom_handling();
-            let offset = first_malformed_byte(&mut decoder, &bytes);
-            Err(DataError::Malformed {
+    if decoder.is_some() {
+        if utf8.is_non_ascii_utf8() {
+            return Err(DataError::EncodingMismatch {
                 path: path.to_owned(),
                 encoding: encoding.name(),
-                offset,
-            })
+            });
+        }
+        if let Some(offset) = malformed {
+            return Err(DataError::Malformed {
+                path: path.to_owned(),
+                encoding: encoding.name(),
+                offset: offset as usize,
+            });
         }
     }
+    Ok(StreamedFile {
+        bytes: offset,
+        sha1: hasher.map(|h| crate::corpus::hex(&h.finalize())),
+    })
 }
 
-/// The offset of the first byte `decoder` cannot decode.
-fn first_malformed_byte(decoder: &mut encoding_rs::Decoder, bytes: &[u8]) -> usize {
-    let mut out = String::with_capacity(64);
-    let mut read = 0;
-    loop {
-        out.clear();
-        let (result, consumed) =
-            decoder.decode_to_string_without_replacement(&bytes[read..], &mut out, true);
-        match result {
-            encoding_rs::DecoderResult::Malformed(bad, _) => {
-                return (read + consumed).saturating_sub(bad as usize);
-            }
-            encoding_rs::DecoderResult::InputEmpty => return bytes.len(),
-            encoding_rs::DecoderResult::OutputFull => {
-                read += consumed;
-                out.reserve(64);
-            }
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
+    }
+    Ok(filled)
+}
+
+/// Whether bytes given in pieces are valid UTF-8 with a non-ASCII character.
+#[derive(Default)]
+struct Utf8Check {
+    invalid: bool,
+    non_ascii: bool,
+    /// The start of a character the last piece cut.
+    tail: Vec<u8>,
+}
+
+impl Utf8Check {
+    fn push(&mut self, piece: &[u8]) {
+        if self.invalid {
+            return;
+        }
+        if self.tail.is_empty() && piece.is_ascii() {
+            return;
+        }
+        self.non_ascii = true;
+        let mut bytes = std::mem::take(&mut self.tail);
+        bytes.extend_from_slice(piece);
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => {}
+            Err(e) if e.error_len().is_none() => self.tail = bytes[e.valid_up_to()..].to_vec(),
+            Err(_) => self.invalid = true,
+        }
+    }
+
+    fn is_non_ascii_utf8(&self) -> bool {
+        !self.invalid && self.non_ascii && self.tail.is_empty()
     }
 }
 

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::Token;
+
 /// The unknown token, always index 0.
 pub const UNK: &str = "<unk>";
 
@@ -70,33 +72,11 @@ impl Vocab {
         min_freq: usize,
         reserved: &[&str],
     ) -> Self {
-        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new(); // token -> (count, first seen)
-        for (position, token) in tokens.into_iter().enumerate() {
-            counts.entry(token).or_insert((0, position)).0 += 1;
+        let mut counter = TokenCounter::default();
+        for token in tokens {
+            counter.add(Token::Word(token));
         }
-        let mut by_frequency: Vec<(&str, usize, usize)> = counts
-            .into_iter()
-            .map(|(t, (n, first))| (t, n, first))
-            .collect();
-        by_frequency.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-
-        let mut vocab = Self::from_parts(vec![UNK.to_owned()], vec![0]);
-        for token in reserved {
-            if vocab.get(token).is_none() {
-                vocab.push(token, 0);
-            }
-        }
-        for (token, count, _) in by_frequency {
-            if count < min_freq {
-                break;
-            }
-            match vocab.get(token) {
-                // A reserved token that also occurs in the text keeps its reserved index.
-                Some(i) => vocab.frequencies[i as usize] = count,
-                None => vocab.push(token, count),
-            }
-        }
-        vocab
+        counter.into_vocab(min_freq, reserved)
     }
 
     /// A vocabulary given as its tokens in index order (d2l's `vocab.idx_to_token`), e.g. for
@@ -172,5 +152,124 @@ impl Vocab {
             .map(|i| self.token(i).unwrap_or(UNK))
             .collect();
         parts.join(separator)
+    }
+}
+
+/// Counts tokens as they stream past (with the position each was first seen), for a
+/// vocabulary that orders them as [`Vocab::build`] does. Characters below 128 are counted in a
+/// table: character-level corpora, nearly all ASCII, are counted without hashing.
+#[derive(Clone, Debug)]
+pub struct TokenCounter {
+    ascii: Box<[(u64, u64); 128]>,
+    chars: HashMap<char, (u64, u64)>,
+    words: HashMap<String, (u64, u64)>,
+    position: u64,
+}
+
+impl Default for TokenCounter {
+    fn default() -> Self {
+        Self {
+            ascii: Box::new([(0, 0); 128]),
+            chars: HashMap::new(),
+            words: HashMap::new(),
+            position: 0,
+        }
+    }
+}
+
+impl TokenCounter {
+    /// Counts one token.
+    #[inline]
+    pub fn add(&mut self, token: Token<'_>) {
+        let position = self.position;
+        self.position += 1;
+        let entry = match token {
+            Token::Char(c) if (c as u32) < 128 => &mut self.ascii[c as usize],
+            Token::Char(c) => self.chars.entry(c).or_insert((0, position)),
+            Token::Word(w) => match self.words.get_mut(w) {
+                Some(entry) => entry,
+                None => self.words.entry(w.to_owned()).or_insert((0, position)),
+            },
+        };
+        if entry.0 == 0 {
+            entry.1 = position;
+        }
+        entry.0 += 1;
+    }
+
+    /// Tokens counted so far.
+    pub fn total(&self) -> u64 {
+        self.position
+    }
+
+    /// Distinct tokens counted so far.
+    pub fn distinct(&self) -> usize {
+        self.ascii.iter().filter(|(n, _)| *n > 0).count() + self.chars.len() + self.words.len()
+    }
+
+    /// The vocabulary: `<unk>`, the reserved tokens, then every token seen at least `min_freq`
+    /// times by descending count, ties in order of first appearance.
+    pub fn into_vocab(self, min_freq: usize, reserved: &[&str]) -> Vocab {
+        let mut by_frequency: Vec<(String, u64, u64)> = Vec::with_capacity(self.distinct());
+        let mut buf = [0u8; 4];
+        for (code, &(count, first)) in self.ascii.iter().enumerate() {
+            if count > 0 {
+                let c = char::from(code as u8);
+                by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
+            }
+        }
+        for (c, (count, first)) in self.chars {
+            by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
+        }
+        for (word, (count, first)) in self.words {
+            by_frequency.push((word, count, first));
+        }
+        by_frequency.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+
+        let mut vocab = Vocab::from_parts(vec![UNK.to_owned()], vec![0]);
+        for token in reserved {
+            if vocab.get(token).is_none() {
+                vocab.push(token, 0);
+            }
+        }
+        for (token, count, _) in by_frequency {
+            if (count as usize) < min_freq {
+                break;
+            }
+            match vocab.get(&token) {
+                // A reserved token that also occurs in the text keeps its reserved index.
+                Some(i) => vocab.frequencies[i as usize] = count as usize,
+                None => vocab.push(&token, count as usize),
+            }
+        }
+        vocab
+    }
+}
+
+/// Maps streamed tokens to a vocabulary's ids, characters below 128 through a table.
+#[derive(Clone, Debug)]
+pub struct TokenEncoder<'v> {
+    vocab: &'v Vocab,
+    ascii: [Option<u32>; 128],
+}
+
+impl<'v> TokenEncoder<'v> {
+    /// An encoder for `vocab`.
+    pub fn new(vocab: &'v Vocab) -> Self {
+        let mut ascii = [None; 128];
+        for (code, slot) in ascii.iter_mut().enumerate() {
+            *slot = vocab.get(char::from(code as u8).encode_utf8(&mut [0u8; 4]));
+        }
+        Self { vocab, ascii }
+    }
+
+    /// The id of `token`, `None` when the vocabulary does not hold it.
+    #[inline]
+    pub fn id(&self, token: Token<'_>) -> Option<u32> {
+        match token {
+            Token::Char(c) if (c as u32) < 128 => self.ascii[c as usize],
+            Token::Char(c) => self.vocab.get(c.encode_utf8(&mut [0u8; 4])),
+            Token::Word(w) => self.vocab.get(w),
+        }
     }
 }

@@ -5,7 +5,11 @@
 //! ```text
 //! <artifacts>/config.toml           the experiment as run (vocab_size filled in)
 //! <artifacts>/vocab.json            the vocabulary
-//! <artifacts>/checkpoint/model-N.bpk, optim-N.bpk, scheduler-N.bpk, epoch-N.json
+//! <artifacts>/checkpoint/model-K.bpk, optim-K.bpk, scheduler-K.bpk, state-K.json
+//!                                   checkpoint K (numbered in order, at the end of an epoch or
+//!                                   inside one); runs before them wrote epoch-N.json for
+//!                                   checkpoint N at the end of epoch N, still read
+//! <artifacts>/validation.csv        validations inside epochs (train.valid_every)
 //! <artifacts>/model.bpk             the final model
 //! <artifacts>/model-best.bpk        the model of the epoch with the best validation perplexity
 //! <artifacts>/stop.txt              why training stopped before its last epoch (patience, time)
@@ -130,14 +134,74 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-/// What `epoch-N.json` holds: the metrics of every epoch up to N, so a resumed run continues
-/// the table and the plot.
+/// What `state-K.json` holds: where training stands at checkpoint K, so a resumed run
+/// continues the metrics table and, inside an epoch, the data position, the partial metrics and
+/// the carried hidden states.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochState {
     /// The last completed epoch.
     pub epoch: usize,
     /// Metrics of epochs 1..=epoch.
     pub history: Vec<EpochMetrics>,
+    /// The checkpoint's number (its records' `-K` files); absent in `epoch-N.json` files,
+    /// whose checkpoint number is the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<usize>,
+    /// Where epoch `epoch + 1` stood, for a checkpoint taken inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+}
+
+impl EpochState {
+    /// The checkpoint's number.
+    pub fn key(&self) -> usize {
+        self.key.unwrap_or(self.epoch)
+    }
+
+    /// "epoch 3" or "epoch 4, minibatch 120 of 400".
+    pub fn position(&self) -> String {
+        match &self.partial {
+            None => format!("epoch {}", self.epoch),
+            Some(p) => format!("epoch {}, minibatch {} of {}", self.epoch + 1, p.steps, p.of),
+        }
+    }
+
+    /// Training seconds the run had spent at this checkpoint.
+    pub fn seconds(&self) -> f64 {
+        self.history.iter().map(|m| m.seconds).sum::<f64>()
+            + self.partial.as_ref().map_or(0.0, |p| p.seconds)
+    }
+}
+
+/// An epoch that a checkpoint cut: its minibatches done and their sums.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Minibatches done.
+    pub steps: usize,
+    /// Minibatches in the epoch.
+    pub of: usize,
+    /// Summed token-weighted training loss (nats).
+    pub nll: f64,
+    /// Training tokens seen.
+    pub tokens: usize,
+    /// Summed gradient norms before clipping.
+    pub grad_norm: f64,
+    /// Seconds spent in the epoch.
+    pub seconds: f64,
+    /// The carried hidden state of each shard (one without data parallelism); empty when
+    /// nothing is carried (random sampling).
+    pub states: Vec<SavedState>,
+}
+
+/// A hidden state, as values (f32 round trips exactly through the JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// `[num_layers, batch, hidden]`.
+    pub shape: [usize; 3],
+    /// `h`, row-major.
+    pub hidden: Vec<f32>,
+    /// `c` (LSTM), row-major.
+    pub cell: Option<Vec<f32>>,
 }
 
 /// The checkpoint directory of an artifacts directory.
@@ -145,36 +209,57 @@ pub fn checkpoint_dir(artifacts: &Path) -> PathBuf {
     artifacts.join("checkpoint")
 }
 
-fn state_file(artifacts: &Path, epoch: usize) -> PathBuf {
-    checkpoint_dir(artifacts).join(format!("epoch-{epoch}.json"))
+fn state_file(artifacts: &Path, key: usize) -> PathBuf {
+    checkpoint_dir(artifacts).join(format!("state-{key}.json"))
 }
 
-/// Writes `epoch-N.json`.
+/// Writes `state-K.json` (K = `state.key()`) and removes that of checkpoint K - 2, whose
+/// records burn-train's keep-last-two strategy removes.
 pub fn save_epoch_state(artifacts: &Path, state: &EpochState) -> Result<(), TrainError> {
-    let path = state_file(artifacts, state.epoch);
-    let json = serde_json::to_vec_pretty(state).expect("epoch state serialises");
-    write_atomic(&path, &json).map_err(|e| TrainError::io(&path, e))
+    let key = state.key();
+    let path = state_file(artifacts, key);
+    let json = serde_json::to_vec(state).expect("epoch state serialises");
+    write_atomic(&path, &json).map_err(|e| TrainError::io(&path, e))?;
+    if let Some(old) = key.checked_sub(2).filter(|k| *k > 0) {
+        let _ = std::fs::remove_file(state_file(artifacts, old));
+    }
+    Ok(())
 }
 
-/// The newest epoch whose four files are all present and readable, with its state. A newer
-/// epoch with a missing or unreadable file (a run killed while checkpointing) is skipped.
-pub fn latest_complete_checkpoint(artifacts: &Path) -> Option<EpochState> {
-    let dir = checkpoint_dir(artifacts);
-    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
-        .ok()?
+/// Every checkpoint number with a state file, newest first.
+fn state_keys(artifacts: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(checkpoint_dir(artifacts)) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("epoch-")?
+            let number = name
+                .strip_prefix("state-")
+                .or_else(|| name.strip_prefix("epoch-"))?
                 .strip_suffix(".json")?
                 .parse()
-                .ok()
+                .ok()?;
+            Some((number, e.path()))
         })
         .collect();
-    epochs.sort_unstable_by(|a, b| b.cmp(a));
-    epochs.into_iter().find_map(|epoch| {
+    keys.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    keys
+}
+
+/// The number the next checkpoint of a run in `artifacts` gets: one past every number used.
+pub fn next_checkpoint_key(artifacts: &Path) -> usize {
+    state_keys(artifacts).first().map_or(1, |(k, _)| k + 1)
+}
+
+/// The newest checkpoint whose four files are all present and readable, with its state. A newer
+/// one with a missing or unreadable file (a run killed while checkpointing) is skipped.
+pub fn latest_complete_checkpoint(artifacts: &Path) -> Option<EpochState> {
+    let dir = checkpoint_dir(artifacts);
+    state_keys(artifacts).into_iter().find_map(|(key, path)| {
         let readable = |name: &str| {
-            let bytes = std::fs::read(checkpoint_file(&dir, name, epoch)).ok()?;
+            let bytes = std::fs::read(checkpoint_file(&dir, name, key)).ok()?;
             Some(Bytes::from_bytes_vec(bytes))
         };
         let model = ModuleRecord::from_bytes(readable("model")?).ok();
@@ -183,14 +268,13 @@ pub fn latest_complete_checkpoint(artifacts: &Path) -> Option<EpochState> {
             burn::optim::lr_scheduler::LrSchedulerRecord::from_bytes(readable("scheduler")?).ok();
         if model.is_none() || optim.is_none() || scheduler.is_none() {
             eprintln!(
-                "warning: checkpoint of epoch {epoch} in {} is unreadable; skipping it",
+                "warning: checkpoint {key} in {} is unreadable; skipping it",
                 dir.display()
             );
             return None;
         }
-        let state: EpochState =
-            serde_json::from_slice(&std::fs::read(state_file(artifacts, epoch)).ok()?).ok()?;
-        (state.epoch == epoch).then_some(state)
+        let state: EpochState = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        (state.key() == key).then_some(state)
     })
 }
 

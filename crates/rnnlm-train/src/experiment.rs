@@ -62,6 +62,9 @@ pub struct DataConfig {
     pub num_steps: usize,
     /// `sequential` (state carried across minibatches) or `random` (state reset each one).
     pub sampling: Sampling,
+    /// Where the prepared token file goes (made on first use, reused while the sources and
+    /// the options above are unchanged); absent: `<cache>/prepared/`, named by a hash of them.
+    pub prepared: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -79,6 +82,7 @@ impl Default for DataConfig {
             batch_size: 32,
             num_steps: 35,
             sampling: Sampling::Sequential,
+            prepared: None,
         }
     }
 }
@@ -170,6 +174,21 @@ pub struct ScheduleConfig {
     pub step_epochs: usize,
     /// Final learning rate of `cosine`.
     pub min_lr: f64,
+    /// What the schedule runs over: `epochs` (`train.epochs` of them), or `time`
+    /// (`train.max_minutes` of training, however many epochs the machine gets through: a cosine
+    /// that ends when the budget does).
+    pub over: ScheduleOver,
+}
+
+/// What a learning-rate schedule counts its progress in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleOver {
+    /// Minibatches, over `train.epochs` epochs.
+    #[default]
+    Epochs,
+    /// Training time, over `train.max_minutes`.
+    Time,
 }
 
 impl Default for ScheduleConfig {
@@ -179,6 +198,7 @@ impl Default for ScheduleConfig {
             gamma: 0.5,
             step_epochs: 10,
             min_lr: 0.0,
+            over: ScheduleOver::Epochs,
         }
     }
 }
@@ -206,9 +226,20 @@ pub struct TrainConfig {
     /// Stop when the validation perplexity has not improved for this many epochs (0: never;
     /// needs a validation split). The best model is kept as `model-best.bpk` either way.
     pub patience: usize,
-    /// A time budget: stop after the epoch that brings the run's wall-clock time (a resumed
-    /// run's earlier epochs included) to this many minutes (0: none).
+    /// A time budget: stop at the minibatch that brings the run's training time (a resumed
+    /// run's earlier time included) to this many minutes (0: none); a checkpoint is written
+    /// there, so a larger budget resumes exactly where it stopped.
     pub max_minutes: f64,
+    /// Also checkpoint inside an epoch every this many minutes (0: at the end of each epoch
+    /// only), so a kill loses at most that much training; `--resume` continues from the
+    /// minibatch it was taken at, with the same result as an uninterrupted run.
+    pub checkpoint_minutes: f64,
+    /// Also validate every this many minibatches (0: at the end of each epoch only); each
+    /// is a line on stdout and a row of `validation.csv`.
+    pub valid_every: usize,
+    /// Without a terminal, print a progress line (step, tokens/s, ETA) every this many minutes
+    /// within an epoch (0: never); a terminal gets a line updated in place.
+    pub progress_minutes: f64,
 }
 
 impl Default for TrainConfig {
@@ -223,6 +254,9 @@ impl Default for TrainConfig {
             devices: Vec::new(),
             patience: 0,
             max_minutes: 0.0,
+            checkpoint_minutes: 0.0,
+            valid_every: 0,
+            progress_minutes: 1.0,
         }
     }
 }
@@ -327,6 +361,37 @@ impl ExperimentConfig {
                 "train.max_minutes",
                 t.max_minutes,
                 "must be a finite number of minutes >= 0 (0: no budget)",
+            ));
+        }
+        for (field, value) in [
+            ("train.checkpoint_minutes", t.checkpoint_minutes),
+            ("train.progress_minutes", t.progress_minutes),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(field, value, "must be a finite number of minutes >= 0 (0: never)"));
+            }
+        }
+        if s.over == ScheduleOver::Time {
+            if t.max_minutes == 0.0 {
+                return Err(invalid(
+                    "schedule.over",
+                    "\"time\"",
+                    "runs over the time budget: set train.max_minutes (--max-minutes) > 0",
+                ));
+            }
+            if s.kind == ScheduleKind::Step {
+                return Err(invalid(
+                    "schedule.over",
+                    "\"time\"",
+                    "the step schedule counts epochs (schedule.step_epochs); use kind = \"cosine\" over time, or over = \"epochs\"",
+                ));
+            }
+        }
+        if t.valid_every > 0 && d.valid_fraction == 0.0 && d.valid_files.is_empty() {
+            return Err(invalid(
+                "train.valid_every",
+                t.valid_every,
+                "needs a validation split: set data.valid_fraction > 0 or data.valid_files",
             ));
         }
         if t.patience > 0 && d.valid_fraction == 0.0 && d.valid_files.is_empty() {

@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod clip;
+mod data;
 mod device;
 mod experiment;
 mod plot;
@@ -16,21 +17,22 @@ mod strategy;
 use std::path::Path;
 
 pub use checkpoint::{
-    AtomicFileCheckpointer, EpochMetrics, EpochState, best_epoch, latest_complete_checkpoint,
-    write_atomic,
+    AtomicFileCheckpointer, EpochMetrics, EpochState, PartialEpoch, SavedState, best_epoch,
+    latest_complete_checkpoint, next_checkpoint_key, write_atomic,
 };
 pub use clip::{clip_grad_global_norm, global_grad_norm};
+pub use data::{PrepareMeter, corpus_spec, format_prepare, prepare_corpus, prepared_path};
 pub use device::{DeviceError, probe_device};
 pub use experiment::{
     DataConfig, ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,
-    TrainConfig,
+    ScheduleOver, TrainConfig,
 };
 pub use render::QuietRenderer;
 pub use run::{
     Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, Which, evaluate, files,
     load_model, load_model_as, save_model_dir, train,
 };
-pub use schedule::Schedule;
+pub use schedule::{Schedule, TrainingClock};
 pub use strategy::{
     DataParallel, DataPlan, ParallelStep, ShardBatch, ShardBatcher, ShardOutput, TbpttStrategy,
     TrainableLm, format_epoch, sequence_loss,
@@ -80,14 +82,14 @@ pub enum TrainError {
     },
     /// Stopped before the end (Ctrl-C).
     #[error("training stopped ({reason}); {}", match last_checkpoint {
-        Some(epoch) => format!("the last complete checkpoint is epoch {epoch}: continue with --resume"),
-        None => "no epoch was completed".to_owned(),
+        Some(position) => format!("the last checkpoint is after {position}: continue from it with --resume"),
+        None => "no checkpoint was written".to_owned(),
     })]
     Interrupted {
         /// Why.
         reason: String,
-        /// The last epoch with a checkpoint.
-        last_checkpoint: Option<usize>,
+        /// Where the last checkpoint stands ("epoch 3", "epoch 4, minibatch 120 of 400").
+        last_checkpoint: Option<String>,
     },
     /// burn-train reported an error.
     #[error("training failed: {0}")]

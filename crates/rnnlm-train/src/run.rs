@@ -1,5 +1,6 @@
 //! `train` and `evaluate`: from files to a trained model and back.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -12,17 +13,18 @@ use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use rnnlm::RnnLm;
-use rnnlm_data::{CorpusOptions, CorpusSource, NamedText, SplitCorpus, TextShare, Vocab, encode};
+use rnnlm_data::{PreparedCorpus, TextShare, Vocab, encode};
 
 use crate::TrainError;
 use crate::checkpoint::{
-    AtomicFileCheckpointer, EpochMetrics, checkpoint_dir, checkpoint_file,
+    AtomicFileCheckpointer, EpochMetrics, EpochState, checkpoint_dir, checkpoint_file,
     latest_complete_checkpoint, write_atomic, write_metrics_csv,
 };
 use crate::experiment::{ExperimentConfig, OptimizerKind};
 use crate::plot::plot_perplexity;
 use crate::render::QuietRenderer;
-use crate::schedule::Schedule;
+use crate::experiment::ScheduleOver;
+use crate::schedule::{Schedule, TrainingClock};
 use crate::strategy::{DataPlan, SampleSpec, TbpttStrategy, TrainableLm};
 
 /// File names inside an artifacts directory.
@@ -43,6 +45,8 @@ pub mod files {
     pub const PLOT: &str = "perplexity.svg";
     /// Every corpus file's tokens and its training and validation shares.
     pub const DATA: &str = "data.csv";
+    /// Validations inside epochs (`train.valid_every`).
+    pub const VALIDATION: &str = "validation.csv";
 }
 
 /// How a run reports progress.
@@ -79,8 +83,8 @@ pub struct TrainOptions {
     pub cache_dir: Option<PathBuf>,
     /// Dashboard or plain lines.
     pub progress: Progress,
-    /// Stops training at the next minibatch when triggered (e.g. from a Ctrl-C handler); the
-    /// unfinished epoch is not checkpointed.
+    /// Stops training at the next minibatch when triggered (e.g. from a Ctrl-C handler); a
+    /// checkpoint is written there, so `--resume` continues from that minibatch.
     pub interrupter: Option<burn::train::Interrupter>,
 }
 
@@ -101,24 +105,11 @@ pub struct TrainReport {
     pub stopped: Option<String>,
 }
 
-/// The experiment, its text and the derived data of a run.
+/// The experiment, its corpus and the derived data of a run.
 struct Prepared {
     config: ExperimentConfig,
-    corpus: SplitCorpus,
+    corpus: PreparedCorpus,
     plan: DataPlan,
-}
-
-/// Reads every file `paths` names (directories expanded to their `*.txt` files).
-fn read_texts(paths: &[PathBuf], encoding: &str) -> Result<Vec<NamedText>, TrainError> {
-    rnnlm_data::text_files(paths)?
-        .into_iter()
-        .map(|path| {
-            Ok(NamedText {
-                name: path.display().to_string(),
-                text: rnnlm_data::read_text_in(&path, encoding)?,
-            })
-        })
-        .collect()
 }
 
 fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
@@ -131,40 +122,11 @@ fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
         config.data.encoding = encoding.clone();
     }
     config.validate()?;
-    let sources = config.data.sources();
-    // Checked here, after --data: a command line may name the corpus the config leaves out.
-    if !config.data.valid_files.is_empty() && sources.is_empty() {
-        return Err(TrainError::Config(format!(
-            "invalid data.valid_files = {:?}: needs data.file, data.files or --data (The Time \
-             Machine keeps its own validation part)",
-            config.data.valid_files
-        )));
-    }
-    let texts = if sources.is_empty() {
-        vec![NamedText {
-            name: "The Time Machine".to_owned(),
-            text: CorpusSource::TimeMachine.read(options.cache_dir.as_deref())?,
-        }]
-    } else {
-        read_texts(&sources, &config.data.encoding)?
-    };
-    let valid_texts = read_texts(&config.data.valid_files, &config.data.encoding)?;
-    let what = match texts.as_slice() {
+    let (corpus, _) = crate::data::prepare_corpus(&config, options.cache_dir.as_deref())?;
+    let what = match corpus.shares.as_slice() {
         [one] => one.name.clone(),
         many => format!("the {} corpus files", many.len()),
     };
-    let corpus_options = CorpusOptions {
-        max_tokens: (config.data.max_tokens > 0).then_some(config.data.max_tokens),
-        min_freq: config.data.min_freq,
-        reserved: Vec::new(),
-    };
-    let corpus = SplitCorpus::build(
-        &texts,
-        &valid_texts,
-        &config.data.tokenizer(),
-        &corpus_options,
-        config.data.valid_fraction,
-    )?;
     let (train, valid) = (&corpus.train, &corpus.valid);
     let batches = config.data.batches();
     batches.check(train.len(), &format!("the training part of {what}"))?;
@@ -211,6 +173,11 @@ fn claim_artifacts(
         comparable.train.devices = config.train.devices.clone();
         comparable.train.patience = config.train.patience;
         comparable.train.max_minutes = config.train.max_minutes;
+        // Nor how often it checkpoints, validates or reports, nor where the corpus is prepared.
+        comparable.train.checkpoint_minutes = config.train.checkpoint_minutes;
+        comparable.train.valid_every = config.train.valid_every;
+        comparable.train.progress_minutes = config.train.progress_minutes;
+        comparable.data.prepared = config.data.prepared.clone();
         if comparable != *config {
             return Err(TrainError::Artifacts(format!(
                 "{} holds a different run (its {} differs from this experiment); choose another --artifacts directory",
@@ -391,12 +358,16 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
             .init(),
     };
     let per_epoch = plan.batches.nominal_batches(plan.train.len());
-    let schedule = Schedule::new(
+    let clock = TrainingClock::default();
+    let mut schedule = Schedule::new(
         config.optimizer.lr,
         config.schedule.clone(),
         per_epoch,
         config.train.epochs,
     );
+    if config.schedule.over == ScheduleOver::Time {
+        schedule = schedule.over_time(config.train.max_minutes * 60.0, clock.clone());
+    }
     let learner = Learner::new(model, optimizer, schedule);
 
     let history = Arc::new(Mutex::new(
@@ -408,6 +379,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let failure = Arc::new(Mutex::new(None));
     let held_samples = Arc::new(Mutex::new(Vec::new()));
     let stopped = Arc::new(Mutex::new(None));
+    let last_checkpoint = Arc::new(Mutex::new(resume_state.as_ref().map(EpochState::position)));
     let tokenizer = config.data.tokenizer();
     let sample = (config.train.sample_every > 0)
         .then(|| {
@@ -438,6 +410,16 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         patience: config.train.patience,
         max_seconds: (config.train.max_minutes > 0.0).then(|| config.train.max_minutes * 60.0),
         stopped: stopped.clone(),
+        checkpoint_seconds: (config.train.checkpoint_minutes > 0.0)
+            .then(|| config.train.checkpoint_minutes * 60.0),
+        valid_every: config.train.valid_every,
+        progress_seconds: (config.train.progress_minutes > 0.0)
+            .then(|| config.train.progress_minutes * 60.0),
+        terminal: std::io::stdout().is_terminal(),
+        resume: resume_state.clone(),
+        next_key: crate::checkpoint::next_checkpoint_key(&artifacts),
+        clock,
+        last_checkpoint: last_checkpoint.clone(),
     };
 
     let checkpoints = checkpoint_dir(&artifacts);
@@ -463,16 +445,15 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         training = training.with_interrupter(interrupter.clone());
     }
     let resumed_from = resume_state.as_ref().map(|s| s.epoch);
-    if let Some(epoch) = resumed_from {
-        if epoch >= config.train.epochs {
+    if let Some(state) = &resume_state {
+        if state.epoch >= config.train.epochs {
             return Err(TrainError::Artifacts(format!(
                 "{} already finished all {} epochs; raise train.epochs to train further",
                 artifacts.display(),
                 config.train.epochs
             )));
         }
-        let history = resume_state.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
-        let spent: f64 = history.iter().map(|m| m.seconds).sum::<f64>() / 60.0;
+        let spent = state.seconds() / 60.0;
         if config.train.max_minutes > 0.0 && spent >= config.train.max_minutes {
             return Err(TrainError::Artifacts(format!(
                 "{} already spent its time budget ({spent:.1} of train.max_minutes = {} minutes); \
@@ -481,11 +462,20 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                 config.train.max_minutes
             )));
         }
-        println!(
-            "resuming after epoch {epoch} from {}",
-            checkpoints.display()
-        );
-        training = training.checkpoint(epoch);
+        if let Some(partial) = &state.partial
+            && partial.of != plan.train_epoch(state.epoch + 1).len()
+        {
+            return Err(TrainError::Artifacts(format!(
+                "{} stopped inside epoch {} of {} minibatches, but this corpus cuts that epoch \
+                 into {}: the corpus changed since; train in a new --artifacts directory",
+                artifacts.display(),
+                state.epoch + 1,
+                partial.of,
+                plan.train_epoch(state.epoch + 1).len()
+            )));
+        }
+        println!("resuming after {} from {}", state.position(), checkpoints.display());
+        training = training.checkpoint(state.key());
     }
     let result = training.launch(learner);
 
@@ -497,10 +487,9 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     }
     let history = history.lock().expect("history").clone();
     if let Some(interruption) = result.interrupted {
-        let last = history.last().map(|m| m.epoch);
         return Err(TrainError::Interrupted {
             reason: interruption.reason.unwrap_or_else(|| "stopped".to_owned()),
-            last_checkpoint: last,
+            last_checkpoint: last_checkpoint.lock().expect("checkpoint lock").clone(),
         });
     }
 
@@ -686,7 +675,7 @@ pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<Loaded
         _ if which == Which::Best && best.is_file() => best,
         path if path.is_file() => path,
         _ => match latest_complete_checkpoint(dir) {
-            Some(state) => checkpoint_file(&checkpoint_dir(dir), "model", state.epoch),
+            Some(state) => checkpoint_file(&checkpoint_dir(dir), "model", state.key()),
             None => return Err(missing("model.bpk (and no complete checkpoint)")),
         },
     };

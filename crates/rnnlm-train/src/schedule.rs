@@ -5,9 +5,12 @@
 use burn::optim::LearningRate;
 use burn::optim::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 
-use crate::experiment::{ScheduleConfig, ScheduleKind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Learning rate as a function of the iteration count.
+use crate::experiment::{ScheduleConfig, ScheduleKind, ScheduleOver};
+
+/// Learning rate as a function of the iteration count, or of the training time spent.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     base_lr: f64,
@@ -16,6 +19,25 @@ pub struct Schedule {
     total_iterations: usize,
     /// Steps taken so far.
     iteration: usize,
+    /// Over time: the budget and the clock the trainer sets before each step.
+    budget: Option<(f64, TrainingClock)>,
+}
+
+/// Training seconds spent so far, shared by the trainer (which sets it before each step) and a
+/// schedule that runs over time.
+#[derive(Clone, Debug, Default)]
+pub struct TrainingClock(Arc<AtomicU64>);
+
+impl TrainingClock {
+    /// Sets the seconds spent.
+    pub fn set(&self, seconds: f64) {
+        self.0.store(seconds.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The seconds spent.
+    pub fn seconds(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
 }
 
 impl Schedule {
@@ -34,7 +56,26 @@ impl Schedule {
             iterations_per_epoch,
             total_iterations: iterations_per_epoch * epochs,
             iteration: 0,
+            budget: None,
         }
+    }
+
+    /// The same schedule over `seconds` of training read from `clock` (`schedule.over =
+    /// "time"`) rather than over the epochs' minibatches.
+    pub fn over_time(mut self, seconds: f64, clock: TrainingClock) -> Self {
+        self.budget = Some((seconds, clock));
+        self
+    }
+
+    /// How far the run is, from 0 to 1: minibatches over the epochs', or time over the budget.
+    fn progress(&self, iteration: usize) -> f64 {
+        let progress = match &self.budget {
+            Some((seconds, clock)) if self.config.over == ScheduleOver::Time => {
+                clock.seconds() / seconds.max(1e-9)
+            }
+            _ => iteration as f64 / self.total_iterations.max(1) as f64,
+        };
+        progress.min(1.0)
     }
 
     /// The rate used by iteration `iteration` (0-based).
@@ -50,7 +91,7 @@ impl Schedule {
                         .powi((epoch / self.config.step_epochs) as i32)
             }
             ScheduleKind::Cosine => {
-                let progress = (iteration as f64 / self.total_iterations.max(1) as f64).min(1.0);
+                let progress = self.progress(iteration);
                 let min = self.config.min_lr;
                 min + 0.5 * (self.base_lr - min) * (1.0 + (std::f64::consts::PI * progress).cos())
             }

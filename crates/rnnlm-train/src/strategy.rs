@@ -22,10 +22,15 @@ use burn::train::{
     TrainStep, TrainingComponents, TrainingItem, ValidLoader,
 };
 use rnnlm::{RecurrentState, RnnLm};
-use rnnlm_data::{BatchConfig, MinibatchDataset, SequenceBatch, SequenceBatcher, Vocab, epoch_rng};
+use rnnlm_data::{
+    BatchConfig, Epoch, MinibatchDataset, SequenceBatch, SequenceBatcher, Tokens, Vocab, epoch_rng,
+};
 
 use crate::TrainError;
-use crate::checkpoint::{EpochMetrics, EpochState, best_epoch, save_epoch_state};
+use crate::checkpoint::{
+    EpochMetrics, EpochState, PartialEpoch, SavedState, best_epoch, save_epoch_state, write_atomic,
+};
+use crate::schedule::TrainingClock;
 use crate::clip::clip_grad_global_norm;
 
 /// Mean cross-entropy over every position of `logits` `[batch, steps, vocab]` against `targets`
@@ -333,17 +338,24 @@ impl DataParallel {
 /// The token streams of a run and how they are cut.
 #[derive(Clone, Debug)]
 pub struct DataPlan {
-    /// Training tokens.
-    pub train: Vec<u32>,
-    /// Validation tokens (empty: no validation).
-    pub valid: Vec<u32>,
+    /// Training ids (memory-mapped from the prepared corpus in a run).
+    pub train: Tokens,
+    /// Validation ids (empty: no validation).
+    pub valid: Tokens,
     /// Minibatch shape and scheme.
     pub batches: BatchConfig,
-    /// Seed of the data order (and of dropout, reseeded every epoch).
+    /// Seed of the data order (and of dropout, reseeded every minibatch).
     pub seed: u64,
 }
 
 impl DataPlan {
+    /// The training minibatches of `epoch`, in the plan's order, computed as they are read.
+    pub fn train_epoch(&self, epoch: usize) -> Epoch {
+        self.batches
+            .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
+            .expect("checked before training")
+    }
+
     /// The training minibatches of `epoch` as a Burn data loader (batch size 1, no shuffling:
     /// the order is the plan's).
     pub fn train_loader(
@@ -351,14 +363,10 @@ impl DataPlan {
         epoch: usize,
         device: &Device,
     ) -> Arc<dyn DataLoader<SequenceBatch>> {
-        loader(self.train_batches(epoch), device)
-    }
-
-    /// The training minibatches of `epoch`, in the plan's order.
-    fn train_batches(&self, epoch: usize) -> Vec<rnnlm_data::Minibatch> {
-        self.batches
-            .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
-            .expect("checked before training")
+        DataLoaderBuilder::new(SequenceBatcher)
+            .batch_size(1)
+            .set_device(device.clone())
+            .build(self.train_epoch(epoch))
     }
 
     /// The training minibatches of `epoch` as whole-minibatch shards, the item type of
@@ -371,30 +379,24 @@ impl DataPlan {
         DataLoaderBuilder::new(ShardBatcher)
             .batch_size(1)
             .set_device(device.clone())
-            .build(MinibatchDataset::new(self.train_batches(epoch)))
+            .build(self.train_epoch(epoch))
     }
 
     /// The validation minibatches: the same every epoch, so epochs compare.
     pub fn valid_loader(&self, device: &Device) -> Arc<dyn DataLoader<SequenceBatch>> {
-        let batches = if self.valid.is_empty() {
-            Vec::new()
+        let builder = DataLoaderBuilder::new(SequenceBatcher)
+            .batch_size(1)
+            .set_device(device.clone());
+        if self.valid.is_empty() {
+            builder.build(MinibatchDataset::new(Vec::new()))
         } else {
-            self.batches
-                .epoch(&self.valid, &mut epoch_rng(self.seed, 0))
-                .expect("checked before training")
-        };
-        loader(batches, device)
+            builder.build(
+                self.batches
+                    .epoch(&self.valid, &mut epoch_rng(self.seed, 0))
+                    .expect("checked before training"),
+            )
+        }
     }
-}
-
-fn loader(
-    batches: Vec<rnnlm_data::Minibatch>,
-    device: &Device,
-) -> Arc<dyn DataLoader<SequenceBatch>> {
-    DataLoaderBuilder::new(SequenceBatcher)
-        .batch_size(1)
-        .set_device(device.clone())
-        .build(MinibatchDataset::new(batches))
 }
 
 /// What to print as a sample during training.
@@ -438,11 +440,27 @@ pub struct TbpttStrategy {
     pub held_samples: Arc<Mutex<Vec<String>>>,
     /// Stop when validation has not improved for this many epochs (0: never).
     pub patience: usize,
-    /// Stop after the epoch that spends this many seconds, counted over the whole run
-    /// (resumed runs included); `None`: no budget.
+    /// Stop at the minibatch that brings the run's training time (resumed runs included) to
+    /// this many seconds; `None`: no budget.
     pub max_seconds: Option<f64>,
     /// Why training stopped before its last epoch, if it did (patience or time).
     pub stopped: Arc<Mutex<Option<String>>>,
+    /// Checkpoint inside an epoch once this many seconds have passed since the last one.
+    pub checkpoint_seconds: Option<f64>,
+    /// Validate every this many minibatches as well as at the end of each epoch (0: never).
+    pub valid_every: usize,
+    /// Without a terminal, a progress line this often within an epoch (`None`: never).
+    pub progress_seconds: Option<f64>,
+    /// Whether stdout is a terminal (the progress line is then updated in place).
+    pub terminal: bool,
+    /// The checkpoint the run resumes from, if it does.
+    pub resume: Option<EpochState>,
+    /// The number the run's next checkpoint gets.
+    pub next_key: usize,
+    /// Training seconds, for a schedule over time.
+    pub clock: TrainingClock,
+    /// Where the last checkpoint stands, for the message of an interrupted run.
+    pub last_checkpoint: Arc<Mutex<Option<String>>>,
 }
 
 /// Token-weighted sums over an epoch.
@@ -461,6 +479,54 @@ impl Tally {
 
     fn bits(&self) -> f64 {
         self.nll / self.tokens.max(1) as f64 / std::f64::consts::LN_2
+    }
+}
+
+/// The seed of minibatch `step` of `epoch`: dropout masks depend on it alone, so a run resumed
+/// inside an epoch draws the masks the uninterrupted run drew.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
+    let mut z = seed ^ ((epoch as u64) << 40) ^ (step as u64);
+    // splitmix64's finaliser spreads neighbouring (epoch, step) pairs apart.
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn save_states(states: &[RecurrentState]) -> Vec<SavedState> {
+    let values = |t: &Tensor<3>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 state");
+    states
+        .iter()
+        .map(|s| SavedState {
+            shape: s.hidden.dims(),
+            hidden: values(&s.hidden),
+            cell: s.cell.as_ref().map(values),
+        })
+        .collect()
+}
+
+fn restore_states(saved: &[SavedState], devices: &[Device]) -> Vec<RecurrentState> {
+    saved
+        .iter()
+        .zip(devices.iter().cycle())
+        .map(|(s, device)| {
+            let tensor = |v: &Vec<f32>| {
+                Tensor::<3>::from_data(TensorData::new(v.clone(), s.shape), device)
+            };
+            RecurrentState {
+                hidden: tensor(&s.hidden),
+                cell: s.cell.as_ref().map(tensor),
+            }
+        })
+        .collect()
+}
+
+/// `3h05m`, `4m12s`, `9s`.
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
     }
 }
 
@@ -497,6 +563,40 @@ impl TbpttStrategy {
             self.held_samples.lock().expect("samples lock").push(line);
         }
     }
+
+    /// Writes checkpoint `key`: burn-train's records of the learner, then the state file
+    /// naming the position (written last: a checkpoint without it is not taken).
+    fn checkpoint(
+        &self,
+        checkpointer: &mut Option<burn::train::LearningCheckpointer<TrainableLm>>,
+        learner: &Learner<TrainableLm>,
+        store: &burn::train::metric::store::EventStoreClient,
+        state: EpochState,
+    ) -> Result<(), TrainError> {
+        let Some(checkpointer) = checkpointer else {
+            return Ok(());
+        };
+        checkpointer.checkpoint(learner, state.key(), store);
+        save_epoch_state(&self.artifacts, &state)?;
+        *self.last_checkpoint.lock().expect("checkpoint lock") = Some(state.position());
+        Ok(())
+    }
+
+    /// The within-epoch progress: `epoch 3/10  step 1200/5000 (24%)  train ppl 9.81  152.3k
+    /// tok/s  ETA 4m12s`, the rate and the time left from the `steps` minibatches run in
+    /// `seconds` by this process.
+    fn progress_line(&self, epoch: usize, epochs: usize, step: usize, of: usize, tally: &Tally, steps: usize, seconds: f64) -> String {
+        let per_step = seconds / steps.max(1) as f64;
+        let rate = tally.tokens as f64 / tally.steps.max(1) as f64 / per_step.max(1e-9);
+        let left = (of - step) as f64 * per_step;
+        format!(
+            "epoch {epoch}/{epochs}  step {step}/{of} ({:.0}%)  train ppl {:.3}  {:.1}k tok/s  ETA {}",
+            100.0 * step as f64 / of.max(1) as f64,
+            tally.perplexity(),
+            rate / 1000.0,
+            format_duration(left)
+        )
+    }
 }
 
 impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
@@ -506,41 +606,60 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
         mut learner: Learner<TrainableLm>,
         _train: TrainLoader<TrainableLm>,
         _valid: ValidLoader<TrainableLm>,
-        starting_epoch: usize,
+        _starting_epoch: usize,
     ) -> (TrainableLm, SupervisedTrainingEventProcessor<TrainableLm>) {
         // burn-train hands over one loader for the whole run, but d2l draws a new random offset
-        // every epoch: each epoch's loader is built here from the data plan instead.
+        // every epoch: each epoch's minibatches are cut here from the data plan instead. The
+        // position to start from is the resumed checkpoint's (burn-train's number for it is the
+        // checkpoint's, not an epoch).
         learner.fork(&self.device);
         let valid_device = self.device.clone().inner();
         let mut processor = components.event_processor;
         let mut checkpointer = components.checkpointer;
+        let store = components.event_store;
         let interrupter = components.interrupter;
+        let epochs = components.num_epochs;
         let carry = self.plan.batches.sampling.carries_state();
         let parallel = (self.parallel.len() > 1).then(|| DataParallel::new(self.parallel.clone()));
+        let shard_devices = if self.parallel.is_empty() { vec![self.device.clone()] } else { self.parallel.clone() };
+        let mut key = self.next_key;
+        let (first_epoch, mut partial) = match &self.resume {
+            Some(state) => (state.epoch + 1, state.partial.clone()),
+            None => (1, None),
+        };
+        let mut last_checkpoint = Instant::now();
 
-        for epoch in starting_epoch..=components.num_epochs {
-            // Dropout masks depend on (seed, epoch) only, so a resumed run repeats them.
-            self.device.seed(self.plan.seed.wrapping_add(epoch as u64));
-            let train = self.plan.train_loader(epoch, &self.device);
+        'epochs: for epoch in first_epoch..=epochs {
+            let data = self.plan.train_epoch(epoch);
+            let total = data.len();
+            let resumed = partial.take();
+            let first_step = resumed.as_ref().map_or(0, |p| p.steps);
+            let earlier: f64 = self.history.lock().expect("history").iter().map(|m| m.seconds).sum();
+            let seconds_before = resumed.as_ref().map_or(0.0, |p| p.seconds);
+            let mut tally = resumed.as_ref().map_or_else(Tally::default, |p| Tally {
+                nll: p.nll,
+                tokens: p.tokens,
+                grad_norm: p.grad_norm,
+                steps: p.steps,
+            });
+            // One carried state per device (a single one without data parallelism).
+            let mut state: Option<Vec<RecurrentState>> = resumed
+                .as_ref()
+                .filter(|p| carry && !p.states.is_empty())
+                .map(|p| restore_states(&p.states, &shard_devices));
             interrupter.fail_on_error(processor.process_train(LearnerEvent::StartSplit {
                 epoch_number: epoch,
-                total_items: train.num_items(),
+                total_items: total,
             }));
             let started = Instant::now();
-            let mut tally = Tally::default();
-            // One carried state per device (a single one without data parallelism).
-            let mut state: Option<Vec<RecurrentState>> = None;
-            let mut items = train.iter();
-            let mut step = 0;
-            while let Some(item) = items.next() {
-                let batch = match item {
-                    Ok(batch) => batch,
-                    Err(err) => {
-                        interrupter.fail(err);
-                        break;
-                    }
-                };
-                step += 1;
+            let epoch_seconds = || seconds_before + started.elapsed().as_secs_f64();
+            let mut last_progress = Instant::now();
+            for index in first_step..total {
+                let step = index + 1;
+                // Dropout masks depend on (seed, epoch, step) only, so a resumed run repeats them.
+                self.device.seed(step_seed(self.plan.seed, epoch, step));
+                let minibatch = data.get(index).expect("index below the epoch's length");
+                let batch = SequenceBatch::from_minibatch(minibatch, &self.device);
                 let tokens = batch.x.dims().iter().product::<usize>();
                 let model = learner.model();
                 // Random sampling: every minibatch starts from zero. Sequential: from the last
@@ -559,7 +678,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         Ok(step) => (step.loss, step.grads, step.outputs, step.states),
                         Err(error) => {
                             self.fail(error, &interrupter);
-                            break;
+                            break 'epochs;
                         }
                     },
                 };
@@ -573,7 +692,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         },
                         &interrupter,
                     );
-                    break;
+                    break 'epochs;
                 }
                 let norm = clip_grad_global_norm(&model, &mut grads, self.theta);
                 if !norm.is_finite() {
@@ -586,8 +705,9 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         },
                         &interrupter,
                     );
-                    break;
+                    break 'epochs;
                 }
+                self.clock.set(earlier + epoch_seconds());
                 learner.lr_step();
                 learner.optimizer_step(grads);
                 state = carry.then_some(final_state);
@@ -595,7 +715,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 tally.tokens += tokens;
                 tally.grad_norm += norm as f64;
                 tally.steps += 1;
-                let progress = items.progress();
+                let progress = burn::data::dataloader::Progress::new(step, total, None);
                 for (shard, output) in outputs.into_iter().enumerate() {
                     let item = ShardOutput {
                         output,
@@ -611,11 +731,88 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     interrupter
                         .fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
                 }
-                if interrupter.should_stop() {
-                    break;
+
+                if self.print_epochs && step < total {
+                    let since = last_progress.elapsed().as_secs_f64();
+                    let counted = started.elapsed().as_secs_f64();
+                    let line = || {
+                        self.progress_line(epoch, epochs, step, total, &tally, step - first_step, counted)
+                    };
+                    if self.terminal && since >= 0.5 {
+                        print!("\r{}\x1b[K", line());
+                        let _ = std::io::Write::flush(&mut std::io::stdout());
+                        last_progress = Instant::now();
+                    } else if !self.terminal && self.progress_seconds.is_some_and(|every| since >= every) {
+                        println!("{}", line());
+                        last_progress = Instant::now();
+                    }
+                }
+                if self.valid_every > 0 && step.is_multiple_of(self.valid_every) && step < total {
+                    let model = learner.model().valid();
+                    if let Some(valid) = self.validate(&model, epoch, &valid_device, &mut processor, &interrupter) {
+                        if let Err(error) = self.log_validation(epoch, step, &valid) {
+                            self.fail(error, &interrupter);
+                            break 'epochs;
+                        }
+                    }
+                }
+
+                let interrupted = interrupter.should_stop();
+                let spent = earlier + epoch_seconds();
+                let over_budget = self.max_seconds.is_some_and(|budget| spent >= budget);
+                let due = self
+                    .checkpoint_seconds
+                    .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
+                if step < total && (interrupted || over_budget || due) {
+                    if self.terminal && self.print_epochs {
+                        println!();
+                    }
+                    let history = self.history.lock().expect("history").clone();
+                    let position = EpochState {
+                        epoch: epoch - 1,
+                        history,
+                        key: Some(key),
+                        partial: Some(PartialEpoch {
+                            steps: step,
+                            of: total,
+                            nll: tally.nll,
+                            tokens: tally.tokens,
+                            grad_norm: tally.grad_norm,
+                            seconds: epoch_seconds(),
+                            states: state.as_deref().map(save_states).unwrap_or_default(),
+                        }),
+                    };
+                    interrupter.fail_on_error(processor.flush());
+                    if let Err(error) = self.checkpoint(&mut checkpointer, &learner, &store, position) {
+                        self.fail(error, &interrupter);
+                        break 'epochs;
+                    }
+                    key += 1;
+                    last_checkpoint = Instant::now();
+                    if interrupted {
+                        break 'epochs;
+                    }
+                    if over_budget {
+                        let reason = format!(
+                            "the time budget is spent: {:.1} of train.max_minutes = {} minutes, at minibatch {step} of {total} of epoch {epoch} (checkpointed there: a larger budget resumes from it)",
+                            spent / 60.0,
+                            self.max_seconds.unwrap_or_default() / 60.0,
+                        );
+                        if self.print_epochs {
+                            println!(
+                                "stopping in epoch {epoch}: {reason}; train ppl so far {:.3}",
+                                tally.perplexity()
+                            );
+                        }
+                        *self.stopped.lock().expect("stop lock") = Some(reason);
+                        break 'epochs;
+                    }
                 }
             }
-            let seconds = started.elapsed().as_secs_f64();
+            if self.terminal && self.print_epochs && total - first_step > 1 {
+                print!("\r\x1b[K");
+            }
+            let seconds = epoch_seconds();
             interrupter.fail_on_error(processor.process_train(LearnerEvent::EndSplit(epoch)));
             if interrupter.should_stop() {
                 break;
@@ -637,17 +834,17 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 tokens_per_second: tally.tokens as f64 / seconds.max(1e-9),
                 grad_norm: tally.grad_norm / tally.steps.max(1) as f64,
                 lr: learner.lr_current().base(),
-                seconds: started.elapsed().as_secs_f64(),
+                seconds: epoch_seconds(),
             };
             if self.print_epochs {
-                println!("{}", format_epoch(&metrics, components.num_epochs));
+                println!("{}", format_epoch(&metrics, epochs));
             }
             let history = {
                 let mut history = self.history.lock().expect("history");
                 history.push(metrics);
                 history.clone()
             };
-            self.print_sample(&model, epoch, epoch == components.num_epochs);
+            self.print_sample(&model, epoch, epoch == epochs);
 
             // The best model by validation perplexity so far, kept beside the last ones.
             if best_epoch(&history) == Some(history.len() - 1) {
@@ -658,21 +855,20 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 }
             }
 
-            if let Some(checkpointer) = &mut checkpointer {
-                interrupter.fail_on_error(processor.flush());
-                checkpointer.checkpoint(&learner, epoch, &components.event_store);
-                if let Err(error) = save_epoch_state(
-                    &self.artifacts,
-                    &EpochState {
-                        epoch,
-                        history: history.clone(),
-                    },
-                ) {
-                    self.fail(error, &interrupter);
-                    break;
-                }
+            interrupter.fail_on_error(processor.flush());
+            let position = EpochState {
+                epoch,
+                history: history.clone(),
+                key: Some(key),
+                partial: None,
+            };
+            if let Err(error) = self.checkpoint(&mut checkpointer, &learner, &store, position) {
+                self.fail(error, &interrupter);
+                break;
             }
-            if epoch < components.num_epochs
+            key += 1;
+            last_checkpoint = Instant::now();
+            if epoch < epochs
                 && let Some(reason) = stop_reason(&history, self.patience, self.max_seconds)
             {
                 if self.print_epochs {
@@ -687,6 +883,24 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
 }
 
 impl TbpttStrategy {
+    /// Appends a row to `validation.csv` and prints it, for a validation inside an epoch.
+    fn log_validation(&self, epoch: usize, step: usize, valid: &Tally) -> Result<(), TrainError> {
+        let path = self.artifacts.join(crate::run::files::VALIDATION);
+        let mut csv = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| "epoch,step,valid_perplexity,valid_bits_per_token\n".to_owned());
+        csv.push_str(&format!("{epoch},{step},{:.6},{:.6}\n", valid.perplexity(), valid.bits()));
+        if self.print_epochs {
+            if self.terminal {
+                print!("\r\x1b[K");
+            }
+            println!(
+                "epoch {epoch} step {step}: valid ppl {:.3}  valid bits/token {:.3}",
+                valid.perplexity(),
+                valid.bits()
+            );
+        }
+        write_atomic(&path, csv.as_bytes()).map_err(|e| TrainError::io(&path, e))
+    }
     fn validate(
         &self,
         model: &TrainableLm,
