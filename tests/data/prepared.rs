@@ -139,3 +139,223 @@ fn every_test_corpus_prepares_to_the_ids_vocabulary_and_minibatches_of_before() 
         assert_eq!(fingerprint(&corpus), golden.map(str::to_owned), "{name}");
     }
 }
+
+fn spec_of(files: &[std::path::PathBuf], tokenizer: Tokenizer, encoding: &str) -> CorpusSpec {
+    CorpusSpec {
+        train: files.iter().map(|p| SourceFile::new(p.clone())).collect(),
+        valid: Vec::new(),
+        tokenizer,
+        encoding: encoding.to_owned(),
+        min_freq: 0,
+        max_tokens: None,
+        valid_fraction: 0.1,
+    }
+}
+
+/// Every cleaning and token level, on text with every line ending, a byte-order mark,
+/// non-ASCII letters and words cut by the chunks: the tokens do not depend on where the
+/// chunks fall.
+#[test]
+fn streaming_in_chunks_of_any_size_tokenises_as_the_whole_text_does() {
+    use rnnlm_data::{StreamOptions, Token, TokenStream, stream_text};
+    let dir = scratch_dir("prepared-chunks");
+    let text = "\u{feff}The Time  Traveller (for so it\r\nwill be convenient)\rwas expounding \
+                — a recondite matter to us.\n\n  Ünïcode é words, ok?!\n\nend";
+    let path = dir.join("t.txt");
+    std::fs::write(&path, text).unwrap();
+    let whole = rnnlm_data::read_text(&path).unwrap();
+    assert!(!whole.starts_with('\u{feff}'), "the mark is no character");
+    for preprocess in [Preprocess::D2lLines, Preprocess::D2lWhole, Preprocess::Raw] {
+        for level in [TokenLevel::Char, TokenLevel::Word] {
+            let tokenizer = tok(preprocess, level);
+            let expected = tokenizer.tokenize(&whole);
+            for chunk_bytes in 4..=11 {
+                let mut got = Vec::new();
+                let mut stream = TokenStream::new(tokenizer);
+                let mut push = |t: Token<'_>| got.push(t.with_str(str::to_owned));
+                let options = StreamOptions { chunk_bytes, sha1: true };
+                let streamed = stream_text(&path, "utf-8", options, |piece| stream.feed(piece, &mut push)).unwrap();
+                stream.finish(&mut push);
+                assert_eq!(got, expected, "{preprocess:?} {level:?} in chunks of {chunk_bytes}");
+                assert_eq!(streamed.bytes, text.len() as u64);
+                assert_eq!(streamed.sha1.as_deref(), Some(rnnlm_data::sha1_of_file(&path).unwrap().as_str()));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_single_byte_encoding_streams_as_it_reads_and_bad_bytes_are_named_with_their_offset() {
+    use rnnlm_data::{DataError, StreamOptions, stream_text};
+    let dir = scratch_dir("prepared-encodings");
+    // "café née" in windows-1252, long enough to cross chunks.
+    let mut bytes = Vec::new();
+    for _ in 0..50 {
+        bytes.extend_from_slice(b"caf\xe9 n\xe9e, ");
+    }
+    let latin = dir.join("latin.txt");
+    std::fs::write(&latin, &bytes).unwrap();
+    let whole = rnnlm_data::read_text_in(&latin, "windows-1252").unwrap();
+    assert!(whole.starts_with("café née, "));
+    for chunk_bytes in [4, 5, 7, 64] {
+        let mut text = String::new();
+        stream_text(&latin, "windows-1252", StreamOptions { chunk_bytes, sha1: false }, |p| text.push_str(p)).unwrap();
+        assert_eq!(text, whole, "chunks of {chunk_bytes}");
+    }
+    // Read as UTF-8, the first é is named.
+    let err = stream_text(&latin, "utf-8", StreamOptions { chunk_bytes: 5, sha1: false }, |_| {}).unwrap_err();
+    assert!(matches!(err, DataError::NotUtf8 { offset: 3, .. }), "{err}");
+    // A UTF-8 file among windows-1252 corpora is refused as such, wherever its chunks end.
+    let utf8 = dir.join("utf8.txt");
+    std::fs::write(&utf8, "café née ".repeat(40)).unwrap();
+    for chunk_bytes in [4, 5, 64] {
+        let err = stream_text(&utf8, "windows-1252", StreamOptions { chunk_bytes, sha1: false }, |_| {}).unwrap_err();
+        assert!(matches!(err, DataError::EncodingMismatch { .. }), "{err}");
+    }
+    // 0xAA is undefined in windows-1253: its offset is named.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, b"abcdefgh\xaaij").unwrap();
+    let err = stream_text(&bad, "windows-1253", StreamOptions { chunk_bytes: 4, sha1: false }, |_| {}).unwrap_err();
+    assert!(matches!(err, DataError::Malformed { offset: 8, .. }), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ids_take_the_narrowest_width_the_vocabulary_allows() {
+    let dir = scratch_dir("prepared-widths");
+    let chars = prepare(&cases()[0], &dir);
+    assert_eq!(chars.train.width(), rnnlm_data::IdWidth::U8);
+    let words = prepare(&cases()[4], &dir);
+    assert!(words.vocab.len() > 256);
+    assert_eq!(words.train.width(), rnnlm_data::IdWidth::U16);
+    // A file's size is its ids, a byte each for characters, plus the header.
+    let size = std::fs::metadata(&chars.path).unwrap().len() as usize;
+    assert!(size >= chars.train.len() && size < chars.train.len() + 4096, "{size}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_prepared_file_is_reused_while_its_sources_are_unchanged_and_rebuilt_when_not() {
+    let dir = scratch_dir("prepared-stale");
+    let source = dir.join("book.txt");
+    let book = std::fs::read_to_string(shared_data("timemachine.txt")).unwrap();
+    std::fs::write(&source, &book[..20_000]).unwrap();
+    let spec = spec_of(std::slice::from_ref(&source), Tokenizer::default(), "utf-8");
+    let path = dir.join("book.tokens");
+    let load = || PreparedCorpus::load_or_prepare(&spec, &path, |_| {}).unwrap();
+    let (first, how) = load();
+    assert_eq!(how, Preparation::Built);
+    let (again, how) = load();
+    assert_eq!(how, Preparation::Reused);
+    assert_eq!(again.train, first.train);
+    assert_eq!(again.vocab, first.vocab);
+
+    // A new time alone (a touch, a copy) is checked by content: reused.
+    let file = std::fs::File::options().append(true).open(&source).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(load().1, Preparation::Reused);
+
+    // The same size, other contents: rebuilt, and the ids follow the text.
+    let mut changed = book[..20_000].to_owned().into_bytes();
+    changed[100] = b'Z';
+    std::fs::write(&source, &changed).unwrap();
+    let (rebuilt, how) = load();
+    assert!(matches!(&how, Preparation::Rebuilt(r) if r.contains("book.txt changed") && r.contains("sha1")), "{how:?}");
+    assert_ne!(rebuilt.train, first.train);
+
+    // Another size: rebuilt, the sizes named.
+    std::fs::write(&source, &book[..25_000]).unwrap();
+    assert!(matches!(load().1, Preparation::Rebuilt(r) if r.contains("25000 bytes")));
+
+    // Truncated (a copy cut short): rebuilt, not read past its end.
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::File::options().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
+    assert!(matches!(load().1, Preparation::Rebuilt(r) if r.contains("truncated")));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+
+    // Other options at the same path: refused by open with the field, rebuilt by a run.
+    let words = CorpusSpec { tokenizer: tok(Preprocess::D2lLines, TokenLevel::Word), ..spec.clone() };
+    match PreparedCorpus::open(&path, &words).unwrap() {
+        Err(rnnlm_data::Unusable::Stale(reason)) => assert!(reason.contains("data.level"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let fewer = CorpusSpec { min_freq: 3, ..spec.clone() };
+    assert!(matches!(PreparedCorpus::open(&path, &fewer).unwrap(), Err(rnnlm_data::Unusable::Stale(r)) if r.contains("data.min_freq")));
+    // Options and files give the cache its file name.
+    assert_ne!(spec.file_name().unwrap(), words.file_name().unwrap());
+    assert_eq!(spec.file_name().unwrap(), spec.clone().file_name().unwrap());
+
+    // A file that is no prepared file is never overwritten.
+    let foreign = dir.join("notes.tokens");
+    std::fs::write(&foreign, "my notes").unwrap();
+    let err = PreparedCorpus::load_or_prepare(&spec, &foreign, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("is not a prepared token file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "my notes");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_failed_write_leaves_no_partial_file_and_empty_texts_are_named() {
+    let dir = scratch_dir("prepared-failures");
+    let source = dir.join("book.txt");
+    std::fs::write(&source, "the time traveller ".repeat(100)).unwrap();
+    let spec = spec_of(std::slice::from_ref(&source), Tokenizer::default(), "utf-8");
+    // A directory where the file should go: the rename fails after the ids were written.
+    let blocked = dir.join("blocked.tokens");
+    std::fs::create_dir_all(blocked.join("inside")).unwrap();
+    let err = PreparedCorpus::prepare(&spec, &blocked, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("cannot write the prepared tokens") && err.to_string().contains("nothing was kept"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains(".part-")), "{left:?}");
+
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let err = PreparedCorpus::prepare(&spec_of(&[source.clone(), empty.clone()], Tokenizer::default(), "utf-8"), &dir.join("x.tokens"), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("empty.txt holds no tokens"), "{err}");
+    let symbols = dir.join("symbols.txt");
+    std::fs::write(&symbols, "123 !!! ---").unwrap();
+    let err = PreparedCorpus::prepare(&spec_of(&[symbols], Tokenizer::default(), "utf-8"), &dir.join("y.tokens"), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("symbols.txt holds no tokens after D2lLines preprocessing"), "{err}");
+    assert!(!dir.join("x.tokens").exists() && !dir.join("y.tokens").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_epoch_reads_the_mapped_ids_as_the_in_memory_ones() {
+    let dir = scratch_dir("prepared-epochs");
+    let corpus = prepare(&cases()[7], &dir);
+    let memory = rnnlm_data::Tokens::from(corpus.train.to_vec());
+    for sampling in [Sampling::Random, Sampling::Sequential, Sampling::Overlapping] {
+        let cfg = BatchConfig { batch_size: 16, num_steps: 32, sampling };
+        let mapped = cfg.epoch(&corpus.train, &mut epoch_rng(3, 1)).unwrap();
+        let heap = cfg.epoch(&memory, &mut epoch_rng(3, 1)).unwrap();
+        assert_eq!(mapped.len(), heap.len());
+        for i in [0, 1, mapped.len() / 2, mapped.len() - 1] {
+            assert_eq!(mapped.get(i), heap.get(i), "{sampling:?} minibatch {i}");
+        }
+        assert!(mapped.get(mapped.len()).is_none());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_on_the_fly_permutation_is_a_seeded_bijection() {
+    use rnnlm_data::Permutation;
+    use std::collections::HashSet;
+    for len in [1usize, 2, 3, 5, 16, 17, 100, 1000, 4097] {
+        let p = Permutation::new(len, &mut epoch_rng(1, 1));
+        let seen: HashSet<usize> = (0..len).map(|i| p.get(i)).collect();
+        assert_eq!(seen.len(), len, "every element once for {len}");
+        assert!(seen.iter().all(|&x| x < len));
+    }
+    let order = |seed| {
+        let p = Permutation::new(1000, &mut epoch_rng(seed, 1));
+        (0..1000).map(|i| p.get(i)).collect::<Vec<_>>()
+    };
+    assert_eq!(order(4), order(4));
+    assert_ne!(order(4), order(5));
+    // Shuffled, not a rotation: few elements stay near their place.
+    let near = order(4).iter().enumerate().filter(|(i, x)| i.abs_diff(**x) < 10).count();
+    assert!(near < 50, "{near} of 1000 stay within 10 places");
+}

@@ -82,6 +82,62 @@ fn resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     std::fs::remove_dir_all(&split_dir).ok();
 }
 
+#[test]
+fn a_run_stopped_inside_an_epoch_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let _turn = serial();
+    // Carried LSTM states across minibatches, dropout masks, Adam's moments, a cosine schedule,
+    // and data parallelism off: all must continue where a checkpoint inside an epoch left them.
+    let experiment = "[model]\nkind = \"lstm\"\nhidden_size = 16\nnum_layers = 2\ndropout = 0.3\n\
+                      [optimizer]\nkind = \"adam\"\nlr = 0.01\n[schedule]\nkind = \"cosine\"\n\
+                      [train]\nepochs = 2\nseed = 11\n";
+    let whole_dir = scratch_dir("resume-mid-whole");
+    let whole = tiny_experiment(&whole_dir, 6000, experiment);
+    let whole_report = rnnlm_train::train(&whole).unwrap();
+
+    let split_dir = scratch_dir("resume-mid-split");
+    let mut first = tiny_experiment(&split_dir, 6000, experiment);
+    // A checkpoint at every minibatch; a watcher stops the run once one inside epoch 2 exists.
+    first.overrides.push("train.checkpoint_minutes=1e-9".into());
+    let interrupter = burn::train::Interrupter::new();
+    first.interrupter = Some(interrupter.clone());
+    let watched = first.artifacts.clone();
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if let Some(state) = rnnlm_train::latest_complete_checkpoint(&watched)
+                && state.epoch == 1
+                && state.partial.as_ref().is_some_and(|p| p.steps >= 5)
+            {
+                interrupter.stop(Some("stopped by the test"));
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    });
+    let stopped = rnnlm_train::train(&first).unwrap_err();
+    assert!(watcher.join().unwrap(), "the watcher saw a checkpoint inside epoch 2");
+    let message = stopped.to_string();
+    assert!(message.contains("epoch 2, minibatch") && message.contains("--resume"), "{message}");
+    let state = rnnlm_train::latest_complete_checkpoint(&first.artifacts).unwrap();
+    let partial = state.partial.clone().expect("inside an epoch");
+    assert!(partial.steps < partial.of, "{partial:?}");
+    assert_eq!(partial.states.len(), 1);
+    assert!(partial.states[0].cell.is_some(), "the LSTM's memory cells are kept");
+
+    let mut rest = tiny_experiment(&split_dir, 6000, experiment);
+    rest.resume = true;
+    let rest_report = rnnlm_train::train(&rest).unwrap();
+    let figures = |h: &[rnnlm_train::EpochMetrics]| -> Vec<(f64, Option<f64>, f64)> {
+        h.iter().map(|m| (m.train_perplexity, m.valid_perplexity, m.grad_norm)).collect()
+    };
+    assert_eq!(figures(&rest_report.history), figures(&whole_report.history));
+    let a = rnnlm_train::load_model(&whole.artifacts, &device()).unwrap().model;
+    let b = rnnlm_train::load_model(&rest.artifacts, &device()).unwrap().model;
+    assert_eq!(parameters(&a), parameters(&b), "final weights are bit-identical");
+    std::fs::remove_dir_all(&whole_dir).ok();
+    std::fs::remove_dir_all(&split_dir).ok();
+}
+
 /// Trains one epoch with a learning rate so small that no weight changes in f32, and returns
 /// the reported training perplexity together with the same perplexity recomputed by hand with
 /// the state carried across minibatches and with it reset for every minibatch.

@@ -794,8 +794,8 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     }
                     if over_budget {
                         let reason = format!(
-                            "the time budget is spent: {:.1} of train.max_minutes = {} minutes, at minibatch {step} of {total} of epoch {epoch} (checkpointed there: a larger budget resumes from it)",
-                            spent / 60.0,
+                            "the time budget is spent: {} of train.max_minutes = {} minutes, at minibatch {step} of {total} of epoch {epoch} (checkpointed there: a larger budget resumes from it)",
+                            significant(spent / 60.0, 3),
                             self.max_seconds.unwrap_or_default() / 60.0,
                         );
                         if self.print_epochs {
