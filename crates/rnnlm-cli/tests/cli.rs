@@ -256,3 +256,140 @@ fn export_errors_name_the_file_and_the_fix() {
     assert!(!dir.join("m.pt").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `kill -9` inside an epoch, then `--resume`: the run ends with the weights of a run that was
+/// never stopped (checkpoints every minibatch here, so the kill lands between two of them).
+#[cfg(unix)]
+#[test]
+fn a_run_killed_inside_an_epoch_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let dir = rnnlm_tests::scratch_dir("cli-kill");
+    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
+    let data = dir.join("head.txt");
+    std::fs::write(&data, book.chars().take(60_000).collect::<String>()).unwrap();
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let cache = dir.join("cache");
+    let args = |run: &Path| -> Vec<String> {
+        [
+            "train", "--config", path(&config), "--data", path(&data), "--artifacts", path(run),
+            "--cache-dir", path(&cache), "--set", "train.epochs=2", "--set", "model.kind=lstm",
+            "--set", "model.hidden_size=32", "--set", "model.num_layers=2", "--set", "model.dropout=0.2",
+            "--set", "data.batch_size=8", "--set", "data.num_steps=16", "--set", "train.sample_every=0",
+            "--set", "train.checkpoint_minutes=1e-9",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let whole = dir.join("whole");
+    let output = Command::new(env!("CARGO_BIN_EXE_rnnlm")).args(args(&whole)).env("CI", "true").output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+
+    let killed = dir.join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args(&killed))
+        .env("CI", "true")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    for _ in 0..60_000 {
+        if let Some(state) = rnnlm_train::latest_complete_checkpoint(&killed)
+            && state.epoch == 1
+            && state.partial.as_ref().is_some_and(|p| p.steps >= 3)
+        {
+            seen = Some(state);
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let seen = seen.expect("a checkpoint inside epoch 2 before the run ended");
+    assert!(!killed.join("model.bpk").exists(), "killed before the end");
+
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_rnnlm")).args(&resume).env("CI", "true").output().unwrap();
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("resuming after epoch 2, minibatch"), "{log}");
+    assert!(seen.partial.unwrap().of > 3);
+
+    let device = rnnlm_tests::device();
+    let a = rnnlm_train::load_model(&whole, &device).unwrap().model;
+    let b = rnnlm_train::load_model(&killed, &device).unwrap().model;
+    assert_eq!(rnnlm_tests::parameters(&a), rnnlm_tests::parameters(&b), "final weights are bit-identical");
+    let metrics = |run: &Path| std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let perplexities = |csv: String| -> Vec<String> {
+        csv.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(perplexities(metrics(&killed)), perplexities(metrics(&whole)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn prepare_makes_the_file_that_train_then_reuses() {
+    let dir = rnnlm_tests::scratch_dir("cli-prepare");
+    let book = std::fs::read_to_string(rnnlm_tests::shared_data("timemachine.txt")).unwrap();
+    let data = dir.join("head.txt");
+    std::fs::write(&data, book.chars().take(20_000).collect::<String>()).unwrap();
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let cache = dir.join("cache");
+    let output = rnnlm(&["prepare", "--config", path(&config), "--data", path(&data), "--cache-dir", path(&cache)]);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("data: prepared") && log.contains("vocabulary of 28 as U8 ids"), "{log}");
+    let again = rnnlm(&["prepare", "--config", path(&config), "--data", path(&data), "--cache-dir", path(&cache)]);
+    assert!(text(&again).contains("data: reusing"), "{}", text(&again));
+    let run = dir.join("run");
+    let output = rnnlm(&[
+        "train", "--config", path(&config), "--data", path(&data), "--cache-dir", path(&cache),
+        "--artifacts", path(&run), "--set", "train.epochs=1", "--set", "model.hidden_size=16",
+        "--set", "data.batch_size=4", "--set", "data.num_steps=8", "--set", "train.sample_every=0",
+        "--set", "train.max_steps=20",
+    ]);
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("data: reusing") && log.contains("first minibatch done"), "{log}");
+    assert!(log.contains("train.max_steps = 20 minibatches are done"), "{log}");
+
+    // A prepared file that is no such file is refused and left alone.
+    let notes = dir.join("notes.tokens");
+    std::fs::write(&notes, "mine").unwrap();
+    let output = rnnlm(&[
+        "prepare", "--config", path(&config), "--data", path(&data), "--set",
+        &format!("data.prepared={:?}", path(&notes)),
+    ]);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("is not a prepared token file") && log.contains("data.prepared"), "{log}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A prepared file that cannot be written whole (a full disk, here the file size limit) is
+/// named, and nothing is left that a later run would take.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_preparation_that_cannot_be_written_whole_leaves_nothing_behind() {
+    let dir = rnnlm_tests::scratch_dir("cli-prepare-full");
+    let data = dir.join("big.txt");
+    std::fs::write(&data, "the time traveller ".repeat(5000)).unwrap();
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let cache = dir.join("cache");
+    let output = Command::new("bash")
+        .args(["-c", "ulimit -f 32 && trap '' XFSZ && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(["prepare", "--config", path(&config), "--data", path(&data), "--cache-dir", path(&cache)])
+        .output()
+        .expect("bash runs");
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot write the prepared tokens") && log.contains("File too large"), "{log}");
+    let left = files_under(&cache);
+    assert!(left.is_empty(), "nothing is left behind: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -145,13 +145,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sha1 of a file, lowercase hex.
+/// Sha1 of a file, lowercase hex, read in chunks (memory does not grow with the file).
 pub fn sha1_of_file(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let io = |source| DataError::Io {
         path: path.to_owned(),
         reason: source,
-    })?;
-    Ok(hex(&Sha1::digest(&bytes)))
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Where a corpus comes from.

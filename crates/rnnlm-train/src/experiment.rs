@@ -230,6 +230,9 @@ pub struct TrainConfig {
     /// run's earlier time included) to this many minutes (0: none); a checkpoint is written
     /// there, so a larger budget resumes exactly where it stopped.
     pub max_minutes: f64,
+    /// Stop after this many minibatches of training in all (0: no limit), with a checkpoint
+    /// there, as `max_minutes` does: a fixed amount of work for measurements and smoke runs.
+    pub max_steps: usize,
     /// Also checkpoint inside an epoch every this many minutes (0: at the end of each epoch
     /// only), so a kill loses at most that much training; `--resume` continues from the
     /// minibatch it was taken at, with the same result as an uninterrupted run.
@@ -254,6 +257,7 @@ impl Default for TrainConfig {
             devices: Vec::new(),
             patience: 0,
             max_minutes: 0.0,
+            max_steps: 0,
             checkpoint_minutes: 0.0,
             valid_every: 0,
             progress_minutes: 1.0,

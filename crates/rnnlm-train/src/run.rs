@@ -173,6 +173,7 @@ fn claim_artifacts(
         comparable.train.devices = config.train.devices.clone();
         comparable.train.patience = config.train.patience;
         comparable.train.max_minutes = config.train.max_minutes;
+        comparable.train.max_steps = config.train.max_steps;
         // Nor how often it checkpoints, validates or reports, nor where the corpus is prepared.
         comparable.train.checkpoint_minutes = config.train.checkpoint_minutes;
         comparable.train.valid_every = config.train.valid_every;
@@ -295,6 +296,7 @@ fn write_config_and_vocab(
 
 /// Trains as the experiment says, writing checkpoints, metrics, a plot and the final model.
 pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
+    let started = std::time::Instant::now();
     let Prepared {
         config,
         corpus,
@@ -413,6 +415,8 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         checkpoint_seconds: (config.train.checkpoint_minutes > 0.0)
             .then(|| config.train.checkpoint_minutes * 60.0),
         valid_every: config.train.valid_every,
+        max_steps: (config.train.max_steps > 0).then_some(config.train.max_steps),
+        started,
         progress_seconds: (config.train.progress_minutes > 0.0)
             .then(|| config.train.progress_minutes * 60.0),
         terminal: std::io::stdout().is_terminal(),
@@ -460,6 +464,16 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                  raise train.max_minutes (--max-minutes) to train further",
                 artifacts.display(),
                 config.train.max_minutes
+            )));
+        }
+        let done: usize = (1..=state.epoch).map(|e| plan.train_epoch(e).len()).sum::<usize>()
+            + state.partial.as_ref().map_or(0, |p| p.steps);
+        if config.train.max_steps > 0 && done >= config.train.max_steps {
+            return Err(TrainError::Artifacts(format!(
+                "{} already ran its {done} minibatches (train.max_steps = {}); raise \
+                 train.max_steps to train further",
+                artifacts.display(),
+                config.train.max_steps
             )));
         }
         if let Some(partial) = &state.partial

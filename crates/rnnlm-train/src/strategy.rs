@@ -449,6 +449,10 @@ pub struct TbpttStrategy {
     pub checkpoint_seconds: Option<f64>,
     /// Validate every this many minibatches as well as at the end of each epoch (0: never).
     pub valid_every: usize,
+    /// Stop after this many minibatches in all (resumed runs counted from their position).
+    pub max_steps: Option<usize>,
+    /// When `train` was called: the first minibatch's line says how long after it finished.
+    pub started: Instant,
     /// Without a terminal, a progress line this often within an epoch (`None`: never).
     pub progress_seconds: Option<f64>,
     /// Whether stdout is a terminal (the progress line is then updated in place).
@@ -628,6 +632,12 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             None => (1, None),
         };
         let mut last_checkpoint = Instant::now();
+        // Minibatches of the epochs before the first one run here, for `max_steps`.
+        let mut steps_before: usize = match self.max_steps {
+            Some(_) => (1..first_epoch).map(|e| self.plan.train_epoch(e).len()).sum(),
+            None => 0,
+        };
+        let mut first_reported = false;
 
         'epochs: for epoch in first_epoch..=epochs {
             let data = self.plan.train_epoch(epoch);
@@ -710,6 +720,13 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 self.clock.set(earlier + epoch_seconds());
                 learner.lr_step();
                 learner.optimizer_step(grads);
+                if !first_reported && self.print_epochs {
+                    println!(
+                        "first minibatch done {:.2} s after start",
+                        self.started.elapsed().as_secs_f64()
+                    );
+                    first_reported = true;
+                }
                 state = carry.then_some(final_state);
                 tally.nll += loss * tokens as f64;
                 tally.tokens += tokens;
@@ -760,10 +777,11 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 let interrupted = interrupter.should_stop();
                 let spent = earlier + epoch_seconds();
                 let over_budget = self.max_seconds.is_some_and(|budget| spent >= budget);
+                let over_steps = self.max_steps.is_some_and(|most| steps_before + step >= most);
                 let due = self
                     .checkpoint_seconds
                     .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
-                if step < total && (interrupted || over_budget || due) {
+                if step < total && (interrupted || over_budget || over_steps || due) {
                     if self.terminal && self.print_epochs {
                         println!();
                     }
@@ -790,6 +808,20 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     key += 1;
                     last_checkpoint = Instant::now();
                     if interrupted {
+                        break 'epochs;
+                    }
+                    if over_steps && !over_budget {
+                        let reason = format!(
+                            "train.max_steps = {} minibatches are done, at minibatch {step} of {total} of epoch {epoch} (checkpointed there: a larger limit resumes from it)",
+                            self.max_steps.unwrap_or_default()
+                        );
+                        if self.print_epochs {
+                            println!(
+                                "stopping in epoch {epoch}: {reason}; train ppl so far {:.3}",
+                                tally.perplexity()
+                            );
+                        }
+                        *self.stopped.lock().expect("stop lock") = Some(reason);
                         break 'epochs;
                     }
                     if over_budget {
@@ -868,8 +900,14 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             }
             key += 1;
             last_checkpoint = Instant::now();
+            steps_before += total;
+            let steps_done = self
+                .max_steps
+                .filter(|most| steps_before >= *most)
+                .map(|most| format!("train.max_steps = {most} minibatches are done"));
             if epoch < epochs
-                && let Some(reason) = stop_reason(&history, self.patience, self.max_seconds)
+                && let Some(reason) =
+                    stop_reason(&history, self.patience, self.max_seconds).or(steps_done)
             {
                 if self.print_epochs {
                     println!("stopping after epoch {epoch}: {reason}");
