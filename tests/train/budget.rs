@@ -150,6 +150,30 @@ fn a_spent_time_budget_stops_at_the_minibatch_with_a_checkpoint_and_says_why() {
 }
 
 #[test]
+fn validation_runs_every_n_minibatches_into_its_own_table() {
+    let dir = scratch_dir("train-valid-every");
+    let mut options = tiny_experiment(&dir, 3000, GRU);
+    options.overrides.extend(["train.epochs=2".into(), "train.valid_every=20".into()]);
+    let report = rnnlm_train::train(&options).unwrap();
+    let csv = std::fs::read_to_string(options.artifacts.join("validation.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "epoch,step,valid_perplexity,valid_bits_per_token");
+    // 3000 characters, 80 % for training: 2399 / (4 x 8) = 74 minibatches an epoch at most,
+    // so steps 20, 40 and 60 of each epoch.
+    let steps: Vec<(usize, usize)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let f: Vec<&str> = r.split(',').collect();
+            assert!(f[2].parse::<f64>().unwrap().is_finite());
+            (f[0].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(steps, [(1, 20), (1, 40), (1, 60), (2, 20), (2, 40), (2, 60)]);
+    assert_eq!(report.history.len(), 2, "the epochs' own validation as before");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn patience_needs_a_validation_split() {
     let dir = scratch_dir("train-patience");
     let mut options = tiny_experiment(&dir, 3000, GRU);

@@ -157,6 +157,10 @@ enum Command {
         /// the run kept one) or the last.
         #[arg(long, value_enum, default_value_t = WhichArg::Best)]
         which: WhichArg,
+        /// Where the texts' prepared token files are cached (default: $RNNLM_CACHE_DIR or
+        /// ~/.cache/rnnlm): each text is encoded once, streaming, and read from the map.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// Continue a prefix with a trained model, streaming the text as it is produced.
     ///
@@ -339,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             streams,
             which,
+            cache_dir,
         } => {
             let device = device::by_name(&device)?;
             let loaded = rnnlm_train::load_model_as(&checkpoint, which.into(), &device)?;
@@ -350,9 +355,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let files = rnnlm_data::text_files(&data)?;
             let (mut tokens, mut bits, mut unknown_tokens) = (0usize, 0.0f64, 0usize);
             for file in &files {
-                let text = rnnlm_data::read_text_in(file, &encoding)?;
-                let result = rnnlm_train::evaluate(&loaded, &text, streams as usize, &device)
-                    .with_context(|| format!("scoring {}", file.display()))?;
+                let result = rnnlm_train::evaluate_file(
+                    &loaded,
+                    file,
+                    &encoding,
+                    streams as usize,
+                    &device,
+                    cache_dir.as_deref(),
+                )
+                .with_context(|| format!("scoring {}", file.display()))?;
                 let unknown: usize = result.unknown.iter().map(|(_, n)| n).sum();
                 if unknown > 0 {
                     let listed: Vec<String> = result

@@ -349,11 +349,14 @@ fn prepare_makes_the_file_that_train_then_reuses() {
         "train", "--config", path(&config), "--data", path(&data), "--cache-dir", path(&cache),
         "--artifacts", path(&run), "--set", "train.epochs=1", "--set", "model.hidden_size=16",
         "--set", "data.batch_size=4", "--set", "data.num_steps=8", "--set", "train.sample_every=0",
-        "--set", "train.max_steps=20",
+        "--set", "train.max_steps=20", "--set", "train.progress_minutes=1e-9",
     ]);
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     assert!(log.contains("data: reusing") && log.contains("first minibatch done"), "{log}");
+    // Without a terminal, a progress line per the (here tiny) interval.
+    let progress = log.lines().find(|l| l.starts_with("epoch 1/1  step 5/")).unwrap_or_else(|| panic!("{log}"));
+    assert!(progress.contains("tok/s") && progress.contains("ETA"), "{progress}");
     assert!(log.contains("train.max_steps = 20 minibatches are done"), "{log}");
 
     // A prepared file that is no such file is refused and left alone.

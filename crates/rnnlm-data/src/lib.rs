@@ -1,7 +1,9 @@
 //! Text data for character-level language models, with d2l's semantics: The Time Machine
 //! (downloaded once, checked, cached) or any UTF-8 file; d2l's preprocessing; a vocabulary
 //! with `<unk>` at index 0 ordered by frequency; and d2l's random and sequential minibatch
-//! schemes, seeded, with adapters to Burn's `Dataset` / `Batcher`.
+//! schemes, seeded, with adapters to Burn's `Dataset` / `Batcher`. Corpora of any size are
+//! streamed into a prepared token file ([`PreparedCorpus`]) whose ids are memory-mapped
+//! ([`Tokens`]); an [`Epoch`] computes its minibatches one at a time from them.
 //!
 //! ```
 //! use rnnlm_data::{BatchConfig, Corpus, CorpusOptions, Sampling, Tokenizer, epoch_rng};
@@ -28,7 +30,7 @@ pub use batches::{
 };
 pub use prepared::{
     CorpusSpec, MappedFile, PREPARED_EXTENSION, PREPARED_FORMAT, PrepareProgress, Preparation,
-    PreparedCorpus, SourceFile, Unusable,
+    PreparedCorpus, SourceFile, UNKNOWN_LISTED, Unusable,
 };
 pub use tokens::{IdWidth, Tokens};
 pub use corpus::{

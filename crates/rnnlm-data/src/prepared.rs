@@ -75,6 +75,10 @@ pub struct CorpusSpec {
     pub max_tokens: Option<usize>,
     /// Each training text's share kept for validation when there are no `valid` texts.
     pub valid_fraction: f64,
+    /// Encode with this vocabulary (a trained model's, to score a text) instead of building one
+    /// from the texts; tokens it lacks become `<unk>` and are counted
+    /// ([`PreparedCorpus::unknown`]). `min_freq` is then unused.
+    pub vocab: Option<Vocab>,
 }
 
 /// A source file as a prepared file remembers it.
@@ -96,6 +100,9 @@ struct Options {
     min_freq: usize,
     max_tokens: Option<usize>,
     valid_fraction: f64,
+    /// The sha1 of a given vocabulary's tokens, for files encoded with one.
+    #[serde(default)]
+    vocab: Option<String>,
 }
 
 /// The JSON header of a prepared file.
@@ -111,7 +118,14 @@ struct Header {
     /// Per file (training files, then validation files): (tokens kept, for training, for
     /// validation).
     shares: Vec<(u64, u64, u64)>,
+    /// With a given vocabulary: the tokens of the texts it lacks, with counts, most frequent
+    /// first (the first [`UNKNOWN_LISTED`]).
+    #[serde(default)]
+    unknown: Vec<(String, u64)>,
 }
+
+/// How many distinct unknown tokens a prepared file lists.
+pub const UNKNOWN_LISTED: usize = 1000;
 
 impl CorpusSpec {
     fn options(&self) -> Options {
@@ -121,6 +135,14 @@ impl CorpusSpec {
             min_freq: self.min_freq,
             max_tokens: self.max_tokens,
             valid_fraction: self.valid_fraction,
+            vocab: self.vocab.as_ref().map(|vocab| {
+                let mut hash = Sha1::new();
+                for token in vocab.tokens() {
+                    hash.update(token.as_bytes());
+                    hash.update([0]);
+                }
+                hex(&hash.finalize())
+            }),
         }
     }
 
@@ -164,10 +186,18 @@ impl CorpusSpec {
         let stem = self.train[0]
             .path
             .file_stem()
-            .map(|s| s.to_string_lossy().chars().filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_').collect::<String>())
+            .map(|s| {
+                s.to_string_lossy()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+                    .collect::<String>()
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "corpus".to_owned());
-        Ok(format!("{stem}-{}.{PREPARED_EXTENSION}", &hex(&key.finalize())[..16]))
+        Ok(format!(
+            "{stem}-{}.{PREPARED_EXTENSION}",
+            &hex(&key.finalize())[..16]
+        ))
     }
 }
 
@@ -235,6 +265,9 @@ pub struct PreparedCorpus {
     pub valid: Tokens,
     /// Each text's share, training texts first.
     pub shares: Vec<TextShare>,
+    /// With a given vocabulary ([`CorpusSpec::vocab`]): the tokens it lacks, scored as
+    /// `<unk>`, with counts, most frequent first (at most [`UNKNOWN_LISTED`]).
+    pub unknown: Vec<(String, usize)>,
 }
 
 /// Why a prepared file cannot serve a spec.
@@ -317,15 +350,11 @@ impl PreparedCorpus {
         let (train_len, valid_len) = (header.train_tokens as usize, header.valid_tokens as usize);
         let width = header.width;
         let tokens = |offset, len| {
-            Tokens::mapped(
-                mapped_clone(path)?,
-                offset,
-                width,
-                len,
-            )
-            .map_err(|reason| DataError::NotPrepared {
-                path: path.to_owned(),
-                reason,
+            Tokens::mapped(mapped_clone(path)?, offset, width, len).map_err(|reason| {
+                DataError::NotPrepared {
+                    path: path.to_owned(),
+                    reason,
+                }
             })
         };
         let train = tokens(data_offset, train_len)?;
@@ -346,6 +375,11 @@ impl PreparedCorpus {
             train,
             valid,
             shares,
+            unknown: header
+                .unknown
+                .into_iter()
+                .map(|(t, n)| (t, n as usize))
+                .collect(),
         }))
     }
 
@@ -396,7 +430,13 @@ impl PreparedCorpus {
                     ..StreamOptions::default()
                 },
                 |piece| stream.feed(piece, &mut add),
-                |bytes| progress(PrepareProgress { pass: 1, done: done + bytes, total }),
+                |bytes| {
+                    progress(PrepareProgress {
+                        pass: 1,
+                        done: done + bytes,
+                        total,
+                    })
+                },
             )?;
             stream.finish(&mut add);
             done += streamed.bytes;
@@ -425,7 +465,19 @@ impl PreparedCorpus {
                 sha1: streamed.sha1.expect("asked for"),
             });
         }
-        let vocab = counter.into_vocab(spec.min_freq, &[]);
+        let (vocab, unknown) = match &spec.vocab {
+            Some(vocab) => {
+                let unknown: Vec<(String, u64)> = counter
+                    .into_counts()
+                    .into_iter()
+                    .filter(|(token, _, _)| vocab.get(token).is_none())
+                    .take(UNKNOWN_LISTED)
+                    .map(|(token, count, _)| (token, count))
+                    .collect();
+                (vocab.clone(), unknown)
+            }
+            None => (counter.into_vocab(spec.min_freq, &[]), Vec::new()),
+        };
         let width = IdWidth::for_vocab(vocab.len()).expect("checked per file");
 
         // Each text's share: the first `max_tokens`, the last `valid_fraction` of them held out
@@ -463,6 +515,7 @@ impl PreparedCorpus {
             train_tokens,
             valid_tokens,
             shares,
+            unknown,
         };
 
         // Pass 2: encode into a temporary file beside `path`, renamed over it when complete.
@@ -474,10 +527,17 @@ impl PreparedCorpus {
             path: dir.to_owned(),
             reason,
         })?;
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let temporary = dir.join(format!(".{name}.part-{}", std::process::id()));
         let written = write_prepared(spec, &header, &counts, &temporary, &mut |bytes| {
-            progress(PrepareProgress { pass: 2, done: done + bytes, total })
+            progress(PrepareProgress {
+                pass: 2,
+                done: done + bytes,
+                total,
+            })
         })
         .and_then(|()| {
             std::fs::rename(&temporary, path).map_err(|reason| DataError::Write {
@@ -508,7 +568,8 @@ fn mapped_clone(path: &Path) -> Result<memmap2::Mmap, DataError> {
 fn read_header(bytes: &[u8]) -> Result<(Header, usize), Unusable> {
     if bytes.len() < PREFIX || &bytes[..8] != MAGIC {
         return Err(Unusable::Foreign(
-            "it does not start as a prepared token file does (rnnlm prepare writes them)".to_owned(),
+            "it does not start as a prepared token file does (rnnlm prepare writes them)"
+                .to_owned(),
         ));
     }
     let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -550,26 +611,52 @@ fn stale_reason(header: &Header, spec: &CorpusSpec) -> Result<Option<String>, Da
     let options = spec.options();
     let stored = &header.options;
     let differs = |field: &str, was: String, now: String| {
-        Some(format!("it was made with {field} = {was}, this run asks for {now}"))
+        Some(format!(
+            "it was made with {field} = {was}, this run asks for {now}"
+        ))
     };
     if stored.tokenizer.preprocess != options.tokenizer.preprocess {
-        return Ok(differs("data.preprocess", format!("{:?}", stored.tokenizer.preprocess), format!("{:?}", options.tokenizer.preprocess)));
+        return Ok(differs(
+            "data.preprocess",
+            format!("{:?}", stored.tokenizer.preprocess),
+            format!("{:?}", options.tokenizer.preprocess),
+        ));
     }
     if stored.tokenizer.level != options.tokenizer.level {
-        return Ok(differs("data.level", format!("{:?}", stored.tokenizer.level), format!("{:?}", options.tokenizer.level)));
+        return Ok(differs(
+            "data.level",
+            format!("{:?}", stored.tokenizer.level),
+            format!("{:?}", options.tokenizer.level),
+        ));
     }
     if stored.encoding != options.encoding {
-        return Ok(differs("data.encoding", stored.encoding.clone(), options.encoding.clone()));
+        return Ok(differs(
+            "data.encoding",
+            stored.encoding.clone(),
+            options.encoding.clone(),
+        ));
     }
     if stored.min_freq != options.min_freq {
-        return Ok(differs("data.min_freq", stored.min_freq.to_string(), options.min_freq.to_string()));
+        return Ok(differs(
+            "data.min_freq",
+            stored.min_freq.to_string(),
+            options.min_freq.to_string(),
+        ));
     }
     if stored.max_tokens != options.max_tokens {
         let show = |m: Option<usize>| m.map_or("0 (all)".to_owned(), |m| m.to_string());
-        return Ok(differs("data.max_tokens", show(stored.max_tokens), show(options.max_tokens)));
+        return Ok(differs(
+            "data.max_tokens",
+            show(stored.max_tokens),
+            show(options.max_tokens),
+        ));
     }
     if stored.valid_fraction.to_bits() != options.valid_fraction.to_bits() {
-        return Ok(differs("data.valid_fraction", stored.valid_fraction.to_string(), options.valid_fraction.to_string()));
+        return Ok(differs(
+            "data.valid_fraction",
+            stored.valid_fraction.to_string(),
+            options.valid_fraction.to_string(),
+        ));
     }
     for (part, records, files) in [
         ("training", &header.train_files, &spec.train),
@@ -608,7 +695,10 @@ fn stale_reason(header: &Header, spec: &CorpusSpec) -> Result<Option<String>, Da
             if modified_ns(&metadata) != record.modified_ns || record.modified_ns.is_none() {
                 let sha1 = crate::sha1_of_file(&path)?;
                 if sha1 != record.sha1 {
-                    return Ok(Some(format!("{} changed since (its sha1 differs)", file.name)));
+                    return Ok(Some(format!(
+                        "{} changed since (its sha1 differs)",
+                        file.name
+                    )));
                 }
             }
         }
@@ -642,9 +732,14 @@ fn write_prepared(
     let mut train_out = std::fs::File::create(path).map_err(write_error)?;
     train_out.write_all(&head).map_err(write_error)?;
     // The validation ids go after every training id: a second handle writes them there.
-    let mut valid_out = std::fs::OpenOptions::new().write(true).open(path).map_err(write_error)?;
+    let mut valid_out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(write_error)?;
     let valid_at = data_offset as u64 + header.train_tokens * width.bytes() as u64;
-    valid_out.seek(SeekFrom::Start(valid_at)).map_err(write_error)?;
+    valid_out
+        .seek(SeekFrom::Start(valid_at))
+        .map_err(write_error)?;
     let (mut train_buf, mut valid_buf) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
 
     let encoder = TokenEncoder::new(&header.vocab);
@@ -696,11 +791,14 @@ fn write_prepared(
     train_out.sync_all().map_err(write_error)?;
     valid_out.sync_all().map_err(write_error)?;
     let len = std::fs::metadata(path).map_err(write_error)?.len();
-    let expected = data_offset as u64 + (header.train_tokens + header.valid_tokens) * width.bytes() as u64;
+    let expected =
+        data_offset as u64 + (header.train_tokens + header.valid_tokens) * width.bytes() as u64;
     if len != expected {
         return Err(DataError::Changed {
             path: path.to_owned(),
-            reason: format!("{len} bytes were written where {expected} were due; a source changed while it was being prepared"),
+            reason: format!(
+                "{len} bytes were written where {expected} were due; a source changed while it was being prepared"
+            ),
         });
     }
     Ok(())

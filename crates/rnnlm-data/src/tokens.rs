@@ -95,7 +95,11 @@ impl Tokens {
             .and_then(|b| b.checked_add(offset))
             .ok_or("the id count overflows")?;
         if end > map.len() {
-            return Err(format!("{} bytes of ids end past the file's {} bytes", end - offset, map.len()));
+            return Err(format!(
+                "{} bytes of ids end past the file's {} bytes",
+                end - offset,
+                map.len()
+            ));
         }
         let store = Store::Mapped {
             map,
@@ -179,7 +183,11 @@ impl Tokens {
     /// # Panics
     /// If `range` reaches past `len()`.
     pub fn slice(&self, range: Range<usize>) -> Self {
-        assert!(range.start <= range.end && range.end <= self.len(), "ids {range:?} of {}", self.len());
+        assert!(
+            range.start <= range.end && range.end <= self.len(),
+            "ids {range:?} of {}",
+            self.len()
+        );
         Self {
             store: self.store.clone(),
             range: self.range.start + range.start..self.range.start + range.end,

@@ -210,21 +210,7 @@ impl TokenCounter {
     /// The vocabulary: `<unk>`, the reserved tokens, then every token seen at least `min_freq`
     /// times by descending count, ties in order of first appearance.
     pub fn into_vocab(self, min_freq: usize, reserved: &[&str]) -> Vocab {
-        let mut by_frequency: Vec<(String, u64, u64)> = Vec::with_capacity(self.distinct());
-        let mut buf = [0u8; 4];
-        for (code, &(count, first)) in self.ascii.iter().enumerate() {
-            if count > 0 {
-                let c = char::from(code as u8);
-                by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
-            }
-        }
-        for (c, (count, first)) in self.chars {
-            by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
-        }
-        for (word, (count, first)) in self.words {
-            by_frequency.push((word, count, first));
-        }
-        by_frequency.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        let by_frequency = self.into_counts();
 
         let mut vocab = Vocab::from_parts(vec![UNK.to_owned()], vec![0]);
         for token in reserved {
@@ -243,6 +229,27 @@ impl TokenCounter {
             }
         }
         vocab
+    }
+
+    /// Every token counted with its count and the position it was first seen at, by descending
+    /// count, ties in order of first appearance.
+    pub fn into_counts(self) -> Vec<(String, u64, u64)> {
+        let mut by_frequency: Vec<(String, u64, u64)> = Vec::with_capacity(self.distinct());
+        let mut buf = [0u8; 4];
+        for (code, &(count, first)) in self.ascii.iter().enumerate() {
+            if count > 0 {
+                let c = char::from(code as u8);
+                by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
+            }
+        }
+        for (c, (count, first)) in self.chars {
+            by_frequency.push((c.encode_utf8(&mut buf).to_owned(), count, first));
+        }
+        for (word, (count, first)) in self.words {
+            by_frequency.push((word, count, first));
+        }
+        by_frequency.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        by_frequency
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rnnlm_data::{
-    CorpusSpec, PrepareProgress, Preparation, PreparedCorpus, RemoteFile, SourceFile,
+    CorpusSpec, Preparation, PrepareProgress, PreparedCorpus, RemoteFile, SourceFile,
 };
 
 use crate::TrainError;
@@ -14,7 +14,10 @@ use crate::experiment::ExperimentConfig;
 
 /// The corpus files and options an experiment names. The Time Machine is fetched into
 /// `cache_dir` (or the default cache) first.
-pub fn corpus_spec(config: &ExperimentConfig, cache_dir: Option<&Path>) -> Result<CorpusSpec, TrainError> {
+pub fn corpus_spec(
+    config: &ExperimentConfig,
+    cache_dir: Option<&Path>,
+) -> Result<CorpusSpec, TrainError> {
     let data = &config.data;
     let sources = data.sources();
     // Checked here, after --data: a command line may name the corpus the config leaves out.
@@ -26,7 +29,10 @@ pub fn corpus_spec(config: &ExperimentConfig, cache_dir: Option<&Path>) -> Resul
         )));
     }
     let files = |paths: &[PathBuf]| -> Result<Vec<SourceFile>, TrainError> {
-        Ok(rnnlm_data::text_files(paths)?.into_iter().map(SourceFile::new).collect())
+        Ok(rnnlm_data::text_files(paths)?
+            .into_iter()
+            .map(SourceFile::new)
+            .collect())
     };
     let train = if sources.is_empty() {
         let dir = match cache_dir {
@@ -48,6 +54,7 @@ pub fn corpus_spec(config: &ExperimentConfig, cache_dir: Option<&Path>) -> Resul
         min_freq: data.min_freq,
         max_tokens: (data.max_tokens > 0).then_some(data.max_tokens),
         valid_fraction: data.valid_fraction,
+        vocab: None,
     })
 }
 
@@ -93,7 +100,9 @@ pub fn prepare_corpus(
                 .map(|m| m.len())
                 .sum();
             let why = match built {
-                Preparation::Rebuilt(reason) => format!(" (the one there could not serve: {reason})"),
+                Preparation::Rebuilt(reason) => {
+                    format!(" (the one there could not serve: {reason})")
+                }
                 _ => String::new(),
             };
             println!(
@@ -127,10 +136,15 @@ impl PrepareMeter {
 
     /// Shows `progress` if it is time to.
     pub fn update(&mut self, progress: PrepareProgress) {
-        let every = if self.terminal { Duration::from_millis(200) } else { Duration::from_secs(10) };
+        let every = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(10)
+        };
         let now = Instant::now();
         // Nothing for the first second: small corpora prepare without a word.
-        if now - self.started < Duration::from_secs(1) || self.last.is_some_and(|t| now - t < every) {
+        if now - self.started < Duration::from_secs(1) || self.last.is_some_and(|t| now - t < every)
+        {
             return;
         }
         self.last = Some(now);

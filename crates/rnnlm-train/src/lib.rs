@@ -29,7 +29,8 @@ pub use experiment::{
 };
 pub use render::QuietRenderer;
 pub use run::{
-    Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, Which, evaluate, files,
+    Evaluation, LoadedModel, Progress, TrainOptions, TrainReport, Which, evaluate, evaluate_file,
+    evaluate_tokens, files,
     load_model, load_model_as, save_model_dir, train,
 };
 pub use schedule::{Schedule, TrainingClock};

@@ -13,7 +13,7 @@ use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LossMetric, PerplexityMetric};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use rnnlm::RnnLm;
-use rnnlm_data::{PreparedCorpus, TextShare, Vocab, encode};
+use rnnlm_data::{PreparedCorpus, TextShare, Tokens, Vocab, encode};
 
 use crate::TrainError;
 use crate::checkpoint::{
@@ -750,6 +750,51 @@ pub fn evaluate(
 ) -> Result<Evaluation, TrainError> {
     let tokenizer = loaded.config.data.tokenizer();
     let (ids, unknown) = encode(text, &tokenizer, &loaded.vocab);
+    evaluate_tokens(loaded, &ids.into(), unknown, streams, device)
+}
+
+/// Scores a text file as [`evaluate`] does, streaming it (in `encoding`) into a prepared token
+/// file encoded with the model's vocabulary and reading the ids from the map: memory does not
+/// grow with the file. The prepared file goes to `cache_dir` (default: the cache directory's
+/// `prepared/`) and is reused while the file is unchanged.
+pub fn evaluate_file(
+    loaded: &LoadedModel,
+    path: &Path,
+    encoding: &str,
+    streams: usize,
+    device: &Device,
+    cache_dir: Option<&Path>,
+) -> Result<Evaluation, TrainError> {
+    let spec = rnnlm_data::CorpusSpec {
+        train: vec![rnnlm_data::SourceFile::new(path)],
+        valid: Vec::new(),
+        tokenizer: loaded.config.data.tokenizer(),
+        encoding: encoding.to_owned(),
+        min_freq: 0,
+        max_tokens: None,
+        valid_fraction: 0.0,
+        vocab: Some(loaded.vocab.clone()),
+    };
+    let dir = match cache_dir {
+        Some(dir) => dir.to_owned(),
+        None => rnnlm_data::default_cache_dir()?,
+    };
+    let prepared_path = dir.join("prepared").join(spec.file_name()?);
+    let mut meter = crate::data::PrepareMeter::new(std::io::stderr().is_terminal());
+    let (corpus, _) = PreparedCorpus::load_or_prepare(&spec, &prepared_path, |p| meter.update(p))?;
+    meter.finish();
+    evaluate_tokens(loaded, &corpus.train, corpus.unknown, streams, device)
+}
+
+/// Scores ids already encoded with the model's vocabulary (`unknown`: the tokens that became
+/// `<unk>`, reported back), as [`evaluate`] does.
+pub fn evaluate_tokens(
+    loaded: &LoadedModel,
+    ids: &Tokens,
+    unknown: Vec<(String, usize)>,
+    streams: usize,
+    device: &Device,
+) -> Result<Evaluation, TrainError> {
     if ids.len() < 2 {
         return Err(TrainError::Data(rnnlm_data::DataError::TooShort {
             what: "the text".to_owned(),
@@ -773,8 +818,8 @@ pub fn evaluate(
         let mut y = Vec::with_capacity(streams * width);
         for s in 0..streams {
             let base = s * length + start;
-            x.extend(ids[base..base + width].iter().map(|&t| t as i64));
-            y.extend(ids[base + 1..base + 1 + width].iter().map(|&t| t as i64));
+            ids.extend_i64(base..base + width, &mut x);
+            ids.extend_i64(base + 1..base + 1 + width, &mut y);
         }
         let x = Tensor::<2, Int>::from_data(TensorData::new(x, [streams, width]), device);
         let y = Tensor::<2, Int>::from_data(TensorData::new(y, [streams, width]), device);

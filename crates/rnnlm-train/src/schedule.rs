@@ -116,3 +116,31 @@ impl LrScheduler for Schedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cosine_over_time_follows_the_clock_and_ends_with_the_budget() {
+        let config = ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            min_lr: 0.1,
+            over: ScheduleOver::Time,
+            ..ScheduleConfig::default()
+        };
+        let clock = TrainingClock::default();
+        // 10 epochs of 100 minibatches would take the iterations; the clock decides instead.
+        let schedule = Schedule::new(1.1, config.clone(), 100, 10).over_time(60.0, clock.clone());
+        clock.set(0.0);
+        assert!((schedule.lr_at(500) - 1.1).abs() < 1e-12);
+        clock.set(30.0);
+        assert!((schedule.lr_at(1) - 0.6).abs() < 1e-12, "half the budget: half way");
+        clock.set(90.0);
+        assert!((schedule.lr_at(2) - 0.1).abs() < 1e-12, "past the budget: the minimum");
+        // Over epochs the iteration decides, whatever the clock says.
+        let epochs = ScheduleConfig { over: ScheduleOver::Epochs, ..config };
+        let schedule = Schedule::new(1.1, epochs, 100, 10).over_time(60.0, clock);
+        assert!((schedule.lr_at(500) - 0.6).abs() < 1e-12);
+    }
+}
