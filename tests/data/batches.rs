@@ -40,7 +40,7 @@ fn check_shapes_and_shift(batches: &[Minibatch]) {
 fn sequential_streams_continue_from_one_minibatch_to_the_next() {
     for seed in 0..20 {
         let batches = config(Sampling::Sequential)
-            .epoch(&toy(), &mut epoch_rng(seed, 1))
+            .epoch(toy(), &mut epoch_rng(seed, 1))
             .unwrap().to_vec();
         check_shapes_and_shift(&batches);
         for pair in batches.windows(2) {
@@ -66,7 +66,7 @@ fn random_sampling_gives_disjoint_subsequences_in_random_order() {
     let mut orders = HashSet::new();
     for seed in 0..20 {
         let batches = config(Sampling::Random)
-            .epoch(&toy(), &mut epoch_rng(seed, 1))
+            .epoch(toy(), &mut epoch_rng(seed, 1))
             .unwrap().to_vec();
         check_shapes_and_shift(&batches);
         let starts: Vec<i64> = batches

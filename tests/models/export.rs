@@ -287,7 +287,8 @@ fn weights_are_transposed_and_scratch_bias_goes_to_bias_ih() {
     assert_eq!(tensor("rnn.bias_hh_l0"), vec![0.0; 3]);
     let w_hq = values(model.output.w_hq.val()); // [3, 5]
     let linear = tensor("linear.weight"); // [5, 3]
-    assert_eq!(linear[3 * 2 + 1], w_hq[5 * 1 + 2]);
+    // linear[row 2, column 1] of [5, 3] is w_hq[row 1, column 2] of [3, 5].
+    assert_eq!(linear[2 * 3 + 1], w_hq[5 + 2]);
 }
 
 #[test]

@@ -186,6 +186,8 @@ pub struct ClassifierResult {
 /// and `steps` timed minibatches of random inputs and labels (four batches, cycled: only the
 /// speed means something), with the fused scan or not as `mode` says; `profile_steps` records
 /// where the timed steps spend their time.
+// Each argument is one of the benchmark grid's axes or settings, named at every call site.
+#[allow(clippy::too_many_arguments)]
 pub fn run_classifier_bench(
     case: &ClassifierCase,
     device_name: &str,

@@ -131,7 +131,11 @@ impl BatchConfig {
             Sampling::Sequential => {
                 let offset = rng.random_range(0..=steps);
                 let columns = (tokens.len() - offset - 1) / batch;
-                Layout::Streams { offset, columns }
+                Layout::Streams {
+                    offset,
+                    columns,
+                    tail: false,
+                }
             }
             Sampling::Overlapping => {
                 let windows = tokens.len() - steps;
@@ -151,6 +155,54 @@ impl BatchConfig {
     }
 }
 
+impl Epoch {
+    /// Every token of `tokens` but the first, scored once: up to `streams` contiguous streams
+    /// from the start (fewer when the text is short), read `num_steps` at a time in parallel,
+    /// the last minibatch narrower where the streams' length is no multiple of `num_steps`.
+    /// The cutting of sequential sampling, without its random offset and with its tail: what
+    /// `rnnlm eval` reads.
+    ///
+    /// # Errors
+    /// Fewer than 2 tokens, or `streams` or `num_steps` 0.
+    pub fn streams(tokens: impl Into<Tokens>, streams: usize, num_steps: usize) -> Result<Self, DataError> {
+        let tokens = tokens.into();
+        for (field, value) in [("streams", streams), ("data.num_steps", num_steps)] {
+            if value == 0 {
+                return Err(DataError::Invalid {
+                    field,
+                    value: "0".to_owned(),
+                    expected: "must be at least 1".to_owned(),
+                });
+            }
+        }
+        if tokens.len() < 2 {
+            return Err(DataError::TooShort {
+                what: "the text".to_owned(),
+                tokens: tokens.len(),
+                needed: 2,
+                batch_size: 1,
+                num_steps: 1,
+                sampling: "sequential",
+            });
+        }
+        let streams = streams.clamp(1, (tokens.len() - 1).div_ceil(num_steps));
+        let columns = (tokens.len() - 1) / streams;
+        Ok(Self {
+            tokens,
+            config: BatchConfig {
+                batch_size: streams,
+                num_steps,
+                sampling: Sampling::Sequential,
+            },
+            layout: Layout::Streams {
+                offset: 0,
+                columns,
+                tail: true,
+            },
+        })
+    }
+}
+
 /// How an epoch's minibatches are cut from the ids.
 #[derive(Clone, Debug)]
 enum Layout {
@@ -163,8 +215,13 @@ enum Layout {
         batches: usize,
     },
     /// `batch_size` parallel streams of `columns + 1` tokens from `offset`, read `num_steps`
-    /// at a time (sequential sampling).
-    Streams { offset: usize, columns: usize },
+    /// at a time (sequential sampling); with `tail`, a last, narrower minibatch reads what is
+    /// left of the streams (scoring, where every token counts).
+    Streams {
+        offset: usize,
+        columns: usize,
+        tail: bool,
+    },
 }
 
 /// One epoch's minibatches, computed on demand from the ids; also a Burn [`Dataset`] (item `i`
@@ -182,7 +239,12 @@ impl Epoch {
     pub fn len(&self) -> usize {
         match &self.layout {
             Layout::Windows { batches, .. } => *batches,
-            Layout::Streams { columns, .. } => columns / self.config.num_steps,
+            Layout::Streams {
+                columns, tail: false, ..
+            } => columns / self.config.num_steps,
+            Layout::Streams {
+                columns, tail: true, ..
+            } => columns.div_ceil(self.config.num_steps),
         }
     }
 
@@ -209,9 +271,12 @@ impl Epoch {
                 let starts = (first..first + rows).map(|k| offset + order.get(k) * stride);
                 Minibatch::from_windows(&self.tokens, steps, starts)
             }
-            Layout::Streams { offset, columns } => {
+            Layout::Streams {
+                offset, columns, ..
+            } => {
+                let width = steps.min(columns - index * steps);
                 let starts = (0..batch).map(|b| offset + b * columns + index * steps);
-                Minibatch::from_windows(&self.tokens, steps, starts)
+                Minibatch::from_windows(&self.tokens, width, starts)
             }
         })
     }

@@ -19,6 +19,7 @@
 mod batches;
 mod corpus;
 mod error;
+mod hash;
 mod prepared;
 mod text;
 mod tokens;
@@ -35,9 +36,10 @@ pub use prepared::{
 pub use tokens::{IdWidth, Tokens};
 pub use corpus::{
     CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, RemoteFile, TIME_MACHINE_FILE,
-    TIME_MACHINE_SHA1, TIME_MACHINE_URL, TextShare, default_cache_dir, encode, sha1_of_file,
+    TIME_MACHINE_SHA1, TIME_MACHINE_URL, TextShare, default_cache_dir, encode,
 };
 pub use error::DataError;
+pub use hash::sha1_of_file;
 pub use text::{
     Preprocess, StreamOptions, StreamedFile, Token, TokenLevel, TokenStream, Tokenizer, UTF_8,
     encoding_for, read_text, read_text_in, stream_text, stream_text_with_progress, text_files,

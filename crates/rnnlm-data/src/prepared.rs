@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::corpus::hex;
+use crate::hash::hex;
 use crate::text::{StreamOptions, Token, TokenStream, stream_text_with_progress};
 use crate::tokens::IdWidth;
 use crate::vocab::{TokenCounter, TokenEncoder};

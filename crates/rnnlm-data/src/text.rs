@@ -421,7 +421,7 @@ pub fn stream_text_with_progress(
     }
     Ok(StreamedFile {
         bytes: offset,
-        sha1: hasher.map(|h| crate::corpus::hex(&h.finalize())),
+        sha1: hasher.map(|h| crate::hash::hex(&h.finalize())),
     })
 }
 

@@ -354,6 +354,8 @@ pub struct LayerTensors<'a> {
 /// # Panics
 /// If the shapes do not fit each other, naming the tensor, its shape and the expected one (the
 /// cores check their inputs before this).
+// The error hands the caller's tensors back (a handful of handles), so it is as large as they are.
+#[allow(clippy::result_large_err)]
 pub fn try_layer(cell: CellKind, inputs: LayerTensors<'_>) -> Result<Tensor<3>, LayerTensors<'_>> {
     let device = inputs.input.device();
     if !is_active(&device) {

@@ -675,7 +675,8 @@ fn check_weights(weights: &StackWeights, width: usize) {
 mod tests {
     use super::*;
     use crate::Activation;
-    use crate::test_support::{KINDS, isas, values};
+    use crate::cell::KINDS;
+    use crate::test_support::{isas, values};
     use crate::scan::{self, Plan, Projected, ScanInputs, ScanShape};
 
     /// `a [rows, inner] · b [inner, cols]`, the plain triple loop.

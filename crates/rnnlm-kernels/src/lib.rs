@@ -42,13 +42,13 @@ pub mod decode;
 pub mod gather;
 mod gemm;
 mod math;
+mod order;
 mod pool;
 pub mod profile;
 pub mod projection;
 pub mod roof;
 pub mod scan;
 mod shared;
-mod units;
 #[cfg(test)]
 mod test_support;
 

@@ -1,26 +1,7 @@
-//! What the kernels' unit tests share: every cell kind, reproducible values, the instruction
-//! sets this CPU runs.
+//! What the kernels' unit tests share: reproducible values and the instruction sets this CPU
+//! runs (every cell kind is [`crate::cell::KINDS`], beside the cells).
 
-use crate::cell::Clip;
-use crate::{Activation, CellKind, Isa};
-
-/// 0.25: the tests' states reach it, so some entries are clamped and some not.
-const QUARTER: Clip = Clip(0x3e80_0000);
-
-/// Every recurrence the kernels implement, each with and without a clip of its state (the
-/// ReLU RNN's clip is left out: its kink and the clamp's together leave finite differences
-/// nothing smooth to check; its forward clamp is the tanh RNN's).
-pub(crate) const KINDS: [CellKind; 9] = [
-    CellKind::Rnn(Activation::Tanh, Clip::NONE),
-    CellKind::Rnn(Activation::Tanh, QUARTER),
-    CellKind::Rnn(Activation::Relu, Clip::NONE),
-    CellKind::Lstm(Clip::NONE),
-    CellKind::Lstm(QUARTER),
-    CellKind::Gru(Clip::NONE),
-    CellKind::Gru(QUARTER),
-    CellKind::GruD2l(Clip::NONE),
-    CellKind::GruD2l(QUARTER),
-];
+use crate::Isa;
 
 /// Reproducible values in `[-scale, scale)` (xorshift).
 pub(crate) fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {

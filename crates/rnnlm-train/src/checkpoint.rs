@@ -26,7 +26,7 @@ use burn::tensor::Bytes;
 use burn::train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -244,7 +244,7 @@ fn state_keys(artifacts: &Path) -> Vec<(usize, PathBuf)> {
             Some((number, e.path()))
         })
         .collect();
-    keys.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    keys.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
     keys
 }
 

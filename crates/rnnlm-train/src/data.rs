@@ -9,7 +9,7 @@ use rnnlm_data::{
     CorpusSpec, Preparation, PrepareProgress, PreparedCorpus, RemoteFile, SourceFile,
 };
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::experiment::ExperimentConfig;
 
 /// The corpus files and options an experiment names. The Time Machine is fetched into
@@ -176,6 +176,6 @@ pub fn format_prepare(progress: PrepareProgress, seconds: f64) -> String {
         progress.total as f64 / 1e6,
         progress.pass,
         read_rate / 2.0 / 1e6,
-        crate::strategy::format_duration(left)
+        crate::report::format_duration(left)
     )
 }

@@ -7,7 +7,7 @@ use rnnlm::RnnLmConfig;
 use rnnlm_data::{BatchConfig, Preprocess, Sampling, TokenLevel, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// A whole experiment, as written in `configs/*.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

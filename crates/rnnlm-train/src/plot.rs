@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::checkpoint::{EpochMetrics, write_atomic};
 
 /// Draws training (and validation) perplexity against the epoch into `path`.

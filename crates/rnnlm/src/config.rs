@@ -153,7 +153,8 @@ impl WeightInit {
 
 /// A configuration value that cannot build a model. The message names the field, the value
 /// and what would be accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} = {value}: {expected}")]
 pub struct ConfigError {
     /// Dotted path of the offending field, e.g. `model.hidden_size`.
     pub field: String,
@@ -176,18 +177,6 @@ impl ConfigError {
         }
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {} = {}: {}",
-            self.field, self.value, self.expected
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Checks the sizes every recurrent core shares; `prefix` is prepended to the field names.
 pub(crate) fn validate_core(

@@ -72,29 +72,18 @@ impl Decoding {
 
 /// A [`Decoding`] that cannot run: the parameter, its value and what it accepts. Its message
 /// reads as a command-line flag would, e.g. `top-p = 1.5: must lie in (0, 1]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 pub enum DecodingError {
     /// `temperature` is not a finite number above 0.
+    #[error("temperature = {0}: must be a finite number > 0")]
     Temperature(f64),
     /// `top_k` is `Some(0)`.
+    #[error("top-k = 0: must be at least 1")]
     TopK,
     /// `top_p` lies outside `(0, 1]`.
+    #[error("top-p = {0}: must lie in (0, 1]")]
     TopP(f64),
 }
-
-impl std::fmt::Display for DecodingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodingError::Temperature(t) => {
-                write!(f, "temperature = {t}: must be a finite number > 0")
-            }
-            DecodingError::TopK => write!(f, "top-k = 0: must be at least 1"),
-            DecodingError::TopP(p) => write!(f, "top-p = {p}: must lie in (0, 1]"),
-        }
-    }
-}
-
-impl std::error::Error for DecodingError {}
 
 /// SplitMix64: a small, fast generator whose stream depends only on the seed (the model crate
 /// takes no dependency beyond burn and serde).

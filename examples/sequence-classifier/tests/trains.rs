@@ -32,8 +32,7 @@ fn reaches_95_percent(args: &[&str]) {
     assert!(log.contains("recurrent layers: fused"), "{core}: {log}");
     let last = log
         .lines()
-        .filter(|line| line.starts_with(&format!("{core} epoch ")))
-        .last()
+        .rfind(|line| line.starts_with(&format!("{core} epoch ")))
         .unwrap_or_else(|| panic!("{core}: no epoch was reported: {log}"));
     let accuracy: f32 = last
         .split("held-out accuracy ")

@@ -261,9 +261,9 @@ pub struct GradientSources<'s> {
     pub extra: &'s [f32],
     /// Rows per step.
     pub batch: usize,
-    /// The order of the steps and the rows' lengths ([`crate::scan::Order`]): which step's
+    /// The order of the steps and the rows' lengths ([`crate::order::Order`]): which step's
     /// output is a step's `h_{t-1}`, and where each row starts from `h_0`.
-    pub order: crate::scan::Order<'s>,
+    pub order: crate::order::Order<'s>,
 }
 
 /// One layer's recurrence: its step forwards and backwards for a block of rows, and how its
@@ -492,3 +492,23 @@ pub(crate) fn blocks_mut<const G: usize>(row: &mut [f32], n: usize) -> [&mut [f3
         block
     })
 }
+
+/// 0.25: the tests' states reach it, so some entries are clamped and some not.
+#[cfg(test)]
+const QUARTER: Clip = Clip(0x3e80_0000);
+
+/// Every recurrence the kernels implement, each with and without a clip of its state (the
+/// ReLU RNN's clip is left out: its kink and the clamp's together leave finite differences
+/// nothing smooth to check; its forward clamp is the tanh RNN's).
+#[cfg(test)]
+pub(crate) const KINDS: [CellKind; 9] = [
+    CellKind::Rnn(Activation::Tanh, Clip::NONE),
+    CellKind::Rnn(Activation::Tanh, QUARTER),
+    CellKind::Rnn(Activation::Relu, Clip::NONE),
+    CellKind::Lstm(Clip::NONE),
+    CellKind::Lstm(QUARTER),
+    CellKind::Gru(Clip::NONE),
+    CellKind::Gru(QUARTER),
+    CellKind::GruD2l(Clip::NONE),
+    CellKind::GruD2l(QUARTER),
+];

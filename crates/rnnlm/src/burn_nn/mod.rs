@@ -1115,6 +1115,9 @@ fn gate_from(
     gate
 }
 
+/// One gate's input weight, hidden weight and biases (input, hidden).
+type GateBlocks = (Tensor<2>, Tensor<2>, Option<(Tensor<1>, Tensor<1>)>);
+
 /// The per-gate blocks of a layer's weights and biases: `(input, hidden, biases)` per gate. A
 /// core's single bias (the vanilla RNN, d2l's GRU) goes to burn-nn's input side, zeros to its
 /// hidden side: the same sums, so the same function.
@@ -1124,7 +1127,7 @@ fn unpack(
     input_bias: Option<Tensor<1>>,
     hidden_bias: Option<Tensor<1>>,
     size: usize,
-) -> Vec<(Tensor<2>, Tensor<2>, Option<(Tensor<1>, Tensor<1>)>)> {
+) -> Vec<GateBlocks> {
     let inputs = gate_blocks(input, size);
     let hiddens = gate_blocks(hidden, size);
     let biases: Vec<Option<(Tensor<1>, Tensor<1>)>> = match (input_bias, hidden_bias) {

@@ -19,6 +19,9 @@ use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
 use burn::tensor::TensorData;
 
+/// A tensor read from a record: its values, row-major, and its shape.
+type Values = (Vec<f32>, Vec<usize>);
+
 /// Where one stack of burn-nn layers sat in the saved model and where its core sits in the
 /// model that reads the record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,7 +215,7 @@ impl Source {
     }
 
     /// Takes `name` as a float matrix or vector (row-major values and shape).
-    fn take(&mut self, layer: &str, name: &str) -> Result<(Vec<f32>, Vec<usize>), RecordError> {
+    fn take(&mut self, layer: &str, name: &str) -> Result<Values, RecordError> {
         let tensor = self
             .tensors
             .remove(name)
@@ -239,7 +242,7 @@ impl Source {
         &mut self,
         layer: &str,
         name: &str,
-    ) -> Result<Option<(Vec<f32>, Vec<usize>)>, RecordError> {
+    ) -> Result<Option<Values>, RecordError> {
         if self.tensors.contains_key(name) {
             self.take(layer, name).map(Some)
         } else {
@@ -250,8 +253,8 @@ impl Source {
 
 /// One gate's `Linear`s: `[in, h]`, `[h, h]` and the two biases, if saved.
 struct Gate {
-    input: (Vec<f32>, Vec<usize>),
-    hidden: (Vec<f32>, Vec<usize>),
+    input: Values,
+    hidden: Values,
     biases: Option<(Vec<f32>, Vec<f32>)>,
 }
 
@@ -286,9 +289,9 @@ fn gate(source: &mut Source, layer: &str, name: &str) -> Result<Gate, RecordErro
 
 /// `[rows, a] | [rows, b] | ..` side by side, row-major.
 fn side_by_side(
-    parts: &[&(Vec<f32>, Vec<usize>)],
+    parts: &[&Values],
     name: &str,
-) -> Result<(Vec<f32>, Vec<usize>), RecordError> {
+) -> Result<Values, RecordError> {
     let rows = parts[0].1[0];
     for (values, shape) in parts {
         if shape.len() != 2 || shape[0] != rows || values.len() != shape[0] * shape[1] {
@@ -309,7 +312,7 @@ fn side_by_side(
     Ok((out, vec![rows, width]))
 }
 
-fn tensor(name: String, (values, shape): (Vec<f32>, Vec<usize>)) -> PackTensor {
+fn tensor(name: String, (values, shape): Values) -> PackTensor {
     bridge::from_data(TensorData::new(values, shape), name, None)
 }
 

@@ -20,7 +20,7 @@ use crate::cell::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
 use crate::gemm::{PackedB, gemm};
 use crate::math::{Isa, Kernel, run};
 use crate::profile::timed;
-use crate::scan::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
+use super::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
 use crate::shared::{SharedMut, SpinBarrier, parallel, split};
 
 /// Fewest units a thread steps: below that, meeting at every step costs more than it saves.

@@ -13,7 +13,11 @@
 use crate::cell::{BackwardStep, Cell, CellKind, ForwardStep, GradientSources, HiddenWeights, Scratch};
 use crate::math::{Isa, Kernel, run};
 use crate::profile::timed;
-use crate::shared::{SharedMut, SharedUninit, filled_in_parallel, parallel, split};
+use crate::shared::{SharedMut, SharedUninit, filled_in_parallel, parallel};
+
+pub use crate::order::Order;
+
+mod units;
 
 /// The sizes of one layer's scan: `steps` time steps of `batch` rows of `hidden` units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,95 +71,6 @@ impl Projected<'_> {
         match self {
             Projected::Borrowed(values) => values.len(),
             Projected::Owned(values) => values.len(),
-        }
-    }
-}
-
-/// The order in which a scan visits its steps, and how many of them each row takes: what a
-/// bidirectional layer's reverse direction and a batch of sequences of different lengths
-/// (PyTorch's packed sequences) need from the same loop.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Order<'a> {
-    /// Last step first: the reverse direction of a bidirectional layer. It reads the same
-    /// projection and writes `h_t` at the same place `t`; nothing is flipped in memory.
-    pub reverse: bool,
-    /// Every row's own number of steps `[batch]`, each in `1..=steps`; empty when every row
-    /// takes all of them. Row `b` takes steps `0..lengths[b]`, in the scan's order: its outputs
-    /// past them are zero (and carry no gradient), and its state stays as it was there, so its
-    /// final state is the one after its own last step and a reverse scan starts at that step.
-    pub lengths: &'a [usize],
-}
-
-impl Order<'_> {
-    /// Whether row `b` takes step `t`.
-    #[inline(always)]
-    fn takes(&self, b: usize, t: usize) -> bool {
-        self.lengths.is_empty() || t < self.lengths[b]
-    }
-
-    /// The step visited before `t`, whose state step `t` starts from; `None` where row `b`
-    /// starts from the initial state.
-    #[inline(always)]
-    pub(crate) fn previous(&self, b: usize, t: usize, steps: usize) -> Option<usize> {
-        if self.reverse {
-            let last = if self.lengths.is_empty() { steps } else { self.lengths[b] };
-            (t + 1 < last).then_some(t + 1)
-        } else {
-            t.checked_sub(1)
-        }
-    }
-
-    /// The steps in the order a forward scan visits them.
-    pub(crate) fn steps(&self, steps: usize) -> Box<dyn Iterator<Item = usize>> {
-        if self.reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) }
-    }
-
-    /// The runs of consecutive rows of `rows` that take step `t`, as offsets into `rows`:
-    /// the whole block without lengths, and one run per block when the rows are sorted by
-    /// length, longest first.
-    fn runs(&self, rows: std::ops::Range<usize>, t: usize) -> Vec<std::ops::Range<usize>> {
-        let start = rows.start;
-        let mut runs = Vec::new();
-        let mut open: Option<usize> = None;
-        for b in rows.clone() {
-            match (self.takes(b, t), open) {
-                (true, None) => open = Some(b - start),
-                (false, Some(first)) => {
-                    runs.push(first..b - start);
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(first) = open {
-            runs.push(first..rows.end - start);
-        }
-        runs
-    }
-
-    /// Part `part` of `parts` of the rows `0..batch`, contiguous: as many rows each without
-    /// lengths, else about as many steps each (the longest rows first take fewer rows).
-    fn part(&self, batch: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
-        if self.lengths.is_empty() {
-            split(batch, parts, part)
-        } else {
-            crate::shared::split_weighted(self.lengths, parts, part)
-        }
-    }
-
-    fn check(&self, steps: usize, batch: usize) {
-        if self.lengths.is_empty() {
-            return;
-        }
-        assert_eq!(
-            self.lengths.len(),
-            batch,
-            "scan: lengths holds {} values, expected one per row ({batch})",
-            self.lengths.len()
-        );
-        let outside = |(_, length): &(usize, &usize)| !(1..=steps).contains(*length);
-        if let Some((row, &length)) = self.lengths.iter().enumerate().find(outside) {
-            panic!("scan: row {row} has length {length}, expected 1..={steps}");
         }
     }
 }
@@ -372,13 +287,13 @@ fn forward_cell<C: Cell>(
         expect_len("hidden_bias", inputs.hidden_bias, width, "[gates · hidden]");
     }
     inputs.order.check(steps, batch);
-    let unit_parts = crate::units::parts::<C>(shape, inputs.order, plan);
+    let unit_parts = units::parts::<C>(shape, inputs.order, plan);
     if unit_parts > 1 {
         let projected = match projected {
             Projected::Owned(values) => values,
             Projected::Borrowed(values) => values.to_vec(),
         };
-        return crate::units::forward(cell, shape, projected, inputs, keep_tape, plan, unit_parts);
+        return units::forward(cell, shape, projected, inputs, keep_tape, plan, unit_parts);
     }
     let parts = plan.threads.clamp(1, batch.max(1));
     let weights = timed("scan forward: pack W_h", || {
@@ -670,7 +585,7 @@ fn backward_cell<C: Cell>(
     expect_len("tape extra", tape.extra, if C::HAS_EXTRA { rows * hidden } else { 0 }, "[steps · batch, hidden]");
 
     let parts = plan.threads.clamp(1, batch.max(1));
-    let unit_parts = crate::units::parts::<C>(shape, tape.order, plan);
+    let unit_parts = units::parts::<C>(shape, tape.order, plan);
     let hidden_sums_wanted = C::HIDDEN_GRADIENT && wanted.hidden_bias;
     // Per batch row, the sums over the steps of its rows of dp (and dq); then over the rows in
     // order, so the bias gradients do not depend on the thread count.
@@ -690,7 +605,7 @@ fn backward_cell<C: Cell>(
         timed("scan backward: time loop (units split)", || {
             let mut dp = vec![0.0f32; rows * width];
             dq = vec![0.0f32; dq_len];
-            crate::units::backward(
+            units::backward(
                 cell,
                 shape,
                 tape,
@@ -953,7 +868,8 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
 mod tests {
     use super::*;
     use crate::Activation;
-    use crate::test_support::{KINDS, isas, values};
+    use crate::cell::KINDS;
+    use crate::test_support::{isas, values};
 
     /// Every input of a scan of `kind` with `shape`, as owned buffers.
     struct Case {
@@ -1096,7 +1012,7 @@ mod tests {
                     let what = format!("{kind:?} batch {batch} hidden {hidden} {threads} threads reverse {reverse}");
                     let case = Case { reverse, ..Case::new(kind, shape, 21) };
                     let plan = |threads| Plan { threads, isa: Isa::detect() };
-                    let splits = crate::units::parts::<crate::cell::lstm::Lstm>(shape, Order::default(), plan(threads));
+                    let splits = units::parts::<crate::cell::lstm::Lstm>(shape, Order::default(), plan(threads));
                     assert!(splits > 1, "{what}: the units are split");
                     let one = case.forward(true, plan(1));
                     let d_output = values(one.output.len(), 98, 1.0);

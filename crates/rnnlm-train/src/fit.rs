@@ -1,403 +1,31 @@
-//! The training step and the learning strategy that burn-train runs: d2l's loop with the
-//! hidden state carried across minibatches (truncated BPTT) and gradients clipped by their
-//! global norm.
+//! The learning strategy burn-train runs: d2l's loop with the hidden state carried across
+//! minibatches (truncated BPTT), gradients clipped by their global norm, checkpoints at the end
+//! of every epoch and inside epochs, validation, stop rules and progress.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use std::ops::Range;
-
-use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder, DataLoaderIterator, Progress};
-use burn::data::dataset::DatasetError;
-use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::train::metric::{Adaptor, ItemLazy, LossInput, PerplexityInput};
-use burn::train::train::MultiDevicesTrainStep;
 use burn::train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, SequenceOutput,
-    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput,
-    TrainStep, TrainingComponents, TrainingItem, ValidLoader,
+    EventProcessorTraining, Learner, LearnerEvent, SupervisedLearningStrategy,
+    SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
 };
-use rnnlm::{RecurrentState, RnnLm};
-use rnnlm_data::{
-    BatchConfig, Epoch, MinibatchDataset, SequenceBatch, SequenceBatcher, Tokens, Vocab, epoch_rng,
-};
+use rnnlm::RecurrentState;
+use rnnlm_data::{SequenceBatch, Vocab};
 
-use crate::TrainError;
+use crate::artifacts::{files, save_model};
 use crate::checkpoint::{
     EpochMetrics, EpochState, PartialEpoch, SavedState, best_epoch, save_epoch_state, write_atomic,
 };
-use crate::schedule::TrainingClock;
 use crate::clip::clip_grad_global_norm;
-
-/// Mean cross-entropy over every position of `logits` `[batch, steps, vocab]` against `targets`
-/// `[batch, steps]`.
-pub fn sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
-    let [batch, steps, vocab] = logits.dims();
-    CrossEntropyLoss::new(None, &logits.device()).forward(
-        logits.reshape([batch * steps, vocab]),
-        targets.reshape([batch * steps]),
-    )
-}
-
-/// The model as burn-train sees it. Its [`TrainStep`] runs one [`ShardBatch`] from the state
-/// the shard carries in (zero when it carries none) and hands the final state back;
-/// [`TbpttStrategy`] decides what is carried from one minibatch to the next.
-///
-/// The gradients are Burn's autodiff over [`RnnLm`]: where the fused scan runs
-/// ([`rnnlm::fused::is_active`]), each layer's time loop is one node of the graph with its own
-/// backward pass; elsewhere, per-step tensor operations.
-#[derive(Module, Debug)]
-pub struct TrainableLm {
-    /// The language model.
-    pub lm: RnnLm,
-}
-
-/// A training pass over one shard: what the metrics see, the gradients, the loss and the state
-/// to carry on.
-pub struct TrainPass {
-    /// Loss, logits and targets.
-    pub output: SequenceOutput,
-    /// The gradients of `share · loss` (empty when the loss is not finite).
-    pub grads: GradientsParams,
-    /// The shard's mean loss.
-    pub loss: f64,
-    /// The final state, detached.
-    pub state: RecurrentState,
-}
-
-impl TrainableLm {
-    /// The language model, for burn-train.
-    pub fn new(lm: RnnLm) -> Self {
-        Self { lm }
-    }
-
-    /// Forward and backward pass on `batch` from `state` (zero when `None`); the gradients are
-    /// those of `share ·` the mean loss.
-    pub fn train_pass(
-        &self,
-        batch: SequenceBatch,
-        state: Option<RecurrentState>,
-        share: f32,
-    ) -> TrainPass {
-        let (output, state) = self.run(batch, state);
-        let loss = output.loss.clone().into_scalar::<f64>();
-        let grads = if loss.is_finite() {
-            GradientsParams::from_grads(output.loss.clone().mul_scalar(share).backward(), self)
-        } else {
-            GradientsParams::new()
-        };
-        TrainPass {
-            output,
-            grads,
-            loss,
-            state: state.detach(),
-        }
-    }
-
-    /// Forward pass and loss on `batch` from `state` (zero when `None`).
-    fn run(
-        &self,
-        batch: SequenceBatch,
-        state: Option<RecurrentState>,
-    ) -> (SequenceOutput, RecurrentState) {
-        let device = batch.x.device();
-        let state = state.unwrap_or_else(|| self.lm.begin_state(batch.x.dims()[0], &device));
-        let (logits, state) = self.lm.forward(batch.x, state);
-        let loss = sequence_loss(logits.clone(), batch.y.clone());
-        (SequenceOutput::new(loss, logits, None, batch.y), state)
-    }
-}
-
-/// One device's share of a minibatch, as burn-train's training workers receive it: the
-/// parallel streams (rows) this device runs, with the state those streams ended the previous
-/// minibatch in, so truncated BPTT stays exact under data parallelism.
-#[derive(Clone, Debug)]
-pub struct ShardBatch {
-    /// Its rows of the minibatch: `x`, `y` `[rows, steps]`, on the shard's device.
-    pub batch: SequenceBatch,
-    /// The final state of these streams after the previous minibatch (detached,
-    /// `[num_layers, rows, hidden]`), or `None` to start from zero.
-    pub state: Option<RecurrentState>,
-    /// `rows / minibatch rows`: the shard's mean loss is scaled by it before the backward pass,
-    /// so the shards' gradients add up to the gradient of the whole minibatch's mean loss.
-    pub share: f32,
-    /// Index of the shard (and of its device).
-    pub shard: usize,
-}
-
-/// What a training worker returns for its shard besides the gradients.
-pub struct ShardOutput {
-    /// Loss (the shard's mean), logits and targets, for the metrics.
-    pub output: SequenceOutput,
-    /// The shard's final state, detached, on its device; taken out before the item goes to
-    /// the metrics.
-    pub state: Option<RecurrentState>,
-    /// Index of the shard.
-    pub shard: usize,
-}
-
-impl ItemLazy for ShardOutput {
-    fn sync(self) -> Result<Self, burn::tensor::ExecutionError> {
-        Ok(Self {
-            output: self.output.sync()?,
-            state: self.state,
-            shard: self.shard,
-        })
-    }
-}
-
-impl Adaptor<LossInput> for ShardOutput {
-    fn adapt(&self) -> LossInput {
-        self.output.adapt()
-    }
-}
-
-impl Adaptor<PerplexityInput> for ShardOutput {
-    fn adapt(&self) -> PerplexityInput {
-        self.output.adapt()
-    }
-}
-
-impl TrainStep for TrainableLm {
-    type Input = ShardBatch;
-    type Output = ShardOutput;
-
-    fn step(&self, item: ShardBatch) -> TrainOutput<ShardOutput> {
-        let pass = self.train_pass(item.batch, item.state, item.share);
-        TrainOutput {
-            grads: pass.grads,
-            item: ShardOutput {
-                output: pass.output,
-                state: Some(pass.state),
-                shard: item.shard,
-            },
-        }
-    }
-}
-
-/// Burn [`Batcher`] of whole minibatches as single shards (what burn-train's own loaders hold;
-/// [`TbpttStrategy`] cuts the shards itself).
-#[derive(Clone, Debug, Default)]
-pub struct ShardBatcher;
-
-impl Batcher<rnnlm_data::Minibatch, ShardBatch> for ShardBatcher {
-    fn batch(&self, items: Vec<rnnlm_data::Minibatch>, device: &Device) -> ShardBatch {
-        ShardBatch {
-            batch: SequenceBatcher.batch(items, device),
-            state: None,
-            share: 1.0,
-            shard: 0,
-        }
-    }
-}
-
-impl InferenceStep for TrainableLm {
-    type Input = SequenceBatch;
-    type Output = SequenceOutput;
-
-    fn step(&self, batch: SequenceBatch) -> SequenceOutput {
-        self.run(batch, None).0
-    }
-}
-
-/// Data-parallel truncated BPTT on burn-train's multi-device workers
-/// ([`MultiDevicesTrainStep`]: one thread per device, the model forked onto each).
-///
-/// Each minibatch `[batch, steps]` is cut by rows: device `k` runs a contiguous block of the
-/// parallel streams and keeps those streams' state for the next minibatch, so every stream sees
-/// exactly the history it would see on one device. Each shard's loss is scaled by its share of
-/// the rows, and the gradients are summed on the first device in shard order; the caller then
-/// clips the sum by its global norm, so the update equals the single-device one on the whole
-/// minibatch (up to the rounding of a sum in a different order).
-pub struct DataParallel {
-    devices: Vec<Device>,
-    workers: MultiDevicesTrainStep<TrainableLm>,
-}
-
-/// The result of one data-parallel forward and backward pass.
-pub struct ParallelStep {
-    /// The gradients of the whole minibatch's mean loss, on the first device.
-    pub grads: GradientsParams,
-    /// The minibatch's mean loss.
-    pub loss: f64,
-    /// Each shard's output, in shard order.
-    pub outputs: Vec<SequenceOutput>,
-    /// Each shard's final state, detached, on its device, in shard order.
-    pub states: Vec<RecurrentState>,
-}
-
-/// A data loader iterator over one shard, which is what a burn-train worker pulls per step.
-struct OneShard(Option<ShardBatch>);
-
-impl Iterator for OneShard {
-    type Item = Result<ShardBatch, DatasetError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.take().map(Ok)
-    }
-}
-
-impl DataLoaderIterator<ShardBatch> for OneShard {
-    fn progress(&self) -> Progress {
-        Progress::new(usize::from(self.0.is_none()), 1, None)
-    }
-}
-
-impl DataParallel {
-    /// Workers for `devices` (autodiff devices; the first is where gradients are combined).
-    ///
-    /// # Panics
-    /// If `devices` is empty.
-    pub fn new(devices: Vec<Device>) -> Self {
-        assert!(!devices.is_empty(), "data parallelism needs a device");
-        let workers = MultiDevicesTrainStep::new(&devices);
-        Self { devices, workers }
-    }
-
-    /// The devices, the first being where gradients are combined.
-    pub fn devices(&self) -> &[Device] {
-        &self.devices
-    }
-
-    /// The rows each of `shards` devices runs out of `batch_size`: contiguous blocks whose sizes
-    /// differ by at most one, the larger first.
-    pub fn shard_rows(batch_size: usize, shards: usize) -> Vec<Range<usize>> {
-        let (base, extra) = (batch_size / shards, batch_size % shards);
-        let mut start = 0;
-        (0..shards)
-            .map(|k| {
-                let len = base + usize::from(k < extra);
-                let range = start..start + len;
-                start += len;
-                range
-            })
-            .collect()
-    }
-
-    /// Forward and backward on every device for one minibatch `[batch, steps]`. `states` are the
-    /// shards' states from the previous minibatch (as returned in [`ParallelStep::states`]), or
-    /// `None` to start every stream from zero.
-    pub fn step(
-        &self,
-        model: &TrainableLm,
-        batch: SequenceBatch,
-        states: Option<Vec<RecurrentState>>,
-    ) -> Result<ParallelStep, TrainError> {
-        let [rows, _] = batch.x.dims();
-        let ranges = Self::shard_rows(rows, self.devices.len());
-        let mut states = states.map(Vec::into_iter);
-        let mut loaders: Vec<Box<dyn DataLoaderIterator<ShardBatch>>> = Vec::new();
-        for (shard, (range, device)) in ranges.iter().zip(&self.devices).enumerate() {
-            let take = |t: &Tensor<2, Int>| {
-                t.clone()
-                    .narrow(0, range.start, range.len())
-                    .to_device(device)
-            };
-            loaders.push(Box::new(OneShard(Some(ShardBatch {
-                batch: SequenceBatch {
-                    x: take(&batch.x),
-                    y: take(&batch.y),
-                },
-                state: states.as_mut().and_then(Iterator::next),
-                share: range.len() as f32 / rows as f32,
-                shard,
-            }))));
-        }
-        let (mut outputs, _) = self
-            .workers
-            .step(&mut loaders, model)
-            .map_err(|e| TrainError::Config(format!("data-parallel step failed: {e}")))?;
-        // Workers answer in any order; combine in shard order so a run repeats bit for bit.
-        outputs.sort_by_key(|out| out.output.item.shard);
-        let main = &self.devices[0];
-        let mut accumulator = GradientsAccumulator::<TrainableLm>::new();
-        let mut loss = 0.0;
-        let mut shard_outputs = Vec::with_capacity(outputs.len());
-        let mut shard_states = Vec::with_capacity(outputs.len());
-        for (out, range) in outputs.into_iter().zip(&ranges) {
-            accumulator.accumulate(model, out.output.grads.to_device(main, model));
-            let item = out.output.item;
-            loss +=
-                item.output.loss.clone().into_scalar::<f64>() * range.len() as f64 / rows as f64;
-            shard_states.push(item.state.expect("a worker returns its shard's state"));
-            shard_outputs.push(item.output);
-        }
-        Ok(ParallelStep {
-            grads: accumulator.grads(),
-            loss,
-            outputs: shard_outputs,
-            states: shard_states,
-        })
-    }
-}
-
-/// The token streams of a run and how they are cut.
-#[derive(Clone, Debug)]
-pub struct DataPlan {
-    /// Training ids (memory-mapped from the prepared corpus in a run).
-    pub train: Tokens,
-    /// Validation ids (empty: no validation).
-    pub valid: Tokens,
-    /// Minibatch shape and scheme.
-    pub batches: BatchConfig,
-    /// Seed of the data order (and of dropout, reseeded every minibatch).
-    pub seed: u64,
-}
-
-impl DataPlan {
-    /// The training minibatches of `epoch`, in the plan's order, computed as they are read.
-    pub fn train_epoch(&self, epoch: usize) -> Epoch {
-        self.batches
-            .epoch(&self.train, &mut epoch_rng(self.seed, epoch))
-            .expect("checked before training")
-    }
-
-    /// The training minibatches of `epoch` as a Burn data loader (batch size 1, no shuffling:
-    /// the order is the plan's).
-    pub fn train_loader(
-        &self,
-        epoch: usize,
-        device: &Device,
-    ) -> Arc<dyn DataLoader<SequenceBatch>> {
-        DataLoaderBuilder::new(SequenceBatcher)
-            .batch_size(1)
-            .set_device(device.clone())
-            .build(self.train_epoch(epoch))
-    }
-
-    /// The training minibatches of `epoch` as whole-minibatch shards, the item type of
-    /// burn-train's training loader for [`TrainableLm`].
-    pub fn train_shard_loader(
-        &self,
-        epoch: usize,
-        device: &Device,
-    ) -> Arc<dyn DataLoader<ShardBatch>> {
-        DataLoaderBuilder::new(ShardBatcher)
-            .batch_size(1)
-            .set_device(device.clone())
-            .build(self.train_epoch(epoch))
-    }
-
-    /// The validation minibatches: the same every epoch, so epochs compare.
-    pub fn valid_loader(&self, device: &Device) -> Arc<dyn DataLoader<SequenceBatch>> {
-        let builder = DataLoaderBuilder::new(SequenceBatcher)
-            .batch_size(1)
-            .set_device(device.clone());
-        if self.valid.is_empty() {
-            builder.build(MinibatchDataset::new(Vec::new()))
-        } else {
-            builder.build(
-                self.batches
-                    .epoch(&self.valid, &mut epoch_rng(self.seed, 0))
-                    .expect("checked before training"),
-            )
-        }
-    }
-}
+use crate::error::TrainError;
+use crate::evaluate::{Tally, score};
+use crate::parallel::DataParallel;
+use crate::plan::DataPlan;
+use crate::report::{Position, format_epoch, progress_line, significant};
+use crate::schedule::TrainingClock;
+use crate::step::{ShardOutput, TrainableLm};
 
 /// What to print as a sample during training.
 #[derive(Clone, Debug)]
@@ -467,25 +95,6 @@ pub struct TbpttStrategy {
     pub last_checkpoint: Arc<Mutex<Option<String>>>,
 }
 
-/// Token-weighted sums over an epoch.
-#[derive(Default)]
-struct Tally {
-    nll: f64,
-    tokens: usize,
-    grad_norm: f64,
-    steps: usize,
-}
-
-impl Tally {
-    fn perplexity(&self) -> f64 {
-        (self.nll / self.tokens.max(1) as f64).exp()
-    }
-
-    fn bits(&self) -> f64 {
-        self.nll / self.tokens.max(1) as f64 / std::f64::consts::LN_2
-    }
-}
-
 /// The seed of minibatch `step` of `epoch`: dropout masks depend on it alone, so a run resumed
 /// inside an epoch draws the masks the uninterrupted run drew.
 fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
@@ -522,16 +131,6 @@ fn restore_states(saved: &[SavedState], devices: &[Device]) -> Vec<RecurrentStat
             }
         })
         .collect()
-}
-
-/// `3h05m`, `4m12s`, `9s`.
-pub fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
 }
 
 impl TbpttStrategy {
@@ -586,21 +185,6 @@ impl TbpttStrategy {
         Ok(())
     }
 
-    /// The within-epoch progress: `epoch 3/10  step 1200/5000 (24%)  train ppl 9.81  152.3k
-    /// tok/s  ETA 4m12s`, the rate and the time left from the `steps` minibatches run in
-    /// `seconds` by this process.
-    fn progress_line(&self, epoch: usize, epochs: usize, step: usize, of: usize, tally: &Tally, steps: usize, seconds: f64) -> String {
-        let per_step = seconds / steps.max(1) as f64;
-        let rate = tally.tokens as f64 / tally.steps.max(1) as f64 / per_step.max(1e-9);
-        let left = (of - step) as f64 * per_step;
-        format!(
-            "epoch {epoch}/{epochs}  step {step}/{of} ({:.0}%)  train ppl {:.3}  {:.1}k tok/s  ETA {}",
-            100.0 * step as f64 / of.max(1) as f64,
-            tally.perplexity(),
-            rate / 1000.0,
-            format_duration(left)
-        )
-    }
 }
 
 impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
@@ -753,7 +337,10 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     let since = last_progress.elapsed().as_secs_f64();
                     let counted = started.elapsed().as_secs_f64();
                     let line = || {
-                        self.progress_line(epoch, epochs, step, total, &tally, step - first_step, counted)
+                        let at = Position { epoch, epochs, step, of: total };
+                        let per_step = counted / (step - first_step).max(1) as f64;
+                        let tokens_per_step = tally.tokens as f64 / tally.steps.max(1) as f64;
+                        progress_line(&at, tally.perplexity(), tokens_per_step / per_step.max(1e-9), per_step)
                     };
                     if self.terminal && since >= 0.5 {
                         print!("\r{}\x1b[K", line());
@@ -766,11 +353,11 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 }
                 if self.valid_every > 0 && step.is_multiple_of(self.valid_every) && step < total {
                     let model = learner.model().valid();
-                    if let Some(valid) = self.validate(&model, epoch, &valid_device, &mut processor, &interrupter) {
-                        if let Err(error) = self.log_validation(epoch, step, &valid) {
-                            self.fail(error, &interrupter);
-                            break 'epochs;
-                        }
+                    if let Some(valid) = self.validate(&model, epoch, &valid_device, &mut processor, &interrupter)
+                        && let Err(error) = self.log_validation(epoch, step, &valid)
+                    {
+                        self.fail(error, &interrupter);
+                        break 'epochs;
                     }
                 }
 
@@ -880,8 +467,8 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
 
             // The best model by validation perplexity so far, kept beside the last ones.
             if best_epoch(&history) == Some(history.len() - 1) {
-                let path = self.artifacts.join(crate::run::files::BEST_MODEL);
-                if let Err(error) = crate::run::save_model(&path, &model.lm) {
+                let path = self.artifacts.join(files::BEST_MODEL);
+                if let Err(error) = save_model(&path, &model.lm) {
                     self.fail(error, &interrupter);
                     break;
                 }
@@ -923,7 +510,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
 impl TbpttStrategy {
     /// Appends a row to `validation.csv` and prints it, for a validation inside an epoch.
     fn log_validation(&self, epoch: usize, step: usize, valid: &Tally) -> Result<(), TrainError> {
-        let path = self.artifacts.join(crate::run::files::VALIDATION);
+        let path = self.artifacts.join(files::VALIDATION);
         let mut csv = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| "epoch,step,valid_perplexity,valid_bits_per_token\n".to_owned());
         csv.push_str(&format!("{epoch},{step},{:.6},{:.6}\n", valid.perplexity(), valid.bits()));
@@ -951,36 +538,28 @@ impl TbpttStrategy {
             return None;
         }
         let valid = self.plan.valid_loader(device);
+        let total = valid.num_items();
         interrupter.fail_on_error(processor.process_valid(LearnerEvent::StartSplit {
             epoch_number: epoch,
-            total_items: valid.num_items(),
+            total_items: total,
         }));
         let carry = self.plan.batches.sampling.carries_state();
-        let mut tally = Tally::default();
-        let mut state = None;
-        let mut items = valid.iter();
-        let mut step = 0;
-        while let Some(item) = items.next() {
-            // A batch that cannot be made stops the run, as in training, rather than ending
-            // validation early with a perplexity of what was read so far.
-            let batch = match item {
-                Ok(batch) => batch,
-                Err(err) => {
-                    interrupter.fail(err);
-                    return None;
-                }
-            };
-            step += 1;
-            let tokens = batch.x.dims().iter().product::<usize>();
-            let (output, final_state) = model.run(batch, if carry { state.take() } else { None });
-            state = Some(final_state);
-            tally.nll += output.loss.clone().into_scalar::<f64>() * tokens as f64;
-            tally.tokens += tokens;
-            let item = TrainingItem::new(output, items.progress(), Some(step), None);
+        let scored = score(model, valid.iter(), carry, |output, step| {
+            let progress = burn::data::dataloader::Progress::new(step, total, None);
+            let item = TrainingItem::new(output, progress, Some(step), None);
             interrupter.fail_on_error(processor.process_valid(LearnerEvent::ProcessedItem(item)));
+        });
+        match scored {
+            Ok(tally) => {
+                interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
+                Some(tally)
+            }
+            // A batch that cannot be made stops the run, as in training.
+            Err(err) => {
+                interrupter.fail(err);
+                None
+            }
         }
-        interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
-        Some(tally)
     }
 }
 
@@ -1013,35 +592,11 @@ fn stop_reason(history: &[EpochMetrics], patience: usize, max_seconds: Option<f6
     None
 }
 
-/// `epoch 3/10  train ppl 9.81  valid ppl 10.20  train bpc 3.29  152.3k tok/s  |g| 0.93  lr 1`
-pub fn format_epoch(m: &EpochMetrics, epochs: usize) -> String {
-    let valid = m
-        .valid_perplexity
-        .map(|p| format!("  valid ppl {p:.3}"))
-        .unwrap_or_default();
-    format!(
-        "epoch {}/{epochs}  train ppl {:.3}{valid}  train bits/token {:.3}  {:.1}k tok/s  |g| {:.3}  lr {}",
-        m.epoch,
-        m.train_perplexity,
-        m.train_bits_per_token,
-        m.tokens_per_second / 1000.0,
-        m.grad_norm,
-        significant(m.lr, 4)
-    )
-}
-
-/// `value` rounded to `digits` significant digits, printed without trailing zeros: a schedule's
-/// `0.0019949107041857582` reads `0.001995`, a constant `1.0` reads `1`.
-fn significant(value: f64, digits: usize) -> f64 {
-    // The exponent form rounds to significant digits; parsing it back drops the noise digits.
-    format!("{value:.*e}", digits.saturating_sub(1))
-        .parse()
-        .unwrap_or(value)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{format_epoch, significant};
 
     #[test]
     fn the_learning_rate_is_printed_to_four_significant_digits() {
@@ -1097,3 +652,4 @@ mod tests {
         assert_eq!(stop_reason(&history, 1, None), None);
     }
 }
+
