@@ -194,7 +194,10 @@ fn the_fused_layer_equals_the_composite_path_on_cubecl_backends() {
     let _turn = turn();
     for (name, device) in cube_backends() {
         let status = rnnlm::fused::status(&device.clone().autodiff());
-        assert!(rnnlm::fused::is_active(&device.clone().autodiff()), "{name}: {status}");
+        assert!(
+            rnnlm::fused::is_active(&device.clone().autodiff()),
+            "{name}: {status}"
+        );
         fused_paths::fused_equals_composite(&device, TOLERANCE);
         fused_paths::padded_fused_equals_composite(&device, TOLERANCE);
     }
@@ -215,14 +218,24 @@ fn the_fused_layers_gradients_match_finite_differences_on_cubecl_backends() {
 /// A clipped training run (truncated BPTT: the state carried, detached, across minibatches; SGD
 /// on the globally clipped gradient) of `epochs` epochs over a fixed corpus: every epoch's
 /// mean loss, then the final weights.
-fn training_run(config: &RnnLmConfig, bytes: &[u8], device: &Device, epochs: usize) -> (Vec<f32>, Vec<f32>) {
+fn training_run(
+    config: &RnnLmConfig,
+    bytes: &[u8],
+    device: &Device,
+    epochs: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let (batch, steps, minibatches) = (2, 6, 4);
     let vocab = config.vocab_size as i64;
-    let corpus: Vec<i64> = (0..(batch * steps * minibatches + 1) as i64).map(|i| (i * 7 + 3 + i / 5) % vocab).collect();
+    let corpus: Vec<i64> = (0..(batch * steps * minibatches + 1) as i64)
+        .map(|i| (i * 7 + 3 + i / 5) % vocab)
+        .collect();
     // Sequential partitioning: row b reads the corpus from b·(steps·minibatches) on.
     let span = steps * minibatches;
     let window = |offset: usize, shift: usize| -> Vec<i64> {
-        (0..batch).flat_map(|b| (0..steps).map(move |t| b * span + offset + t + shift)).map(|i| corpus[i.min(corpus.len() - 1)]).collect()
+        (0..batch)
+            .flat_map(|b| (0..steps).map(move |t| b * span + offset + t + shift))
+            .map(|i| corpus[i.min(corpus.len() - 1)])
+            .collect()
     };
     let ad = device.clone().autodiff();
     let mut model = load(config, bytes, &ad);
@@ -255,8 +268,14 @@ fn a_clipped_training_run_follows_flex_epoch_by_epoch_on_every_backend() {
     for (kind, config) in configs() {
         let bytes = weights(&config);
         let (want_losses, want_weights) = training_run(&config, &bytes, &Device::flex(), 3);
-        for (name, device) in compiled_backends().into_iter().filter(|(name, _)| *name != "flex") {
-            assert!(rnnlm::fused::is_active(&device.clone().autodiff()), "{name}: the fused layers run");
+        for (name, device) in compiled_backends()
+            .into_iter()
+            .filter(|(name, _)| *name != "flex")
+        {
+            assert!(
+                rnnlm::fused::is_active(&device.clone().autodiff()),
+                "{name}: the fused layers run"
+            );
             let (losses, weights) = training_run(&config, &bytes, &device, 3);
             for (epoch, (got, want)) in losses.iter().zip(&want_losses).enumerate() {
                 assert!(
@@ -266,8 +285,13 @@ fn a_clipped_training_run_follows_flex_epoch_by_epoch_on_every_backend() {
                 );
             }
             let diff = max_diff(&weights, &want_weights);
-            assert!(diff < TOLERANCE, "{kind} on {name}: final weights differ from flex by {diff}");
-            eprintln!("{kind} on {name}: epoch losses {losses:?} (flex {want_losses:?}), weights within {diff:.1e}");
+            assert!(
+                diff < TOLERANCE,
+                "{kind} on {name}: final weights differ from flex by {diff}"
+            );
+            eprintln!(
+                "{kind} on {name}: epoch losses {losses:?} (flex {want_losses:?}), weights within {diff:.1e}"
+            );
         }
     }
 }

@@ -41,7 +41,8 @@ fn sequential_streams_continue_from_one_minibatch_to_the_next() {
     for seed in 0..20 {
         let batches = config(Sampling::Sequential)
             .epoch(toy(), &mut epoch_rng(seed, 1))
-            .unwrap().to_vec();
+            .unwrap()
+            .to_vec();
         check_shapes_and_shift(&batches);
         for pair in batches.windows(2) {
             for row in 0..2 {
@@ -67,7 +68,8 @@ fn random_sampling_gives_disjoint_subsequences_in_random_order() {
     for seed in 0..20 {
         let batches = config(Sampling::Random)
             .epoch(toy(), &mut epoch_rng(seed, 1))
-            .unwrap().to_vec();
+            .unwrap()
+            .to_vec();
         check_shapes_and_shift(&batches);
         let starts: Vec<i64> = batches
             .iter()
@@ -99,7 +101,10 @@ fn same_seed_and_epoch_same_minibatches() {
             sampling,
         };
         let a = cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap().to_vec();
-        assert_eq!(a, cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap().to_vec());
+        assert_eq!(
+            a,
+            cfg.epoch(&tokens, &mut epoch_rng(9, 3)).unwrap().to_vec()
+        );
         let others: Vec<_> = (4..8)
             .map(|e| cfg.epoch(&tokens, &mut epoch_rng(9, e)).unwrap().to_vec())
             .collect();
@@ -142,7 +147,8 @@ fn too_short_corpus_says_how_many_tokens_are_needed() {
         for seed in 0..30 {
             assert!(
                 !cfg.epoch(&tokens, &mut epoch_rng(seed, 0))
-                    .unwrap().to_vec()
+                    .unwrap()
+                    .to_vec()
                     .is_empty()
             );
         }
@@ -202,7 +208,11 @@ fn nominal_batch_count_is_the_count_at_offset_zero() {
         };
         let nominal = cfg.nominal_batches(tokens.len());
         for seed in 0..20 {
-            let actual = cfg.epoch(&tokens, &mut epoch_rng(seed, 1)).unwrap().to_vec().len();
+            let actual = cfg
+                .epoch(&tokens, &mut epoch_rng(seed, 1))
+                .unwrap()
+                .to_vec()
+                .len();
             assert!(
                 actual == nominal || actual + 1 == nominal,
                 "{sampling:?}: {actual} vs {nominal}"

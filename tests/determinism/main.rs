@@ -115,25 +115,47 @@ fn a_run_stopped_inside_an_epoch_resumes_to_the_weights_of_an_uninterrupted_one(
         false
     });
     let stopped = rnnlm_train::train(&first).unwrap_err();
-    assert!(watcher.join().unwrap(), "the watcher saw a checkpoint inside epoch 2");
+    assert!(
+        watcher.join().unwrap(),
+        "the watcher saw a checkpoint inside epoch 2"
+    );
     let message = stopped.to_string();
-    assert!(message.contains("epoch 2, minibatch") && message.contains("--resume"), "{message}");
+    assert!(
+        message.contains("epoch 2, minibatch") && message.contains("--resume"),
+        "{message}"
+    );
     let state = rnnlm_train::latest_complete_checkpoint(&first.artifacts).unwrap();
     let partial = state.partial.clone().expect("inside an epoch");
     assert!(partial.steps < partial.of, "{partial:?}");
     assert_eq!(partial.states.len(), 1);
-    assert!(partial.states[0].cell.is_some(), "the LSTM's memory cells are kept");
+    assert!(
+        partial.states[0].cell.is_some(),
+        "the LSTM's memory cells are kept"
+    );
 
     let mut rest = tiny_experiment(&split_dir, 6000, experiment);
     rest.resume = true;
     let rest_report = rnnlm_train::train(&rest).unwrap();
     let figures = |h: &[rnnlm_train::EpochMetrics]| -> Vec<(f64, Option<f64>, f64)> {
-        h.iter().map(|m| (m.train_perplexity, m.valid_perplexity, m.grad_norm)).collect()
+        h.iter()
+            .map(|m| (m.train_perplexity, m.valid_perplexity, m.grad_norm))
+            .collect()
     };
-    assert_eq!(figures(&rest_report.history), figures(&whole_report.history));
-    let a = rnnlm_train::load_model(&whole.artifacts, &device()).unwrap().model;
-    let b = rnnlm_train::load_model(&rest.artifacts, &device()).unwrap().model;
-    assert_eq!(parameters(&a), parameters(&b), "final weights are bit-identical");
+    assert_eq!(
+        figures(&rest_report.history),
+        figures(&whole_report.history)
+    );
+    let a = rnnlm_train::load_model(&whole.artifacts, &device())
+        .unwrap()
+        .model;
+    let b = rnnlm_train::load_model(&rest.artifacts, &device())
+        .unwrap()
+        .model;
+    assert_eq!(
+        parameters(&a),
+        parameters(&b),
+        "final weights are bit-identical"
+    );
     std::fs::remove_dir_all(&whole_dir).ok();
     std::fs::remove_dir_all(&split_dir).ok();
 }
@@ -166,7 +188,8 @@ fn epoch_perplexities(sampling: &str) -> (f64, f64, f64) {
         .data
         .batches()
         .epoch(train, &mut epoch_rng(config.train.seed, 1))
-        .unwrap().to_vec();
+        .unwrap()
+        .to_vec();
     let ad = device().autodiff();
     ad.seed(config.train.seed);
     let model_config = RnnLmConfig {

@@ -13,7 +13,9 @@ use rnnlm::{
     DeepLstmConfig, GruConfig, LengthsError, Recurrent, RecurrentCore, RecurrentState,
     RnnScratchConfig, WeightInit,
 };
-use rnnlm_tests::{Nudge, device, max_diff, param_grads, pattern_tensor as tensor, rounding_bound, values};
+use rnnlm_tests::{
+    Nudge, device, max_diff, param_grads, pattern_tensor as tensor, rounding_bound, values,
+};
 
 const INPUT: usize = 5;
 const HIDDEN: usize = 7;
@@ -73,7 +75,9 @@ fn with_layers(core: &RecurrentCore, pick: &[usize]) -> RecurrentCore {
     }
     let mut core = core.clone();
     match &mut core {
-        RecurrentCore::RnnScratch(c) => (c.layers, c.bidirectional) = (keep(&c.layers, pick), false),
+        RecurrentCore::RnnScratch(c) => {
+            (c.layers, c.bidirectional) = (keep(&c.layers, pick), false)
+        }
         RecurrentCore::Gru(c) => (c.layers, c.bidirectional) = (keep(&c.layers, pick), false),
         RecurrentCore::Lstm(c) => (c.layers, c.bidirectional) = (keep(&c.layers, pick), false),
     }
@@ -97,13 +101,36 @@ fn a_bidirectional_core_has_both_directions_in_its_outputs_and_state() {
     let (batch, steps, layers) = (3, 4, 2);
     for (name, core) in cores(layers, true, &dev) {
         assert!(core.bidirectional(), "{name}");
-        assert_eq!((core.num_layers(), core.num_directions(), core.output_size()), (2, 2, 2 * HIDDEN), "{name}");
+        assert_eq!(
+            (core.num_layers(), core.num_directions(), core.output_size()),
+            (2, 2, 2 * HIDDEN),
+            "{name}"
+        );
         let (outputs, state) = core.forward(tensor([batch, steps, INPUT], 1, 1.0, &dev), None);
-        assert_eq!(outputs.dims(), [batch, steps, 2 * HIDDEN], "{name}: outputs");
-        assert_eq!(state.hidden.dims(), [2 * layers, batch, HIDDEN], "{name}: state");
-        assert_eq!(core.begin_state(batch, &dev).hidden.dims(), [2 * layers, batch, HIDDEN], "{name}: begin_state");
-        assert_eq!(state.cell.as_ref().map(|c| c.dims()), core.has_cell().then_some([2 * layers, batch, HIDDEN]));
-        assert_eq!(state.top_layer_hidden(2).dims(), [batch, 2 * HIDDEN], "{name}: top layer");
+        assert_eq!(
+            outputs.dims(),
+            [batch, steps, 2 * HIDDEN],
+            "{name}: outputs"
+        );
+        assert_eq!(
+            state.hidden.dims(),
+            [2 * layers, batch, HIDDEN],
+            "{name}: state"
+        );
+        assert_eq!(
+            core.begin_state(batch, &dev).hidden.dims(),
+            [2 * layers, batch, HIDDEN],
+            "{name}: begin_state"
+        );
+        assert_eq!(
+            state.cell.as_ref().map(|c| c.dims()),
+            core.has_cell().then_some([2 * layers, batch, HIDDEN])
+        );
+        assert_eq!(
+            state.top_layer_hidden(2).dims(),
+            [batch, 2 * HIDDEN],
+            "{name}: top layer"
+        );
     }
 }
 
@@ -119,7 +146,9 @@ fn the_reverse_direction_is_the_recurrence_over_the_steps_reversed() {
             let x = tensor([batch, steps, INPUT], 2, 1.0, &dev);
             let start = RecurrentState {
                 hidden: tensor([2, batch, HIDDEN], 3, 0.7, &dev),
-                cell: core.has_cell().then(|| tensor([2, batch, HIDDEN], 4, 0.7, &dev)),
+                cell: core
+                    .has_cell()
+                    .then(|| tensor([2, batch, HIDDEN], 4, 0.7, &dev)),
             };
             let entry = |state: &RecurrentState, i: usize| RecurrentState {
                 hidden: state.hidden.clone().narrow(0, i, 1),
@@ -128,15 +157,34 @@ fn the_reverse_direction_is_the_recurrence_over_the_steps_reversed() {
             let (both, end) = with_mode(mode, || core.forward(x.clone(), start.clone()));
             let forward = with_layers(&core, &[0]);
             let reverse = with_layers(&core, &[1]);
-            let (ahead, ahead_end) = with_mode(mode, || forward.forward(x.clone(), entry(&start, 0)));
-            let (back, back_end) = with_mode(mode, || reverse.forward(flip_steps(x.clone()), entry(&start, 1)));
+            let (ahead, ahead_end) =
+                with_mode(mode, || forward.forward(x.clone(), entry(&start, 0)));
+            let (back, back_end) = with_mode(mode, || {
+                reverse.forward(flip_steps(x.clone()), entry(&start, 1))
+            });
             let what = format!("{name} ({mode:?})");
-            assert_close(&format!("{what}: forward half"), &values(both.clone().narrow(2, 0, HIDDEN)), &values(ahead));
-            assert_close(&format!("{what}: reverse half"), &values(both.narrow(2, HIDDEN, HIDDEN)), &values(flip_steps(back)));
+            assert_close(
+                &format!("{what}: forward half"),
+                &values(both.clone().narrow(2, 0, HIDDEN)),
+                &values(ahead),
+            );
+            assert_close(
+                &format!("{what}: reverse half"),
+                &values(both.narrow(2, HIDDEN, HIDDEN)),
+                &values(flip_steps(back)),
+            );
             let joined = Tensor::cat(vec![ahead_end.hidden, back_end.hidden], 0);
-            assert_close(&format!("{what}: final h"), &values(end.hidden), &values(joined));
+            assert_close(
+                &format!("{what}: final h"),
+                &values(end.hidden),
+                &values(joined),
+            );
             if let (Some(cell), Some(a), Some(b)) = (end.cell, ahead_end.cell, back_end.cell) {
-                assert_close(&format!("{what}: final c"), &values(cell), &values(Tensor::cat(vec![a, b], 0)));
+                assert_close(
+                    &format!("{what}: final c"),
+                    &values(cell),
+                    &values(Tensor::cat(vec![a, b], 0)),
+                );
             }
         }
     }
@@ -156,30 +204,53 @@ struct Pass {
 /// The padded batch in one pass, and the same rows one at a time at their own lengths, summed
 /// into one loss whose gradients are the sums of each row's: every row's outputs and final
 /// state weighed by the same weights in both.
-fn padded_and_alone(core: &RecurrentCore, lengths: &[usize], steps: usize, mode: Mode) -> (Pass, Pass) {
+fn padded_and_alone(
+    core: &RecurrentCore,
+    lengths: &[usize],
+    steps: usize,
+    mode: Mode,
+) -> (Pass, Pass) {
     let ad = device().autodiff();
     let batch = lengths.len();
     let entries = core.num_layers() * core.num_directions();
     let width = core.output_size();
     let x = tensor([batch, steps, INPUT], 5, 1.0, &ad).require_grad();
     let h0 = tensor([entries, batch, HIDDEN], 6, 0.8, &ad).require_grad();
-    let c0 = core.has_cell().then(|| tensor([entries, batch, HIDDEN], 7, 0.8, &ad));
+    let c0 = core
+        .has_cell()
+        .then(|| tensor([entries, batch, HIDDEN], 7, 0.8, &ad));
     let out_weights = tensor([batch, steps, width], 8, 1.0, &ad);
     let h_weights = tensor([entries, batch, HIDDEN], 9, 1.0, &ad);
     let c_weights = tensor([entries, batch, HIDDEN], 10, 1.0, &ad);
-    let loss_of = |outputs: Tensor<3>, state: &RecurrentState, out_w: Tensor<3>, h_w: Tensor<3>, c_w: Tensor<3>| {
+    let loss_of = |outputs: Tensor<3>,
+                   state: &RecurrentState,
+                   out_w: Tensor<3>,
+                   h_w: Tensor<3>,
+                   c_w: Tensor<3>| {
         let mut loss = (outputs * out_w).sum() + (state.hidden.clone() * h_w).sum();
         if let Some(cell) = &state.cell {
             loss = loss + (cell.clone() * c_w).sum();
         }
         loss
     };
-    let start = RecurrentState { hidden: h0.clone(), cell: c0.clone() };
+    let start = RecurrentState {
+        hidden: h0.clone(),
+        cell: c0.clone(),
+    };
 
-    let (outputs, end) = with_mode(mode, || core.forward_padded(x.clone(), lengths, start.clone()))
-        .expect("lengths in 1..=steps");
+    let (outputs, end) = with_mode(mode, || {
+        core.forward_padded(x.clone(), lengths, start.clone())
+    })
+    .expect("lengths in 1..=steps");
     // Every output weighed, those past a row's length too: they are zero and carry nothing.
-    let grads = loss_of(outputs.clone(), &end, out_weights.clone(), h_weights.clone(), c_weights.clone()).backward();
+    let grads = loss_of(
+        outputs.clone(),
+        &end,
+        out_weights.clone(),
+        h_weights.clone(),
+        c_weights.clone(),
+    )
+    .backward();
     let padded = Pass {
         outputs: values(outputs),
         hidden: values(end.hidden),
@@ -193,7 +264,10 @@ fn padded_and_alone(core: &RecurrentCore, lengths: &[usize], steps: usize, mode:
     let (mut outputs, mut hidden, mut cell) = (Vec::new(), Vec::new(), Vec::new());
     for (b, &length) in lengths.iter().enumerate() {
         let row = |t: &Tensor<3>| t.clone().narrow(1, b, 1);
-        let state = RecurrentState { hidden: row(&h0), cell: c0.as_ref().map(row) };
+        let state = RecurrentState {
+            hidden: row(&h0),
+            cell: c0.as_ref().map(row),
+        };
         let input = x.clone().narrow(0, b, 1).narrow(1, 0, length);
         let (out, end) = with_mode(mode, || core.forward(input, state));
         let out_w = out_weights.clone().narrow(0, b, 1).narrow(1, 0, length);
@@ -204,7 +278,11 @@ fn padded_and_alone(core: &RecurrentCore, lengths: &[usize], steps: usize, mode:
         });
         // Padded back to `steps` with zeros, to compare with the batch.
         let pad = Tensor::zeros([1, steps - length, width], &ad);
-        outputs.push(if length < steps { Tensor::cat(vec![out, pad], 1) } else { out });
+        outputs.push(if length < steps {
+            Tensor::cat(vec![out, pad], 1)
+        } else {
+            out
+        });
         hidden.push(end.hidden);
         cell.extend(end.cell);
     }
@@ -226,12 +304,23 @@ fn assert_same_pass(what: &str, got: &Pass, want: &Pass) {
     if let (Some(got), Some(want)) = (&got.cell, &want.cell) {
         assert_close(&format!("{what}: final c"), got, want);
     }
-    assert_eq!(got.grads.len(), want.grads.len(), "{what}: parameters with a gradient");
+    assert_eq!(
+        got.grads.len(),
+        want.grads.len(),
+        "{what}: parameters with a gradient"
+    );
     for (id, want) in &want.grads {
-        let got = got.grads.get(id).unwrap_or_else(|| panic!("{what}: parameter {id} has no gradient"));
+        let got = got
+            .grads
+            .get(id)
+            .unwrap_or_else(|| panic!("{what}: parameter {id} has no gradient"));
         assert_close(&format!("{what}: gradient of parameter {id}"), got, want);
     }
-    assert_close(&format!("{what}: input gradient"), &got.d_input, &want.d_input);
+    assert_close(
+        &format!("{what}: input gradient"),
+        &got.d_input,
+        &want.d_input,
+    );
     assert_close(&format!("{what}: h0 gradient"), &got.d_h0, &want.d_h0);
 }
 
@@ -243,7 +332,8 @@ fn a_padded_batch_gives_every_row_what_it_gives_alone() {
     for (layers, bidirectional) in [(1, false), (2, false), (2, true)] {
         for (name, core) in cores(layers, bidirectional, &dev) {
             for mode in [Mode::Fused, Mode::Composite] {
-                let what = format!("{name}, {layers} layers, bidirectional {bidirectional} ({mode:?})");
+                let what =
+                    format!("{name}, {layers} layers, bidirectional {bidirectional} ({mode:?})");
                 let (padded, alone) = padded_and_alone(&core, &lengths, steps, mode);
                 assert_same_pass(&what, &padded, &alone);
             }
@@ -258,7 +348,11 @@ fn fused_and_composite_agree_on_padded_bidirectional_batches() {
     for (name, core) in cores(2, true, &dev) {
         let (fused, _) = padded_and_alone(&core, &lengths, steps, Mode::Fused);
         let (composite, _) = padded_and_alone(&core, &lengths, steps, Mode::Composite);
-        assert_same_pass(&format!("{name}: fused against composite"), &fused, &composite);
+        assert_same_pass(
+            &format!("{name}: fused against composite"),
+            &fused,
+            &composite,
+        );
     }
 }
 
@@ -278,10 +372,15 @@ fn padded_bidirectional_gradients_match_finite_differences() {
         .with_bidirectional(true)
         .with_init(WeightInit::Normal { sigma: 0.5 })
         .init(&ad);
-    for (name, core) in [("lstm", RecurrentCore::Lstm(lstm)), ("gru", RecurrentCore::Gru(gru))] {
+    for (name, core) in [
+        ("lstm", RecurrentCore::Lstm(lstm)),
+        ("gru", RecurrentCore::Gru(gru)),
+    ] {
         let loss = |core: &RecurrentCore, dev: &Device| -> Tensor<1> {
             let x = tensor([lengths.len(), steps, INPUT], 11, 1.0, dev);
-            let (outputs, end) = core.forward_padded(x, &lengths, None).expect("valid lengths");
+            let (outputs, end) = core
+                .forward_padded(x, &lengths, None)
+                .expect("valid lengths");
             let dims = outputs.dims();
             (outputs * tensor(dims, 12, 1.0, dev)).sum()
                 + (end.hidden.clone() * tensor(end.hidden.dims(), 13, 1.0, dev)).sum()
@@ -293,8 +392,16 @@ fn padded_bidirectional_gradients_match_finite_differences() {
         let (mut checked, mut largest) = (0, 0.0f32);
         for (id, grads) in &analytic {
             for (index, &grad) in grads.iter().enumerate() {
-                let plus = eval(plain.clone().map(&mut Nudge { id: *id, index, delta: eps }));
-                let minus = eval(plain.clone().map(&mut Nudge { id: *id, index, delta: -eps }));
+                let plus = eval(plain.clone().map(&mut Nudge {
+                    id: *id,
+                    index,
+                    delta: eps,
+                }));
+                let minus = eval(plain.clone().map(&mut Nudge {
+                    id: *id,
+                    index,
+                    delta: -eps,
+                }));
                 let numeric = (plus - minus) / (2.0 * eps as f64);
                 let analytic = grad as f64;
                 assert!(
@@ -305,34 +412,84 @@ fn padded_bidirectional_gradients_match_finite_differences() {
                 largest = largest.max(grad.abs());
             }
         }
-        assert_eq!(checked, plain.num_params(), "{name}: every parameter entry checked");
-        assert!(largest > 1e-2, "{name}: gradients too small to prove anything: {largest}");
+        assert_eq!(
+            checked,
+            plain.num_params(),
+            "{name}: every parameter entry checked"
+        );
+        assert!(
+            largest > 1e-2,
+            "{name}: gradients too small to prove anything: {largest}"
+        );
     }
 }
 
 #[test]
 fn lengths_that_do_not_fit_are_refused_naming_the_row() {
     let dev = device();
-    let core = DeepLstmConfig::new(INPUT, HIDDEN).with_bidirectional(true).init(&dev);
+    let core = DeepLstmConfig::new(INPUT, HIDDEN)
+        .with_bidirectional(true)
+        .init(&dev);
     let x = tensor([3, 4, INPUT], 1, 1.0, &dev);
-    let refused = |lengths: &[usize]| core.forward_padded(x.clone(), lengths, None).map(|_| ()).unwrap_err();
+    let refused = |lengths: &[usize]| {
+        core.forward_padded(x.clone(), lengths, None)
+            .map(|_| ())
+            .unwrap_err()
+    };
     assert_eq!(refused(&[4, 2]), LengthsError::Count { given: 2, batch: 3 });
     let zero = refused(&[4, 0, 2]);
-    assert_eq!(zero, LengthsError::OutOfRange { row: 1, length: 0, steps: 4 });
-    assert_eq!(zero.to_string(), "lengths[1] = 0: every row's length must lie in 1..=4 (the input's steps)");
-    assert_eq!(refused(&[4, 2, 5]), LengthsError::OutOfRange { row: 2, length: 5, steps: 4 });
+    assert_eq!(
+        zero,
+        LengthsError::OutOfRange {
+            row: 1,
+            length: 0,
+            steps: 4
+        }
+    );
+    assert_eq!(
+        zero.to_string(),
+        "lengths[1] = 0: every row's length must lie in 1..=4 (the input's steps)"
+    );
+    assert_eq!(
+        refused(&[4, 2, 5]),
+        LengthsError::OutOfRange {
+            row: 2,
+            length: 5,
+            steps: 4
+        }
+    );
     // Time-major too.
-    let time_major = DeepLstmConfig::new(INPUT, HIDDEN).with_batch_first(false).init(&dev);
-    let err = time_major.forward_padded(tensor([4, 3, INPUT], 1, 1.0, &dev), &[1, 9, 2], None).map(|_| ()).unwrap_err();
-    assert_eq!(err, LengthsError::OutOfRange { row: 1, length: 9, steps: 4 });
+    let time_major = DeepLstmConfig::new(INPUT, HIDDEN)
+        .with_batch_first(false)
+        .init(&dev);
+    let err = time_major
+        .forward_padded(tensor([4, 3, INPUT], 1, 1.0, &dev), &[1, 9, 2], None)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        LengthsError::OutOfRange {
+            row: 1,
+            length: 9,
+            steps: 4
+        }
+    );
 }
 
 #[test]
-#[should_panic(expected = "state.hidden has shape [num_layers*2, batch, hidden] = [2, 3, 7], expected [4, 3, 7]")]
+#[should_panic(
+    expected = "state.hidden has shape [num_layers*2, batch, hidden] = [2, 3, 7], expected [4, 3, 7]"
+)]
 fn a_state_without_the_reverse_directions_names_num_layers_times_two() {
     let dev = device();
-    let core = GruConfig::new(INPUT, HIDDEN).with_num_layers(2).with_bidirectional(true).init(&dev);
-    let state = RecurrentState { hidden: Tensor::zeros([2, 3, HIDDEN], &dev), cell: None };
+    let core = GruConfig::new(INPUT, HIDDEN)
+        .with_num_layers(2)
+        .with_bidirectional(true)
+        .init(&dev);
+    let state = RecurrentState {
+        hidden: Tensor::zeros([2, 3, HIDDEN], &dev),
+        cell: None,
+    };
     core.forward(tensor([3, 4, INPUT], 1, 1.0, &dev), state);
 }
 
@@ -342,8 +499,14 @@ fn every_row_at_full_length_equals_the_plain_forward() {
     for (name, core) in cores(2, true, &dev) {
         let x = tensor([3, 4, INPUT], 14, 1.0, &dev);
         let (plain, plain_end) = core.forward(x.clone(), None);
-        let (padded, padded_end) = core.forward_padded(x, &[4, 4, 4], None).expect("valid lengths");
+        let (padded, padded_end) = core
+            .forward_padded(x, &[4, 4, 4], None)
+            .expect("valid lengths");
         assert_eq!(values(plain), values(padded), "{name}: outputs");
-        assert_eq!(values(plain_end.hidden), values(padded_end.hidden), "{name}: state");
+        assert_eq!(
+            values(plain_end.hidden),
+            values(padded_end.hidden),
+            "{name}: state"
+        );
     }
 }

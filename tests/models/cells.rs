@@ -273,7 +273,11 @@ fn default_initialisations_follow_d2l_and_pytorch() {
         mean.abs() < 1e-3 && (std - 0.01).abs() < 5e-4,
         "mean {mean}, std {std}"
     );
-    assert!(values(rnn.layers[0].b_h.as_ref().unwrap().val()).iter().all(|&b| b == 0.0));
+    assert!(
+        values(rnn.layers[0].b_h.as_ref().unwrap().val())
+            .iter()
+            .all(|&b| b == 0.0)
+    );
     // Configurable sigma.
     let rnn = RnnScratchConfig::new(8, 64)
         .with_init(WeightInit::Normal { sigma: 0.5 })

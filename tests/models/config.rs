@@ -140,7 +140,13 @@ fn a_bidirectional_language_model_is_refused_with_the_reason() {
     .expect("the field parses");
     let message = error_of(config.clone());
     assert!(message.contains("model.bidirectional = true"), "{message}");
-    assert!(message.contains("would read the very tokens it is asked to predict"), "{message}");
-    let plain = RnnLmConfig { bidirectional: false, ..config };
+    assert!(
+        message.contains("would read the very tokens it is asked to predict"),
+        "{message}"
+    );
+    let plain = RnnLmConfig {
+        bidirectional: false,
+        ..config
+    };
     assert!(!toml::to_string(&plain).unwrap().contains("bidirectional"));
 }

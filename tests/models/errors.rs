@@ -87,33 +87,69 @@ fn try_forward_returns_shape_mistakes_in_the_callers_layout() {
     let dev = device();
     // A burn-nn user's classic: [batch, steps, features] with the wrong feature size.
     let lstm = DeepLstmConfig::new(28, 16).with_num_layers(2).init(&dev);
-    let error = lstm.try_forward(Tensor::zeros([4, 10, 27], &dev), None).unwrap_err();
-    assert_eq!((error.tensor, error.given.clone()), ("input", Some(vec![4, 10, 27])));
+    let error = lstm
+        .try_forward(Tensor::zeros([4, 10, 27], &dev), None)
+        .unwrap_err();
+    assert_eq!(
+        (error.tensor, error.given.clone()),
+        ("input", Some(vec![4, 10, 27]))
+    );
     assert_eq!(
         error.to_string(),
         "DeepLstm: input has shape [batch, steps, input] = [4, 10, 27], expected [batch >= 1, steps >= 1, 28] (the core's input_size is 28)"
     );
     // Time-major cores name the time-major layout.
     let time_major = GruConfig::new(28, 16).with_batch_first(false).init(&dev);
-    let error = time_major.try_forward(Tensor::zeros([10, 4, 27], &dev), None).unwrap_err();
-    assert!(error.to_string().contains("input has shape [steps, batch, input] = [10, 4, 27]"), "{error}");
+    let error = time_major
+        .try_forward(Tensor::zeros([10, 4, 27], &dev), None)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("input has shape [steps, batch, input] = [10, 4, 27]"),
+        "{error}"
+    );
     // A state of the wrong depth or batch.
     let shallow = RecurrentState::zeros(1, 4, 16, true, &dev);
-    let error = lstm.try_forward(Tensor::zeros([4, 10, 28], &dev), shallow).unwrap_err();
+    let error = lstm
+        .try_forward(Tensor::zeros([4, 10, 28], &dev), shallow)
+        .unwrap_err();
     assert_eq!(error.tensor, "state.hidden");
-    assert!(error.to_string().contains("= [1, 4, 16], expected [2, 4, 16] (2 layers"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("= [1, 4, 16], expected [2, 4, 16] (2 layers"),
+        "{error}"
+    );
     let other_batch = lstm.begin_state(3, &dev);
-    let error = lstm.try_forward(Tensor::zeros([4, 10, 28], &dev), other_batch).unwrap_err();
-    assert!(error.to_string().contains("the input's batch of 4"), "{error}");
+    let error = lstm
+        .try_forward(Tensor::zeros([4, 10, 28], &dev), other_batch)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("the input's batch of 4"),
+        "{error}"
+    );
     let without_cell = RecurrentState::zeros(2, 4, 16, false, &dev);
-    let error = lstm.try_forward(Tensor::zeros([4, 10, 28], &dev), without_cell).unwrap_err();
+    let error = lstm
+        .try_forward(Tensor::zeros([4, 10, 28], &dev), without_cell)
+        .unwrap_err();
     assert_eq!((error.tensor, error.given), ("state.cell", None));
     // No steps.
-    let error = lstm.try_forward(Tensor::zeros([4, 0, 28], &dev), None).unwrap_err();
-    assert!(error.to_string().contains("at least one step and one row"), "{error}");
+    let error = lstm
+        .try_forward(Tensor::zeros([4, 0, 28], &dev), None)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("at least one step and one row"),
+        "{error}"
+    );
     // What fits runs.
-    let (outputs, state) = lstm.try_forward(Tensor::zeros([4, 10, 28], &dev), None).unwrap();
-    assert_eq!((outputs.dims(), state.hidden.dims()), ([4, 10, 16], [2, 4, 16]));
+    let (outputs, state) = lstm
+        .try_forward(Tensor::zeros([4, 10, 28], &dev), None)
+        .unwrap();
+    assert_eq!(
+        (outputs.dims(), state.hidden.dims()),
+        ([4, 10, 16], [2, 4, 16])
+    );
 }
 
 #[test]
@@ -121,12 +157,27 @@ fn the_time_major_entry_point_returns_every_mistake_as_an_error() {
     let dev = device();
     let rnn = RnnScratchConfig::new(5, 8).init(&dev);
     let error = rnn
-        .try_forward_time_major_padded(SequenceInput::OneHot(ids(&[1, 7], [2, 1], &dev)), None, None)
+        .try_forward_time_major_padded(
+            SequenceInput::OneHot(ids(&[1, 7], [2, 1], &dev)),
+            None,
+            None,
+        )
         .map(|_| ())
         .unwrap_err();
-    assert_eq!(error, ForwardError::TokenId { core: "RnnScratch", id: 7, limit: 5 });
+    assert_eq!(
+        error,
+        ForwardError::TokenId {
+            core: "RnnScratch",
+            id: 7,
+            limit: 5
+        }
+    );
     let error = rnn
-        .try_forward_time_major_padded(SequenceInput::Dense(Tensor::zeros([2, 3, 5], &dev)), Some(&[2, 3]), None)
+        .try_forward_time_major_padded(
+            SequenceInput::Dense(Tensor::zeros([2, 3, 5], &dev)),
+            Some(&[2, 3]),
+            None,
+        )
         .map(|_| ())
         .unwrap_err();
     assert!(matches!(error, ForwardError::Lengths(_)), "{error}");

@@ -35,7 +35,9 @@ fn fused_equals_composite_for_every_core_shape_and_layout() {
 fn a_classifier_on_the_last_step_trains_the_same_through_both_paths() {
     let ad = device().autodiff();
     let (batch, steps, classes) = (4, 9, 3);
-    let lstm = DeepLstmConfig::new(INPUT, HIDDEN).with_num_layers(2).init(&ad);
+    let lstm = DeepLstmConfig::new(INPUT, HIDDEN)
+        .with_num_layers(2)
+        .init(&ad);
     let head = burn::nn::LinearConfig::new(HIDDEN, classes).init(&ad);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2, 1, 2], [batch]), &ad);
     let run = |mode: Mode| {
@@ -49,12 +51,23 @@ fn a_classifier_on_the_last_step_trains_the_same_through_both_paths() {
             .forward(logits, labels.clone());
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.backward();
-        (value, param_grads(&lstm, &grads), param_grads(&head, &grads))
+        (
+            value,
+            param_grads(&lstm, &grads),
+            param_grads(&head, &grads),
+        )
     };
     let (fused, fused_lstm, fused_head) = run(Mode::Fused);
     let (composite, composite_lstm, composite_head) = run(Mode::Composite);
-    assert!((fused - composite).abs() <= 1e-5 * composite.abs(), "loss {fused} vs {composite}");
-    assert_eq!(fused_lstm.len(), 2 * 4, "every LSTM parameter has a gradient");
+    assert!(
+        (fused - composite).abs() <= 1e-5 * composite.abs(),
+        "loss {fused} vs {composite}"
+    );
+    assert_eq!(
+        fused_lstm.len(),
+        2 * 4,
+        "every LSTM parameter has a gradient"
+    );
     for (id, want) in composite_lstm.iter().chain(&composite_head) {
         let got = fused_lstm.get(id).or_else(|| fused_head.get(id)).unwrap();
         assert_close(&format!("parameter {id}"), got, want);
@@ -66,7 +79,11 @@ fn a_classifier_on_the_last_step_trains_the_same_through_both_paths() {
         let x = tensor([batch, steps, INPUT], 7, 1.0, &dev);
         values(with_mode(mode, || inner.forward(x, inner.begin_state(batch, &dev))).0)
     };
-    assert_close("inference outputs", &infer(Mode::Fused), &infer(Mode::Composite));
+    assert_close(
+        "inference outputs",
+        &infer(Mode::Fused),
+        &infer(Mode::Composite),
+    );
 }
 
 /// The one-hot projection (`rnnlm::fused::gather_rows`): the rows of the table, and a table
@@ -79,21 +96,31 @@ fn the_one_hot_gather_equals_select() {
     let ids = [3, 0, 5, 3, 1, 2, 3, 4, 0];
     let run = |mode: Mode| {
         with_mode(mode, || {
-            assert_eq!(rnnlm::fused::is_active(&ad), mode == Mode::Fused, "the path under test runs");
+            assert_eq!(
+                rnnlm::fused::is_active(&ad),
+                mode == Mode::Fused,
+                "the path under test runs"
+            );
             let table = tensor([vocab, width], 21, 1.0, &ad).require_grad();
             let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &ad);
             let rows = rnnlm::fused::gather_rows(table.clone(), ids);
             assert_eq!(rows.dims(), [9, width]);
             let loss = (rows.clone() * tensor([9, width], 22, 1.0, &ad)).sum();
             let grads = loss.backward();
-            (values(rows), values(table.grad(&grads).expect("the table's gradient")))
+            (
+                values(rows),
+                values(table.grad(&grads).expect("the table's gradient")),
+            )
         })
     };
     let (rows, d_table) = run(Mode::Fused);
     let (want_rows, want_d_table) = run(Mode::Composite);
     assert_eq!(rows, want_rows, "gathered rows");
     assert_close("table gradient", &d_table, &want_d_table);
-    assert!(d_table[6 * width..].iter().all(|&g| g == 0.0), "an unused id has no gradient");
+    assert!(
+        d_table[6 * width..].iter().all(|&g| g == 0.0),
+        "an unused id has no gradient"
+    );
 }
 
 /// Every float input's gradient against central differences of the loss, for every cell, on
@@ -104,7 +131,9 @@ fn the_operations_gradients_match_finite_differences() {
 }
 
 #[test]
-#[should_panic(expected = "rnnlm_fused::try_layer: weight has shape [5, 16], expected [hidden, gates·hidden] = [5, 20]")]
+#[should_panic(
+    expected = "rnnlm_fused::try_layer: weight has shape [5, 16], expected [hidden, gates·hidden] = [5, 20]"
+)]
 fn a_weight_of_the_wrong_shape_is_named() {
     let dev = device();
     let case = LayerCase::dense(ScanCell::Lstm(Clip::NONE), false);
@@ -114,7 +143,9 @@ fn a_weight_of_the_wrong_shape_is_named() {
 }
 
 #[test]
-#[should_panic(expected = "rnnlm_fused::try_layer: input_weight has shape [4, 20], expected [features, gates·hidden] = [3, 20]")]
+#[should_panic(
+    expected = "rnnlm_fused::try_layer: input_weight has shape [4, 20], expected [features, gates·hidden] = [3, 20]"
+)]
 fn an_input_weight_of_the_wrong_shape_is_named() {
     let dev = device();
     let case = LayerCase::dense(ScanCell::Lstm(Clip::NONE), false);
@@ -142,7 +173,10 @@ fn the_status_says_why_the_composite_path_runs() {
     assert_eq!(forced, rnnlm::fused::Status::Disabled);
     assert!(forced.to_string().contains("RNNLM_FUSED=off"), "{forced}");
     let missing = rnnlm::fused::Status::NotCompiled { feature: "flex" };
-    assert!(missing.to_string().contains("rnnlm's `flex` feature"), "{missing}");
+    assert!(
+        missing.to_string().contains("rnnlm's `flex` feature"),
+        "{missing}"
+    );
 }
 
 /// A program that never sets the allocator up gets what the CLI gets: the first fused scan

@@ -7,9 +7,9 @@
 use std::ops::ControlFlow;
 
 use burn::prelude::*;
+use rnnlm::fused::{Mode, with_mode};
 use rnnlm::sample::{Decoding, generate};
 use rnnlm::{Activation, CellKind, GruFormula, RecurrentCore, RnnLm, RnnLmConfig, WeightInit};
-use rnnlm::fused::{Mode, with_mode};
 use rnnlm_tests::device;
 
 const VOCAB: usize = 11;
@@ -81,7 +81,11 @@ fn on_every_step(_: &[u32]) -> ControlFlow<()> {
 #[test]
 fn generation_chooses_the_same_tokens_on_both_paths() {
     let dev = device();
-    assert!(rnnlm::fused::is_active(&dev), "{}", rnnlm::fused::status(&dev));
+    assert!(
+        rnnlm::fused::is_active(&dev),
+        "{}",
+        rnnlm::fused::status(&dev)
+    );
     let prefixes = vec![vec![1u32, 2, 3], vec![4], vec![10, 0, 5, 5, 9]];
     let sampling = Decoding::Sample {
         temperature: 0.9,
@@ -113,15 +117,31 @@ fn generation_chooses_the_same_tokens_on_both_paths() {
 }
 
 #[test]
-#[should_panic(expected = "generate: prefix 1 holds token id 11, expected ids in 0..11 (the vocabulary size)")]
+#[should_panic(
+    expected = "generate: prefix 1 holds token id 11, expected ids in 0..11 (the vocabulary size)"
+)]
 fn a_token_outside_the_vocabulary_is_named() {
     let model = RnnLmConfig::new(CellKind::Gru, VOCAB, 8).init(&device());
-    generate(&model, &[vec![1], vec![2, 11]], 5, &Decoding::Greedy, &device(), on_every_step);
+    generate(
+        &model,
+        &[vec![1], vec![2, 11]],
+        5,
+        &Decoding::Greedy,
+        &device(),
+        on_every_step,
+    );
 }
 
 #[test]
 #[should_panic(expected = "generate: prefix 0 is empty; give at least one token")]
 fn an_empty_prefix_is_named() {
     let model = RnnLmConfig::new(CellKind::Lstm, VOCAB, 8).init(&device());
-    generate(&model, &[vec![]], 5, &Decoding::Greedy, &device(), on_every_step);
+    generate(
+        &model,
+        &[vec![]],
+        5,
+        &Decoding::Greedy,
+        &device(),
+        on_every_step,
+    );
 }

@@ -454,7 +454,10 @@ fn d2l_stacked_scratch_layers_load_in_order() {
     assert_eq!(first(core.layers[0].w_xh.val()), 0.0);
     assert_eq!(first(core.layers[1].w_xh.val()), 1.0);
     assert_eq!(first(core.layers[1].w_hh.val()), 1.5);
-    assert_eq!(rnnlm_tests::values(core.layers[1].b_h.as_ref().unwrap().val())[0], 1.25);
+    assert_eq!(
+        rnnlm_tests::values(core.layers[1].b_h.as_ref().unwrap().val())[0],
+        1.25
+    );
 }
 
 /// PyTorch's bidirectional nn.GRU, nn.LSTM (two layers) and nn.RNN on a padded batch through
@@ -494,7 +497,10 @@ fn bidirectional_cores_match_pytorch_on_packed_sequences() {
                 .forward_padded(float_tensor(&io, "x", &device), &lengths, state)
                 .expect("PyTorch's lengths fit");
             let diff = max_abs_diff(out, float_tensor(&io, "out", &device));
-            assert!(diff < 1e-5, "{file}: outputs differ from PyTorch's by {diff}");
+            assert!(
+                diff < 1e-5,
+                "{file}: outputs differ from PyTorch's by {diff}"
+            );
             let diff = max_abs_diff(end.hidden, float_tensor(&io, "hn", &device));
             assert!(diff < 1e-5, "{file}: h_n differs from PyTorch's by {diff}");
             if let Some(cell) = end.cell {

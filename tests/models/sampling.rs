@@ -18,7 +18,13 @@ fn model(kind: CellKind, vocab: usize) -> RnnLm {
         .with_num_layers(2)
         .with_init(WeightInit::Normal { sigma: 0.8 })
         .init(&device());
-    burn::module::Module::map(model, &mut rnnlm_tests::Patterned { scale: 0.8, next: 0 })
+    burn::module::Module::map(
+        model,
+        &mut rnnlm_tests::Patterned {
+            scale: 0.8,
+            next: 0,
+        },
+    )
 }
 
 fn argmax(row: &[f32]) -> u32 {

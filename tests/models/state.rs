@@ -114,18 +114,27 @@ fn output_dropout_acts_on_the_last_layer_in_training_only() {
         for t in 0..steps {
             for r in 0..batch {
                 for k in 0..width {
-                    let (got, h) = (logits[(r * steps + t) * width + k], hidden[(t * batch + r) * width + k]);
+                    let (got, h) = (
+                        logits[(r * steps + t) * width + k],
+                        hidden[(t * batch + r) * width + k],
+                    );
                     // Kept units are scaled by 1 / (1 - p) = 2.
                     if got == 0.0 && h != 0.0 {
                         dropped += 1;
                     } else {
-                        assert!((got - 2.0 * h).abs() < 1e-5, "{kind}: {got} is neither 0 nor 2 x {h}");
+                        assert!(
+                            (got - 2.0 * h).abs() < 1e-5,
+                            "{kind}: {got} is neither 0 nor 2 x {h}"
+                        );
                     }
                 }
             }
         }
         let total = batch * steps * width;
-        assert!((total / 4..3 * total / 4).contains(&dropped), "{kind}: {dropped} of {total} dropped");
+        assert!(
+            (total / 4..3 * total / 4).contains(&dropped),
+            "{kind}: {dropped} of {total} dropped"
+        );
         // Two passes draw different masks.
         assert_ne!(logits, values(model.forward(x.clone(), None).0), "{kind}");
         // Evaluation (no autodiff): the same weights without output dropout, exactly.

@@ -173,7 +173,12 @@ pub fn fill_gate(gate: &mut burn::nn::GateController, salt: usize, dev: &Device)
         linear.weight = Param::from_tensor(pattern_tensor(linear.weight.dims(), salt, 0.5, dev));
         let width = linear.weight.dims()[1];
         if linear.bias.is_some() {
-            linear.bias = Some(Param::from_tensor(pattern_tensor([width], salt + 1, 0.3, dev)));
+            linear.bias = Some(Param::from_tensor(pattern_tensor(
+                [width],
+                salt + 1,
+                0.3,
+                dev,
+            )));
         }
     }
 }
@@ -197,7 +202,9 @@ pub fn rounding_bound(want: &[f32]) -> f32 {
 
 /// A file of the workspace, by its path from the workspace root (`configs/quick.toml`).
 pub fn workspace_file(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// A file from the shared data directory (`../shared/data` beside the workspace, or

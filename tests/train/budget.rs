@@ -21,17 +21,32 @@ fn several_corpora_share_one_vocabulary_and_each_keeps_its_end_for_validation() 
     let mut options = tiny_experiment(&dir, 3000, GRU);
     let books = dir.join("books");
     std::fs::create_dir_all(&books).unwrap();
-    std::fs::write(books.join("a-time-machine.txt"), head("timemachine.txt", 3000)).unwrap();
-    std::fs::write(books.join("b-shakespeare.txt"), head("tinyshakespeare.txt", 2000)).unwrap();
+    std::fs::write(
+        books.join("a-time-machine.txt"),
+        head("timemachine.txt", 3000),
+    )
+    .unwrap();
+    std::fs::write(
+        books.join("b-shakespeare.txt"),
+        head("tinyshakespeare.txt", 2000),
+    )
+    .unwrap();
     std::fs::write(books.join("notes.md"), "not a corpus").unwrap();
     // A directory stands for its *.txt files, in name order.
     options.data = vec![books.clone()];
     let report = rnnlm_train::train(&options).unwrap();
     assert_eq!(report.history.len(), 2);
     let csv = std::fs::read_to_string(options.artifacts.join("data.csv")).unwrap();
-    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
     assert_eq!(rows.len(), 2, "{csv}");
-    assert!(rows[0][0].ends_with("a-time-machine.txt") && rows[1][0].ends_with("b-shakespeare.txt"), "{csv}");
+    assert!(
+        rows[0][0].ends_with("a-time-machine.txt") && rows[1][0].ends_with("b-shakespeare.txt"),
+        "{csv}"
+    );
     for row in &rows {
         let [tokens, train, valid]: [usize; 3] = [1, 2, 3].map(|i| row[i].parse().unwrap());
         assert_eq!(train + valid, tokens, "{csv}");
@@ -55,16 +70,28 @@ fn a_windows_1252_corpus_reads_with_its_encoding_and_is_refused_as_utf8_naming_t
     std::fs::write(&file, &bytes).unwrap();
     options.data = vec![file.clone()];
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
-    assert!(err.contains("is not UTF-8") && err.contains("data.encoding (--encoding)"), "{err}");
+    assert!(
+        err.contains("is not UTF-8") && err.contains("data.encoding (--encoding)"),
+        "{err}"
+    );
     options.encoding = Some("windows-1252".into());
     rnnlm_train::train(&options).unwrap();
     let vocab = std::fs::read_to_string(options.artifacts.join("vocab.json")).unwrap();
-    assert!(vocab.contains('é'), "the decoded character is in the vocabulary: {vocab}");
+    assert!(
+        vocab.contains('é'),
+        "the decoded character is in the vocabulary: {vocab}"
+    );
     // An encoding nobody knows is named.
-    let unknown = rnnlm_data::read_text_in(&file, "klingon").unwrap_err().to_string();
+    let unknown = rnnlm_data::read_text_in(&file, "klingon")
+        .unwrap_err()
+        .to_string();
     assert!(unknown.contains("data.encoding = \"klingon\""), "{unknown}");
     // latin-1 is a name users write.
-    assert!(rnnlm_data::read_text_in(&file, "latin-1").unwrap().contains("café"));
+    assert!(
+        rnnlm_data::read_text_in(&file, "latin-1")
+            .unwrap()
+            .contains("café")
+    );
     // A UTF-8 file among windows-1252 corpora would decode into mojibake: refused, named.
     let utf8 = dir.join("utf8.txt");
     std::fs::write(&utf8, "café au lait, ".repeat(400)).unwrap();
@@ -85,13 +112,19 @@ fn empty_files_and_directories_without_text_are_named() {
     std::fs::write(&empty, "").unwrap();
     options.data = vec![dir.join("text.txt"), empty.clone()];
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
-    assert!(err.contains(&empty.display().to_string()) && err.contains("holds no tokens"), "{err}");
+    assert!(
+        err.contains(&empty.display().to_string()) && err.contains("holds no tokens"),
+        "{err}"
+    );
     let bare = dir.join("bare");
     std::fs::create_dir_all(&bare).unwrap();
     options.data = vec![bare.clone()];
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
     assert!(err.contains("holds no *.txt file"), "{err}");
-    assert!(!options.artifacts.exists(), "nothing written for a run that cannot start");
+    assert!(
+        !options.artifacts.exists(),
+        "nothing written for a run that cannot start"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -127,17 +160,31 @@ fn a_spent_time_budget_stops_at_the_minibatch_with_a_checkpoint_and_says_why() {
     assert!(report.history.is_empty(), "stopped inside the first epoch");
     let reason = report.stopped.expect("a reason");
     assert!(
-        reason.contains("time budget") && reason.contains("train.max_minutes") && reason.contains("at minibatch"),
+        reason.contains("time budget")
+            && reason.contains("train.max_minutes")
+            && reason.contains("at minibatch"),
         "{reason}"
     );
     let written = std::fs::read_to_string(options.artifacts.join("stop.txt")).unwrap();
     assert_eq!(written.trim(), reason);
-    assert!(options.artifacts.join("model.bpk").is_file(), "the model as it stands is kept");
+    assert!(
+        options.artifacts.join("model.bpk").is_file(),
+        "the model as it stands is kept"
+    );
     let state = rnnlm_train::latest_complete_checkpoint(&options.artifacts).expect("a checkpoint");
     let partial = state.partial.expect("taken inside the epoch");
     assert_eq!(state.epoch, 0);
-    assert!(reason.contains(&format!("at minibatch {} of {} of epoch 1", partial.steps, partial.of)), "{reason}");
-    assert!(partial.seconds > 0.0 && !partial.states.is_empty(), "{partial:?}");
+    assert!(
+        reason.contains(&format!(
+            "at minibatch {} of {} of epoch 1",
+            partial.steps, partial.of
+        )),
+        "{reason}"
+    );
+    assert!(
+        partial.seconds > 0.0 && !partial.states.is_empty(),
+        "{partial:?}"
+    );
     // Resuming with the budget spent is refused; a larger one goes on from that minibatch.
     options.resume = true;
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
@@ -153,7 +200,9 @@ fn a_spent_time_budget_stops_at_the_minibatch_with_a_checkpoint_and_says_why() {
 fn validation_runs_every_n_minibatches_into_its_own_table() {
     let dir = scratch_dir("train-valid-every");
     let mut options = tiny_experiment(&dir, 3000, GRU);
-    options.overrides.extend(["train.epochs=2".into(), "train.valid_every=20".into()]);
+    options
+        .overrides
+        .extend(["train.epochs=2".into(), "train.valid_every=20".into()]);
     let report = rnnlm_train::train(&options).unwrap();
     let csv = std::fs::read_to_string(options.artifacts.join("validation.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
@@ -168,8 +217,15 @@ fn validation_runs_every_n_minibatches_into_its_own_table() {
             (f[0].parse().unwrap(), f[1].parse().unwrap())
         })
         .collect();
-    assert_eq!(steps, [(1, 20), (1, 40), (1, 60), (2, 20), (2, 40), (2, 60)]);
-    assert_eq!(report.history.len(), 2, "the epochs' own validation as before");
+    assert_eq!(
+        steps,
+        [(1, 20), (1, 40), (1, 60), (2, 20), (2, 40), (2, 60)]
+    );
+    assert_eq!(
+        report.history.len(),
+        2,
+        "the epochs' own validation as before"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -180,7 +236,10 @@ fn patience_needs_a_validation_split() {
     options.overrides.push("train.patience=2".into());
     options.overrides.push("data.valid_fraction=0".into());
     let err = rnnlm_train::train(&options).unwrap_err().to_string();
-    assert!(err.contains("train.patience = 2") && err.contains("validation split"), "{err}");
+    assert!(
+        err.contains("train.patience = 2") && err.contains("validation split"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -191,11 +250,18 @@ fn a_second_run_on_a_locked_directory_is_refused_with_the_holders_pid() {
     std::fs::create_dir_all(&options.artifacts).unwrap();
     let lock = options.artifacts.join(".rnnlm-train.lock");
     std::fs::write(&lock, "4242").unwrap();
-    let held = std::fs::OpenOptions::new().read(true).write(true).open(&lock).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+        .unwrap();
     held.lock().unwrap();
     let err = rnnlm_train::train(&options).unwrap_err();
     assert!(
-        matches!(err, TrainError::Artifacts(_)) && err.to_string().contains("in use by another rnnlm train (pid 4242)"),
+        matches!(err, TrainError::Artifacts(_))
+            && err
+                .to_string()
+                .contains("in use by another rnnlm train (pid 4242)"),
         "{err}"
     );
     drop(held);
@@ -229,13 +295,31 @@ fn validation_files_validate_and_the_training_files_train_whole() {
     let held = dir.join("held.txt");
     let later: String = head("timemachine.txt", 6000).chars().skip(3000).collect();
     std::fs::write(&held, later).unwrap();
-    options.overrides.push(format!("data.valid_files=[{:?}]", held.display().to_string()));
+    options.overrides.push(format!(
+        "data.valid_files=[{:?}]",
+        held.display().to_string()
+    ));
     let report = rnnlm_train::train(&options).unwrap();
-    assert!(report.history.iter().all(|m| m.valid_perplexity.is_some_and(f64::is_finite)));
+    assert!(
+        report
+            .history
+            .iter()
+            .all(|m| m.valid_perplexity.is_some_and(f64::is_finite))
+    );
     let csv = std::fs::read_to_string(options.artifacts.join("data.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     assert_eq!(rows.len(), 2, "{csv}");
-    assert!(rows[0][0].ends_with("text.txt") && rows[0][1] == rows[0][2] && rows[0][3] == "0", "{csv}");
-    assert!(rows[1][0].ends_with("held.txt") && rows[1][2] == "0" && rows[1][1] == rows[1][3], "{csv}");
+    assert!(
+        rows[0][0].ends_with("text.txt") && rows[0][1] == rows[0][2] && rows[0][3] == "0",
+        "{csv}"
+    );
+    assert!(
+        rows[1][0].ends_with("held.txt") && rows[1][2] == "0" && rows[1][1] == rows[1][3],
+        "{csv}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -106,19 +106,44 @@ fn experiment_files_reject_bad_values_by_name() {
         ("train.epochs=0", "train.epochs = 0"),
         ("model.hidden_size=0", "model.hidden_size = 0"),
         ("model.dropout=1.5", "model.dropout = 1.5"),
-        ("model.output_dropout=1", "model.output_dropout = 1.0: must lie in [0, 1)"),
-        ("model.bidirectional=true", "model.bidirectional = true: must be false: a language model"),
-        ("train.checkpoint_minutes=-1", "train.checkpoint_minutes = -1"),
+        (
+            "model.output_dropout=1",
+            "model.output_dropout = 1.0: must lie in [0, 1)",
+        ),
+        (
+            "model.bidirectional=true",
+            "model.bidirectional = true: must be false: a language model",
+        ),
+        (
+            "train.checkpoint_minutes=-1",
+            "train.checkpoint_minutes = -1",
+        ),
         ("train.progress_minutes=nan", "train.progress_minutes = NaN"),
-        ("schedule.over=time", "schedule.over = \"time\": runs over the time budget: set train.max_minutes"),
+        (
+            "schedule.over=time",
+            "schedule.over = \"time\": runs over the time budget: set train.max_minutes",
+        ),
     ] {
         let message = parse_error(ok, &[set]);
         assert!(message.contains(expected), "{set}: {message}");
     }
-    let step_over_time = parse_error(ok, &["schedule.over=time", "schedule.kind=step", "train.max_minutes=5"]);
-    assert!(step_over_time.contains("the step schedule counts epochs"), "{step_over_time}");
+    let step_over_time = parse_error(
+        ok,
+        &[
+            "schedule.over=time",
+            "schedule.kind=step",
+            "train.max_minutes=5",
+        ],
+    );
+    assert!(
+        step_over_time.contains("the step schedule counts epochs"),
+        "{step_over_time}"
+    );
     let no_split = parse_error(ok, &["train.valid_every=10", "data.valid_fraction=0"]);
-    assert!(no_split.contains("train.valid_every = 10: needs a validation split"), "{no_split}");
+    assert!(
+        no_split.contains("train.valid_every = 10: needs a validation split"),
+        "{no_split}"
+    );
     let typo = parse_error(ok, &["optimizer.learning_rate=0.1"]);
     assert!(typo.contains("unknown field `learning_rate`"), "{typo}");
     let config = ExperimentConfig::parse(
@@ -245,12 +270,23 @@ fn a_small_run_lowers_perplexity_and_writes_every_artifact() {
     let scored = dir.join("scored.txt");
     std::fs::write(&scored, &text).unwrap();
     let cache = dir.join("eval-cache");
-    let from_file = rnnlm_train::evaluate_file(&loaded, &scored, "utf-8", 4, &device(), Some(&cache)).unwrap();
-    assert_eq!((from_file.tokens, from_file.perplexity), (evaluation.tokens, evaluation.perplexity));
+    let from_file =
+        rnnlm_train::evaluate_file(&loaded, &scored, "utf-8", 4, &device(), Some(&cache)).unwrap();
+    assert_eq!(
+        (from_file.tokens, from_file.perplexity),
+        (evaluation.tokens, evaluation.perplexity)
+    );
     let prepared: Vec<_> = std::fs::read_dir(cache.join("prepared")).unwrap().collect();
-    assert_eq!(prepared.len(), 1, "one prepared file, reused by a second call");
+    assert_eq!(
+        prepared.len(),
+        1,
+        "one prepared file, reused by a second call"
+    );
     rnnlm_train::evaluate_file(&loaded, &scored, "utf-8", 4, &device(), Some(&cache)).unwrap();
-    assert_eq!(std::fs::read_dir(cache.join("prepared")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(cache.join("prepared")).unwrap().count(),
+        1
+    );
 
     // A checkpoint whose config names another model kind is refused, not loaded into garbage.
     let tampered = dir.join("tampered");

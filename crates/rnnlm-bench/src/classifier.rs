@@ -119,13 +119,16 @@ impl Classifier {
         let Some(lengths) = lengths else {
             let (outputs, _) = self.core.forward(inputs, None);
             let width = self.core.output_size();
-            return self.head.forward(outputs.narrow(1, steps - 1, 1).reshape([batch, width]));
+            return self
+                .head
+                .forward(outputs.narrow(1, steps - 1, 1).reshape([batch, width]));
         };
         let (_, state) = self
             .core
             .forward_padded(inputs, lengths, None)
             .expect("the benchmark's lengths lie in 1..=steps");
-        self.head.forward(state.top_layer_hidden(self.core.num_directions()))
+        self.head
+            .forward(state.top_layer_hidden(self.core.num_directions()))
     }
 }
 
@@ -218,7 +221,9 @@ pub fn run_classifier_bench(
                     Distribution::Uniform(0.0, CLASSIFIER_CLASSES as f64),
                     &ad,
                 );
-                let lengths = case.shortest.map(|shortest| random_lengths(batch, shortest, seed + index));
+                let lengths = case
+                    .shortest
+                    .map(|shortest| random_lengths(batch, shortest, seed + index));
                 (x, y, lengths)
             })
             .collect();

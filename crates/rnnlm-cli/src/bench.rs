@@ -153,7 +153,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 println!(
                     "{:<22} {:<8} {:<9} {:>12.0} {:>9.1} {:>12.0} {:>12.0} {:>12.0} {:>9.0}",
-                    format!("{} {}x{}", result.model, result.hidden_size, result.num_layers),
+                    format!(
+                        "{} {}x{}",
+                        result.model, result.hidden_size, result.num_layers
+                    ),
                     result.device,
                     if result.fused { "fused" } else { "composite" },
                     result.train_tokens_per_s,
@@ -253,7 +256,11 @@ fn run_classifier(args: &Args, name: &str) -> anyhow::Result<()> {
                     result.samples_per_s,
                     result.step_ms_median,
                     result.peak_rss_bytes as f64 / 1e6,
-                    if result.freed_memory_kept { "kept" } else { "default" },
+                    if result.freed_memory_kept {
+                        "kept"
+                    } else {
+                        "default"
+                    },
                 );
                 print_profile(result.step_ms_median, &result.train_profile);
             }

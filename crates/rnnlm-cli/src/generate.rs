@@ -136,28 +136,16 @@ pub fn run(loaded: &LoadedModel, request: &Request, device: &Device) -> anyhow::
         let mut out = std::io::stdout().lock();
         write!(out, "{}{separator}", shown(&batch[0]))?;
         out.flush()?;
-        generate(
-            model,
-            &batch,
-            request.len,
-            &decoding,
-            device,
-            |step| {
-                let _ = write!(out, "{}{separator}", shown(step));
-                let _ = out.flush();
-                ControlFlow::Continue(())
-            },
-        );
+        generate(model, &batch, request.len, &decoding, device, |step| {
+            let _ = write!(out, "{}{separator}", shown(step));
+            let _ = out.flush();
+            ControlFlow::Continue(())
+        });
         writeln!(out)?;
     } else {
-        let continuations = generate(
-            model,
-            &batch,
-            request.len,
-            &decoding,
-            device,
-            |_| ControlFlow::Continue(()),
-        );
+        let continuations = generate(model, &batch, request.len, &decoding, device, |_| {
+            ControlFlow::Continue(())
+        });
         for (prefix, continuation) in batch.iter().zip(continuations) {
             println!("{}{separator}{}", shown(prefix), shown(&continuation));
         }

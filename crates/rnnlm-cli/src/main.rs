@@ -245,8 +245,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let on_signal = interrupter.clone();
             // Ctrl-C, SIGTERM (a scheduler's or `kill`'s) and SIGHUP all stop after the current
             // minibatch, with a checkpoint there.
-            ctrlc::set_handler(move || on_signal.stop(Some("interrupted by a signal (Ctrl-C, SIGTERM)")))
-                .context("installing the signal handler")?;
+            ctrlc::set_handler(move || {
+                on_signal.stop(Some("interrupted by a signal (Ctrl-C, SIGTERM)"))
+            })
+            .context("installing the signal handler")?;
             let options = TrainOptions {
                 config,
                 overrides,
@@ -307,7 +309,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             experiment.validate()?;
             let (corpus, _) = rnnlm_train::prepare_corpus(&experiment, cache_dir.as_deref())?;
-            let size = std::fs::metadata(&corpus.path).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(&corpus.path)
+                .map(|m| m.len())
+                .unwrap_or(0);
             println!(
                 "{}: {} tokens for training, {} for validation, vocabulary of {} as {:?} ids; {:.1} MB",
                 corpus.path.display(),

@@ -157,7 +157,11 @@ fn the_quick_config_trains_one_epoch_on_every_backend() {
                 train < bound && valid < bound,
                 "{name}, {label}: perplexities after one epoch: train {train}, validation {valid}"
             );
-            let layers = if fused && label == "default" { "fused" } else { "composite" };
+            let layers = if fused && label == "default" {
+                "fused"
+            } else {
+                "composite"
+            };
             eprintln!(
                 "{name}, {label} ({layers} layers): one epoch of configs/quick.toml{}: train \
                  perplexity {train:.3}, validation {valid:.3}, {tokens_per_second:.0} tokens/s",
@@ -245,7 +249,15 @@ fn a_libtorch_thread_count_that_is_not_a_number_is_named() {
         return;
     }
     let output = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(["bench", "--model", "rnn-scratch", "--device", "tch", "--steps", "1"])
+        .args([
+            "bench",
+            "--model",
+            "rnn-scratch",
+            "--device",
+            "tch",
+            "--steps",
+            "1",
+        ])
         .env("RNNLM_LIBTORCH_THREADS", "zero")
         .output()
         .expect("the binary runs");

@@ -164,7 +164,11 @@ impl Epoch {
     ///
     /// # Errors
     /// Fewer than 2 tokens, or `streams` or `num_steps` 0.
-    pub fn streams(tokens: impl Into<Tokens>, streams: usize, num_steps: usize) -> Result<Self, DataError> {
+    pub fn streams(
+        tokens: impl Into<Tokens>,
+        streams: usize,
+        num_steps: usize,
+    ) -> Result<Self, DataError> {
         let tokens = tokens.into();
         for (field, value) in [("streams", streams), ("data.num_steps", num_steps)] {
             if value == 0 {
@@ -240,10 +244,14 @@ impl Epoch {
         match &self.layout {
             Layout::Windows { batches, .. } => *batches,
             Layout::Streams {
-                columns, tail: false, ..
+                columns,
+                tail: false,
+                ..
             } => columns / self.config.num_steps,
             Layout::Streams {
-                columns, tail: true, ..
+                columns,
+                tail: true,
+                ..
             } => columns.div_ceil(self.config.num_steps),
         }
     }
@@ -345,7 +353,11 @@ impl Permutation {
     /// # Panics
     /// If `index >= len`.
     pub fn get(&self, index: usize) -> usize {
-        assert!(index < self.len, "position {index} of a permutation of {}", self.len);
+        assert!(
+            index < self.len,
+            "position {index} of a permutation of {}",
+            self.len
+        );
         let mut x = index as u64;
         loop {
             x = self.feistel(x);
@@ -399,7 +411,11 @@ pub struct Minibatch {
 impl Minibatch {
     /// From the windows of `num_steps + 1` tokens at `starts`: X is a window without its last
     /// token, Y without its first.
-    fn from_windows(tokens: &Tokens, num_steps: usize, starts: impl Iterator<Item = usize>) -> Self {
+    fn from_windows(
+        tokens: &Tokens,
+        num_steps: usize,
+        starts: impl Iterator<Item = usize>,
+    ) -> Self {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let mut batch_size = 0;
         for start in starts {

@@ -213,7 +213,10 @@ impl Corpus {
                 ),
             });
         }
-        let keep = options.max_tokens.unwrap_or(usize::MAX).min(counter.total() as usize);
+        let keep = options
+            .max_tokens
+            .unwrap_or(usize::MAX)
+            .min(counter.total() as usize);
         let reserved: Vec<&str> = options.reserved.iter().map(String::as_str).collect();
         let vocab = counter.into_vocab(options.min_freq, &reserved);
         let encoder = TokenEncoder::new(&vocab);

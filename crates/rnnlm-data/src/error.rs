@@ -38,7 +38,9 @@ pub enum DataError {
         offset: usize,
     },
     /// The file holds a byte its encoding does not define.
-    #[error("{path} is not {encoding} text (undefined byte at offset {offset}); check data.encoding (--encoding)")]
+    #[error(
+        "{path} is not {encoding} text (undefined byte at offset {offset}); check data.encoding (--encoding)"
+    )]
     Malformed {
         /// The file.
         path: PathBuf,
@@ -131,7 +133,9 @@ pub enum DataError {
     },
     /// A prepared token file could not be written (a full disk, say); nothing is left at its
     /// path. The message holds the reason.
-    #[error("cannot write the prepared tokens {path}: {reason}; nothing was kept there (free space on its disk, or prepare elsewhere with data.prepared)")]
+    #[error(
+        "cannot write the prepared tokens {path}: {reason}; nothing was kept there (free space on its disk, or prepare elsewhere with data.prepared)"
+    )]
     Write {
         /// The file.
         path: PathBuf,
@@ -139,7 +143,9 @@ pub enum DataError {
         reason: std::io::Error,
     },
     /// A file at a prepared file's path is not a prepared token file; it is left alone.
-    #[error("{path} is not a prepared token file: {reason}; name another path in data.prepared (or move that file)")]
+    #[error(
+        "{path} is not a prepared token file: {reason}; name another path in data.prepared (or move that file)"
+    )]
     NotPrepared {
         /// The file.
         path: PathBuf,

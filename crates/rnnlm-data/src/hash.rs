@@ -31,4 +31,3 @@ pub fn sha1_of_file(path: &Path) -> Result<String, DataError> {
     }
     Ok(hex(&hasher.finalize()))
 }
-

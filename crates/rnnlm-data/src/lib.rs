@@ -29,21 +29,21 @@ pub use batches::{
     BatchConfig, Epoch, Minibatch, MinibatchDataset, Permutation, Sampling, SequenceBatch,
     SequenceBatcher, epoch_rng,
 };
-pub use prepared::{
-    CorpusSpec, MappedFile, PREPARED_EXTENSION, PREPARED_FORMAT, PrepareProgress, Preparation,
-    PreparedCorpus, SourceFile, UNKNOWN_LISTED, Unusable,
-};
-pub use tokens::{IdWidth, Tokens};
 pub use corpus::{
     CACHE_DIR_ENV, Corpus, CorpusOptions, CorpusSource, RemoteFile, TIME_MACHINE_FILE,
     TIME_MACHINE_SHA1, TIME_MACHINE_URL, TextShare, default_cache_dir, encode,
 };
 pub use error::DataError;
 pub use hash::sha1_of_file;
+pub use prepared::{
+    CorpusSpec, MappedFile, PREPARED_EXTENSION, PREPARED_FORMAT, Preparation, PrepareProgress,
+    PreparedCorpus, SourceFile, UNKNOWN_LISTED, Unusable,
+};
 pub use text::{
     Preprocess, StreamOptions, StreamedFile, Token, TokenLevel, TokenStream, Tokenizer, UTF_8,
     encoding_for, read_text, read_text_in, stream_text, stream_text_with_progress, text_files,
 };
+pub use tokens::{IdWidth, Tokens};
 pub use vocab::{TokenCounter, TokenEncoder, UNK, Vocab};
 
 /// The crate's README, whose example runs as a doctest.

@@ -245,7 +245,9 @@ pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, DataE
 /// characters is refused under another encoding (corpora in different encodings).
 pub fn read_text_in(path: &Path, label: &str) -> Result<String, DataError> {
     let mut text = String::new();
-    stream_text(path, label, StreamOptions::default(), |piece| text.push_str(piece))?;
+    stream_text(path, label, StreamOptions::default(), |piece| {
+        text.push_str(piece)
+    })?;
     Ok(text)
 }
 
@@ -322,8 +324,8 @@ pub fn stream_text_with_progress(
     // File offset of buf[0].
     let mut offset: u64 = 0;
     let mut hasher = options.sha1.then(sha1::Sha1::new);
-    let mut decoder = (encoding != encoding_rs::UTF_8)
-        .then(|| encoding.new_decoder_without_bom_handling());
+    let mut decoder =
+        (encoding != encoding_rs::UTF_8).then(|| encoding.new_decoder_without_bom_handling());
     let mut decoded = String::new();
     // Under another encoding: whether the file is valid UTF-8 holding non-ASCII text, which is
     // almost never a single-byte encoding's text but a UTF-8 file among other corpora.
@@ -345,13 +347,18 @@ pub fn stream_text_with_progress(
         match &mut decoder {
             None => {
                 // A UTF-8 byte-order mark is no character of the text.
-                let start = if offset == 0 && buf[..end].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+                let start = if offset == 0 && buf[..end].starts_with(b"\xEF\xBB\xBF") {
+                    3
+                } else {
+                    0
+                };
                 let (valid, rest) = match std::str::from_utf8(&buf[start..end]) {
                     Ok(text) => (text, 0),
                     // A character cut by the chunk's end: kept for the next chunk.
                     Err(e) if e.error_len().is_none() && !last => {
                         let valid = e.valid_up_to();
-                        let text = std::str::from_utf8(&buf[start..start + valid]).expect("valid prefix");
+                        let text =
+                            std::str::from_utf8(&buf[start..start + valid]).expect("valid prefix");
                         (text, end - start - valid)
                     }
                     Err(e) => {

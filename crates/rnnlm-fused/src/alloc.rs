@@ -55,8 +55,8 @@ pub fn set_automatic_allocator_settings(automatic: bool) {
 /// whose composite paths gain from it too) calls this at start-up.
 pub fn keep_freed_memory_unless_told_not_to() {
     static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let leave_alone =
-        *FROM_ENV.get_or_init(|| std::env::var_os("RNNLM_MALLOC_DEFAULTS").is_some_and(|v| v == "1"));
+    let leave_alone = *FROM_ENV
+        .get_or_init(|| std::env::var_os("RNNLM_MALLOC_DEFAULTS").is_some_and(|v| v == "1"));
     if AUTOMATIC.load(Ordering::Relaxed) && !leave_alone {
         keep_freed_memory();
     }

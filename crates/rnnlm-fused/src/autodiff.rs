@@ -2,13 +2,13 @@
 //! is [`ScanKernels::layer_backward`].
 
 use burn::backend::Backend;
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::TensorMetadata;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::scan::Wanted;
 

@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 
+use burn::backend::Backend;
 use burn::backend::TensorMetadata;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::Backend;
 use rnnlm_kernels::CellKind;
 use rnnlm_kernels::projection::{self, LayerInput, RowLayout};
 use rnnlm_kernels::scan::{self, Plan, ScanShape, ScanTape};
@@ -48,7 +48,11 @@ impl Input<'_> {
         let shape = dims::<B>(input);
         if let [steps, batch, features] = shape[..] {
             let (values, layout) = B::rows(input, [steps, batch, features]);
-            return Input::Dense { values, features, layout };
+            return Input::Dense {
+                values,
+                features,
+                layout,
+            };
         }
         // The caller checked the ids against the table (`check_ids` in the cores, the
         // projection's own bounds below): a negative one cannot reach here.
@@ -57,12 +61,20 @@ impl Input<'_> {
             .convert::<i64>()
             .try_into_vec::<i64>()
             .expect("ids converted to i64");
-        Input::OneHot(ids.into_iter().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect())
+        Input::OneHot(
+            ids.into_iter()
+                .map(|id| usize::try_from(id).unwrap_or(usize::MAX))
+                .collect(),
+        )
     }
 
     fn kernel(&self) -> LayerInput<'_> {
         match self {
-            Input::Dense { values, features, layout } => LayerInput::Dense {
+            Input::Dense {
+                values,
+                features,
+                layout,
+            } => LayerInput::Dense {
                 values,
                 features: *features,
                 layout: *layout,
@@ -79,7 +91,11 @@ pub(crate) fn forward<B: HostTensors>(
 ) -> (FloatTensor<B>, Option<ScanSaved<B>>) {
     let [steps, batch] = inputs.steps_and_batch();
     let hidden = dims::<B>(&inputs.h0)[1];
-    let shape = ScanShape { steps, batch, hidden };
+    let shape = ScanShape {
+        steps,
+        batch,
+        hidden,
+    };
     let width = cell.gates() * hidden;
     let order = inputs.order.as_kernel_order();
     let out = {
@@ -87,7 +103,13 @@ pub(crate) fn forward<B: HostTensors>(
         let projected = {
             let input = Input::read::<B>(&inputs.input, &inputs.ids);
             let input_weight = B::values(&inputs.input_weight);
-            projection::forward(input.kernel(), &input_weight, [steps, batch, width], order, Plan::default())
+            projection::forward(
+                input.kernel(),
+                &input_weight,
+                [steps, batch, width],
+                order,
+                Plan::default(),
+            )
         };
         let (input_bias, h0, c0, weight, hidden_bias) = (
             B::values(&inputs.input_bias),
@@ -119,7 +141,11 @@ pub(crate) fn forward<B: HostTensors>(
     );
     // A tape of `[rows, width]`, or `[0]` for a cell that keeps none.
     let tape = |values: Vec<f32>| {
-        let shape = if values.is_empty() { vec![0] } else { vec![rows, values.len() / rows] };
+        let shape = if values.is_empty() {
+            vec![0]
+        } else {
+            vec![rows, values.len() / rows]
+        };
         B::from_values(values, &shape)
     };
     debug_assert!(out.gates.is_empty() || out.gates.len() == rows * width);
@@ -148,7 +174,11 @@ pub(crate) fn backward<B: HostTensors>(
     let [outputs, batch, hidden] = <[usize; 3]>::try_from(dims::<B>(&saved.output))
         .expect("a scan's output has three dimensions");
     let steps = outputs - 1 - usize::from(cell.has_cell());
-    let shape = ScanShape { steps, batch, hidden };
+    let shape = ScanShape {
+        steps,
+        batch,
+        hidden,
+    };
     let width = cell.gates() * hidden;
     let order = saved.order.as_kernel_order();
     let grads = {
@@ -176,9 +206,9 @@ pub(crate) fn backward<B: HostTensors>(
     // input gets a batch-first gradient without a transpose.
     let input = Input::read::<B>(&saved.input, &saved.ids);
     let gradient_layout = match &input {
-        Input::Dense { layout, features, .. } if layout.step_stride < layout.row_stride => {
-            RowLayout::batch_first(steps, *features)
-        }
+        Input::Dense {
+            layout, features, ..
+        } if layout.step_stride < layout.row_stride => RowLayout::batch_first(steps, *features),
         Input::Dense { features, .. } => RowLayout::time_major(batch, *features),
         Input::OneHot(_) => RowLayout::time_major(batch, 0),
     };
@@ -191,19 +221,26 @@ pub(crate) fn backward<B: HostTensors>(
             [steps, batch, width],
             order,
             gradient_layout,
-            [wanted.input && matches!(input, Input::Dense { .. }), wanted.input_weight],
+            [
+                wanted.input && matches!(input, Input::Dense { .. }),
+                wanted.input_weight,
+            ],
             Plan::default(),
         )
     };
     let input_weight_rows = dims::<B>(&saved.input_weight)[0];
     let d_input = match &input {
-        Input::Dense { features, .. } if !projection_grads.input.is_empty() => {
-            Some(if gradient_layout == RowLayout::time_major(batch, *features) {
+        Input::Dense { features, .. } if !projection_grads.input.is_empty() => Some(
+            if gradient_layout == RowLayout::time_major(batch, *features) {
                 B::from_values(projection_grads.input, &[steps, batch, *features])
             } else {
-                B::float_swap_dims(B::from_values(projection_grads.input, &[batch, steps, *features]), 0, 1)
-            })
-        }
+                B::float_swap_dims(
+                    B::from_values(projection_grads.input, &[batch, steps, *features]),
+                    0,
+                    1,
+                )
+            },
+        ),
         _ => None,
     };
     let some = |values: Vec<f32>, shape: &[usize]| {
@@ -234,7 +271,10 @@ pub(crate) fn gather_rows_backward<B: HostTensors>(
         .expect("ids converted to i64");
     // The caller checked the ids against the table (`RnnLm`'s `check_ids`, `select`'s own
     // bounds in the forward pass): a negative one cannot reach here.
-    let ids: Vec<usize> = ids.into_iter().map(|id| usize::try_from(id).unwrap_or(usize::MAX)).collect();
+    let ids: Vec<usize> = ids
+        .into_iter()
+        .map(|id| usize::try_from(id).unwrap_or(usize::MAX))
+        .collect();
     let d_table = {
         let d_output = B::values(&d_output);
         rnnlm_kernels::gather::scatter_add_rows(&d_output, width, &ids, vocab)
@@ -340,7 +380,10 @@ mod flex {
             FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
         }
 
-        fn rows(tensor: &FlexTensor, [steps, batch, features]: [usize; 3]) -> (Cow<'_, [f32]>, RowLayout) {
+        fn rows(
+            tensor: &FlexTensor,
+            [steps, batch, features]: [usize; 3],
+        ) -> (Cow<'_, [f32]>, RowLayout) {
             let layout = tensor.layout();
             let strides = layout.strides();
             let in_place = match strides {
@@ -354,7 +397,10 @@ mod flex {
                 _ => None,
             };
             match in_place {
-                Some(rows) => (Cow::Borrowed(&tensor.storage::<f32>()[layout.start_offset()..]), rows),
+                Some(rows) => (
+                    Cow::Borrowed(&tensor.storage::<f32>()[layout.start_offset()..]),
+                    rows,
+                ),
                 None => (Self::values(tensor), RowLayout::time_major(batch, features)),
             }
         }
@@ -373,7 +419,10 @@ mod ndarray {
     impl HostTensors for NdArray {
         fn values(tensor: &NdArrayTensor) -> Cow<'_, [f32]> {
             let NdArrayTensor::F32(storage) = tensor else {
-                panic!("the fused scan runs on f32 tensors only, got {:?}", tensor.dtype());
+                panic!(
+                    "the fused scan runs on f32 tensors only, got {:?}",
+                    tensor.dtype()
+                );
             };
             match storage.view().to_slice() {
                 Some(values) => Cow::Borrowed(values),
@@ -417,7 +466,9 @@ mod libtorch {
                 Cow::Borrowed(values)
             } else {
                 let contiguous = t.contiguous();
-                Cow::Owned(Vec::<f32>::try_from(contiguous.view(-1)).expect("a float CPU tensor's values"))
+                Cow::Owned(
+                    Vec::<f32>::try_from(contiguous.view(-1)).expect("a float CPU tensor's values"),
+                )
             }
         }
 

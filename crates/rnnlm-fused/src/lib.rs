@@ -75,11 +75,11 @@ pub use alloc::{
     freed_memory_kept, keep_freed_memory, keep_freed_memory_unless_told_not_to,
     set_automatic_allocator_settings,
 };
+pub use op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
+pub use rnnlm_kernels::{Activation, CellKind, Clip};
 /// The kernels' thread count ([`rnnlm_kernels::threads`], [`rnnlm_kernels::set_threads`]) and
 /// how long their helper threads stay awake ([`rnnlm_kernels::set_helper_stay_awake`]).
 pub use rnnlm_kernels::{set_helper_stay_awake, set_threads, threads};
-pub use op::{LayerWanted, ScanBackend, ScanGrads, ScanInputs, ScanKernels, ScanOrder, ScanSaved};
-pub use rnnlm_kernels::{Activation, CellKind, Clip};
 
 /// Whether the fused operation runs where it can, or the composite tensor operations run
 /// everywhere (for tests that compare the two, and for debugging).
@@ -220,7 +220,9 @@ fn compiled_for(device: &Device) -> bool {
 pub fn status(device: &Device) -> Status {
     if compiled_for(device) {
         if device.is_autodiff() && !cfg!(feature = "autodiff") {
-            return Status::NotCompiled { feature: "autodiff" };
+            return Status::NotCompiled {
+                feature: "autodiff",
+            };
         }
         return if mode() == Mode::Fused {
             Status::Active
@@ -281,7 +283,10 @@ pub fn is_active(device: &Device) -> bool {
 pub fn runs_on_host(device: &Device) -> bool {
     // Without the `cube` features no CubeCL device is active in the first place.
     #[cfg(feature = "cube")]
-    let on_cube = matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Cube(_));
+    let on_cube = matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::Cube(_)
+    );
     #[cfg(not(feature = "cube"))]
     let on_cube = false;
     is_active(device) && !on_cube
@@ -366,11 +371,16 @@ pub fn try_layer(cell: CellKind, inputs: LayerTensors<'_>) -> Result<Tensor<3>, 
         LayerInput::OneHot(_) => true,
     };
     let all_f32 = dense_f32
-        && [inputs.input_weight.dtype(), inputs.input_bias.dtype(), inputs.h0.dtype(), inputs.weight.dtype()]
-            .into_iter()
-            .chain(inputs.c0.map(Tensor::dtype))
-            .chain(inputs.hidden_bias.map(Tensor::dtype))
-            .all(|dtype| dtype == DType::F32);
+        && [
+            inputs.input_weight.dtype(),
+            inputs.input_bias.dtype(),
+            inputs.h0.dtype(),
+            inputs.weight.dtype(),
+        ]
+        .into_iter()
+        .chain(inputs.c0.map(Tensor::dtype))
+        .chain(inputs.hidden_bias.map(Tensor::dtype))
+        .all(|dtype| dtype == DType::F32);
     if !all_f32 {
         return Err(inputs);
     }
@@ -379,7 +389,10 @@ pub fn try_layer(cell: CellKind, inputs: LayerTensors<'_>) -> Result<Tensor<3>, 
     // The inputs a layer lacks are empty stand-ins: constants, so autodiff asks no gradient.
     let absent = || Tensor::<1>::zeros([0], &device).into_dispatch();
     let (input, ids) = match inputs.input {
-        LayerInput::Dense(x) => (x.into_dispatch(), Tensor::<1, Int>::zeros([0], &device).into_dispatch()),
+        LayerInput::Dense(x) => (
+            x.into_dispatch(),
+            Tensor::<1, Int>::zeros([0], &device).into_dispatch(),
+        ),
         LayerInput::OneHot(ids) => (absent(), ids.into_dispatch()),
     };
     let out = <burn::backend::Dispatch as ScanBackend>::recurrent_layer(
@@ -390,9 +403,13 @@ pub fn try_layer(cell: CellKind, inputs: LayerTensors<'_>) -> Result<Tensor<3>, 
         inputs.input_weight.clone().into_dispatch(),
         inputs.input_bias.clone().into_dispatch(),
         inputs.h0.clone().into_dispatch(),
-        inputs.c0.map_or_else(absent, |c0| c0.clone().into_dispatch()),
+        inputs
+            .c0
+            .map_or_else(absent, |c0| c0.clone().into_dispatch()),
         inputs.weight.clone().into_dispatch(),
-        inputs.hidden_bias.map_or_else(absent, |bias| bias.clone().into_dispatch()),
+        inputs
+            .hidden_bias
+            .map_or_else(absent, |bias| bias.clone().into_dispatch()),
     );
     Ok(Tensor::from_dispatch(out))
 }
@@ -428,19 +445,46 @@ fn check_shapes(cell: CellKind, inputs: &LayerTensors<'_>) {
         steps > 0 && batch > 0 && hidden > 0,
         "rnnlm_fused::try_layer: input has {steps} steps, {batch} rows and h0 {hidden} units, expected every size at least 1"
     );
-    expect("h0", &[h0_batch, hidden], &[batch, hidden], "[batch, hidden]");
+    expect(
+        "h0",
+        &[h0_batch, hidden],
+        &[batch, hidden],
+        "[batch, hidden]",
+    );
     let [inputs_rows, input_width] = inputs.input_weight.dims();
-    expect("input_weight", &[inputs_rows, input_width], &[inputs_rows, width], "[features or vocab, gates·hidden]");
+    expect(
+        "input_weight",
+        &[inputs_rows, input_width],
+        &[inputs_rows, width],
+        "[features or vocab, gates·hidden]",
+    );
     if let LayerInput::Dense(x) = &inputs.input {
         let features = x.dims()[2];
-        expect("input_weight", &[inputs_rows, input_width], &[features, width], "[features, gates·hidden]");
+        expect(
+            "input_weight",
+            &[inputs_rows, input_width],
+            &[features, width],
+            "[features, gates·hidden]",
+        );
     }
-    expect("input_bias", &inputs.input_bias.dims(), &[width], "[gates·hidden]");
-    expect("weight", &inputs.weight.dims(), &[hidden, width], "[hidden, gates·hidden]");
+    expect(
+        "input_bias",
+        &inputs.input_bias.dims(),
+        &[width],
+        "[gates·hidden]",
+    );
+    expect(
+        "weight",
+        &inputs.weight.dims(),
+        &[hidden, width],
+        "[hidden, gates·hidden]",
+    );
     match (inputs.c0, cell.has_cell()) {
         (Some(c0), true) => expect("c0", &c0.dims(), &[batch, hidden], "[batch, hidden]"),
         (None, true) => panic!("rnnlm_fused::try_layer: the LSTM needs c0 [batch, hidden]"),
-        (Some(_), false) => panic!("rnnlm_fused::try_layer: c0 is given, but a {cell:?} has no cell"),
+        (Some(_), false) => {
+            panic!("rnnlm_fused::try_layer: c0 is given, but a {cell:?} has no cell")
+        }
         (None, false) => {}
     }
     match inputs.hidden_bias {
@@ -456,7 +500,11 @@ fn check_shapes(cell: CellKind, inputs: &LayerTensors<'_>) {
         "rnnlm_fused::try_layer: order.lengths holds {} values, expected one per row ({batch})",
         lengths.len()
     );
-    if let Some((row, length)) = lengths.iter().enumerate().find(|(_, l)| !(1..=steps).contains(*l)) {
+    if let Some((row, length)) = lengths
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !(1..=steps).contains(*l))
+    {
         panic!("rnnlm_fused::try_layer: row {row} has length {length}, expected 1..={steps}");
     }
 }

@@ -292,12 +292,22 @@ impl CoreLayout {
     }
 
     fn bidirectional(&self) -> bool {
-        matches!(self.convention, Convention::Torch { bidirectional: true, .. })
+        matches!(
+            self.convention,
+            Convention::Torch {
+                bidirectional: true,
+                ..
+            }
+        )
     }
 
     /// The key suffixes of a layer's directions: `""`, and `"_reverse"` when bidirectional.
     fn directions(&self) -> &'static [&'static str] {
-        if self.bidirectional() { &["", "_reverse"] } else { &[""] }
+        if self.bidirectional() {
+            &["", "_reverse"]
+        } else {
+            &[""]
+        }
     }
 
     /// The first layer reads the input; each later one both directions of the layer below.
@@ -315,7 +325,9 @@ impl CoreLayout {
         for layer in 0..self.num_layers {
             let input = self.layer_input(layer);
             match &self.convention {
-                Convention::Torch { cell, prefix, bias, .. } => {
+                Convention::Torch {
+                    cell, prefix, bias, ..
+                } => {
                     let rows = cell.gates() * h;
                     for suffix in self.directions() {
                         let key = |name: &str| format!("{prefix}{name}_l{layer}{suffix}");
@@ -355,7 +367,11 @@ impl CoreLayout {
                 self.input,
                 self.hidden,
                 if *bias { "" } else { ", bias=False" },
-                if *bidirectional { ", bidirectional=True" } else { "" }
+                if *bidirectional {
+                    ", bidirectional=True"
+                } else {
+                    ""
+                }
             ),
             Convention::D2l { .. } => {
                 format!("{layers}d2l scratch RNN({}, {})", self.input, self.hidden)
@@ -767,7 +783,11 @@ fn load_core(
                     Param::from_tensor(matrix(dict, &format!("{prefix}W_xh"), false, device)?);
                 layer.w_hh =
                     Param::from_tensor(matrix(dict, &format!("{prefix}W_hh"), false, device)?);
-                layer.b_h = Some(Param::from_tensor(vector(dict, &format!("{prefix}b_h"), device)?));
+                layer.b_h = Some(Param::from_tensor(vector(
+                    dict,
+                    &format!("{prefix}b_h"),
+                    device,
+                )?));
                 layer.activation = nonlinearity;
             }
         }
@@ -775,7 +795,10 @@ fn load_core(
             // The core's layers in PyTorch's order: layer by layer, forward then reverse.
             let directions = layout.directions();
             let key = |name: &str, entry: usize| {
-                let (layer, suffix) = (entry / directions.len(), directions[entry % directions.len()]);
+                let (layer, suffix) = (
+                    entry / directions.len(),
+                    directions[entry % directions.len()],
+                );
                 format!("{prefix}{name}_l{layer}{suffix}")
             };
             let rows = |layer: usize| -> Result<(Tensor<2>, Tensor<2>, Tensor<1>, Tensor<1>), ImportError> {

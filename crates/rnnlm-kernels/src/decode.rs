@@ -339,7 +339,6 @@ impl Session<'_, '_> {
     }
 }
 
-
 /// The buffers of one step, shared by the parts: the main thread fills `tokens`, `old` and
 /// `cell` before the step starts; between barriers each part writes only its own units (its
 /// columns of `new[l]` and `cell[l]`) and reads whole rows only of what the barrier before
@@ -542,14 +541,7 @@ impl PartScratch {
         Self {
             gates: vec![0.0; batch * lm.cell.gates() * share],
             h_prev_units: vec![0.0; batch * share],
-            cell_units: vec![
-                0.0;
-                if lm.cell.has_cell() {
-                    batch * share
-                } else {
-                    0
-                }
-            ],
+            cell_units: vec![0.0; if lm.cell.has_cell() { batch * share } else { 0 }],
             out_units: vec![0.0; batch * share],
             extra_units: vec![0.0; batch * share],
             step: Scratch::default(),
@@ -641,34 +633,69 @@ impl Kernel for PartStep<'_, '_> {
     }
 }
 
-
 /// Panics, naming the weight, unless every length fits the sizes.
 fn check_weights(weights: &StackWeights, width: usize) {
-    let StackWeights {
-        hidden, vocab, ..
-    } = *weights;
+    let StackWeights { hidden, vocab, .. } = *weights;
     assert!(!weights.layers.is_empty(), "StackWeights: no layer");
     let expect = |what: String, len: usize, expected: usize, shape: String| {
-        assert_eq!(len, expected, "StackWeights: {what} holds {len} values, expected {shape} = {expected}");
+        assert_eq!(
+            len, expected,
+            "StackWeights: {what} holds {len} values, expected {shape} = {expected}"
+        );
     };
     let first_input = match &weights.embedding {
         Some((table, dim)) => {
-            expect("embedding".into(), table.len(), vocab * dim, format!("[vocab, dim] = [{vocab}, {dim}]"));
+            expect(
+                "embedding".into(),
+                table.len(),
+                vocab * dim,
+                format!("[vocab, dim] = [{vocab}, {dim}]"),
+            );
             *dim
         }
         None => vocab,
     };
     for (l, layer) in weights.layers.iter().enumerate() {
         let input = if l == 0 { first_input } else { hidden };
-        expect(format!("layers[{l}].input_weight"), layer.input_weight.len(), input * width, format!("[{input}, {width}]"));
-        expect(format!("layers[{l}].input_bias"), layer.input_bias.len(), width, format!("[{width}]"));
-        expect(format!("layers[{l}].hidden_weight"), layer.hidden_weight.len(), hidden * width, format!("[{hidden}, {width}]"));
+        expect(
+            format!("layers[{l}].input_weight"),
+            layer.input_weight.len(),
+            input * width,
+            format!("[{input}, {width}]"),
+        );
+        expect(
+            format!("layers[{l}].input_bias"),
+            layer.input_bias.len(),
+            width,
+            format!("[{width}]"),
+        );
+        expect(
+            format!("layers[{l}].hidden_weight"),
+            layer.hidden_weight.len(),
+            hidden * width,
+            format!("[{hidden}, {width}]"),
+        );
         if !layer.hidden_bias.is_empty() {
-            expect(format!("layers[{l}].hidden_bias"), layer.hidden_bias.len(), width, format!("[{width}]"));
+            expect(
+                format!("layers[{l}].hidden_bias"),
+                layer.hidden_bias.len(),
+                width,
+                format!("[{width}]"),
+            );
         }
     }
-    expect("output_weight".into(), weights.output_weight.len(), hidden * vocab, format!("[{hidden}, {vocab}]"));
-    expect("output_bias".into(), weights.output_bias.len(), vocab, format!("[{vocab}]"));
+    expect(
+        "output_weight".into(),
+        weights.output_weight.len(),
+        hidden * vocab,
+        format!("[{hidden}, {vocab}]"),
+    );
+    expect(
+        "output_bias".into(),
+        weights.output_bias.len(),
+        vocab,
+        format!("[{vocab}]"),
+    );
 }
 
 #[cfg(test)]
@@ -676,8 +703,8 @@ mod tests {
     use super::*;
     use crate::Activation;
     use crate::cell::KINDS;
-    use crate::test_support::{isas, values};
     use crate::scan::{self, Plan, Projected, ScanInputs, ScanShape};
+    use crate::test_support::{isas, values};
 
     /// `a [rows, inner] · b [inner, cols]`, the plain triple loop.
     fn matmul(a: &[f32], b: &[f32], rows: usize, inner: usize, cols: usize) -> Vec<f32> {
@@ -693,10 +720,19 @@ mod tests {
         out
     }
 
-    fn stack(kind: CellKind, hidden: usize, layers: usize, embedding: Option<usize>) -> StackWeights {
+    fn stack(
+        kind: CellKind,
+        hidden: usize,
+        layers: usize,
+        embedding: Option<usize>,
+    ) -> StackWeights {
         let (vocab, width) = (13, kind.gates() * hidden);
         // ReLU grows without a bound: keep its weights small.
-        let scale = if matches!(kind, CellKind::Rnn(Activation::Relu, _)) { 0.15 } else { 0.5 };
+        let scale = if matches!(kind, CellKind::Rnn(Activation::Relu, _)) {
+            0.15
+        } else {
+            0.5
+        };
         let first_input = embedding.unwrap_or(vocab);
         StackWeights {
             cell: kind,
@@ -735,17 +771,27 @@ mod tests {
             .flatten()
             .flat_map(|&t| match &weights.embedding {
                 Some((table, dim)) => table[t as usize * dim..(t as usize + 1) * dim].to_vec(),
-                None => (0..vocab).map(|v| f32::from(u8::from(v == t as usize))).collect(),
+                None => (0..vocab)
+                    .map(|v| f32::from(u8::from(v == t as usize)))
+                    .collect(),
             })
             .collect();
         let mut input = weights.embedding.as_ref().map_or(vocab, |(_, dim)| *dim);
-        let mut state = DecodeState { batch, hidden: Vec::new(), cell: Vec::new() };
+        let mut state = DecodeState {
+            batch,
+            hidden: Vec::new(),
+            cell: Vec::new(),
+        };
         for layer in &weights.layers {
             let projected = matmul(&below, &layer.input_weight, steps * batch, input, width);
             let zeros = vec![0.0; batch * hidden];
             let out = scan::forward(
                 weights.cell,
-                ScanShape { steps, batch, hidden },
+                ScanShape {
+                    steps,
+                    batch,
+                    hidden,
+                },
                 Projected::Borrowed(&projected),
                 ScanInputs {
                     input_bias: &layer.input_bias,
@@ -760,7 +806,9 @@ mod tests {
             );
             let block = batch * hidden;
             let every_h = &out.output[..steps * block];
-            state.hidden.push(out.output[steps * block..(steps + 1) * block].to_vec());
+            state
+                .hidden
+                .push(out.output[steps * block..(steps + 1) * block].to_vec());
             if weights.cell.has_cell() {
                 state.cell.push(out.output[(steps + 1) * block..].to_vec());
             }
@@ -778,13 +826,20 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// Token columns `[steps][batch]` from a fixed pattern.
     fn tokens(steps: usize, batch: usize) -> Vec<Vec<u32>> {
         (0..steps)
-            .map(|t| (0..batch).map(|b| ((t * 5 + b * 3 + 1) % 13) as u32).collect())
+            .map(|t| {
+                (0..batch)
+                    .map(|b| ((t * 5 + b * 3 + 1) % 13) as u32)
+                    .collect()
+            })
             .collect()
     }
 
@@ -830,9 +885,15 @@ mod tests {
             let columns: Vec<Vec<u32>> = prefix.iter().map(|&t| vec![t]).collect();
             let (want, want_state) = reference(&weights, &columns);
             let last = &want[(prefix.len() - 1) * 13..];
-            assert!(max_diff(&logits[row * 13..(row + 1) * 13], last) < 2e-5, "row {row}");
+            assert!(
+                max_diff(&logits[row * 13..(row + 1) * 13], last) < 2e-5,
+                "row {row}"
+            );
             for (h, want) in state.hidden.iter().zip(&want_state.hidden) {
-                assert!(max_diff(&h[row * 16..(row + 1) * 16], want) < 2e-5, "row {row}");
+                assert!(
+                    max_diff(&h[row * 16..(row + 1) * 16], want) < 2e-5,
+                    "row {row}"
+                );
             }
         }
     }
@@ -856,12 +917,17 @@ mod tests {
                     (logits, state)
                 })
                 .collect();
-            assert!(runs[1] == runs[0] && runs[2] == runs[0], "{kind:?}: the splits differ");
+            assert!(
+                runs[1] == runs[0] && runs[2] == runs[0],
+                "{kind:?}: the splits differ"
+            );
         }
     }
 
     #[test]
-    #[should_panic(expected = "Decoder::step: token id 13, expected ids in 0..13 (the vocabulary size)")]
+    #[should_panic(
+        expected = "Decoder::step: token id 13, expected ids in 0..13 (the vocabulary size)"
+    )]
     fn a_token_outside_the_vocabulary_is_named() {
         let decoder = Decoder::new(&stack(CellKind::Gru(crate::cell::Clip::NONE), 8, 1, None));
         let mut state = decoder.begin_state(2);
@@ -871,15 +937,27 @@ mod tests {
     #[test]
     #[should_panic(expected = "Decoder::step: 1 tokens for a state of 2 rows")]
     fn a_batch_mismatch_is_named() {
-        let decoder = Decoder::new(&stack(CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE), 8, 1, None));
+        let decoder = Decoder::new(&stack(
+            CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE),
+            8,
+            1,
+            None,
+        ));
         let mut state = decoder.begin_state(2);
         decoder.step(&[1], &mut state, &mut Vec::new());
     }
 
     #[test]
-    #[should_panic(expected = "StackWeights: layers[1].hidden_weight holds 63 values, expected [8, 8] = 64")]
+    #[should_panic(
+        expected = "StackWeights: layers[1].hidden_weight holds 63 values, expected [8, 8] = 64"
+    )]
     fn weights_of_the_wrong_length_are_named() {
-        let mut weights = stack(CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE), 8, 2, None);
+        let mut weights = stack(
+            CellKind::Rnn(Activation::Tanh, crate::cell::Clip::NONE),
+            8,
+            2,
+            None,
+        );
         weights.layers[1].hidden_weight.pop();
         Decoder::new(&weights);
     }

@@ -91,7 +91,11 @@ impl PackedB {
     /// A `[k, 0]` operand: a product with it computes nothing (a cell's step whose product
     /// runs elsewhere).
     pub fn empty(k: usize) -> Self {
-        Self { k, n: 0, data: Vec::new() }
+        Self {
+            k,
+            n: 0,
+            data: Vec::new(),
+        }
     }
 
     /// Columns of `B`.
@@ -181,7 +185,11 @@ pub(crate) unsafe fn gemm_into(
         "gemm: A holds {} values, expected [{m}, {k}] with row stride {lda}",
         a.len()
     );
-    assert!(ldc >= b.n, "gemm: C's row stride {ldc} is shorter than its {} columns", b.n);
+    assert!(
+        ldc >= b.n,
+        "gemm: C's row stride {ldc} is shorter than its {} columns",
+        b.n
+    );
     let a = Lhs { data: a, m, k, lda };
     // SAFETY (every arm): `isa` is what this CPU runs (see `run`); A's extent was checked
     // above, C's is the caller's promise.
@@ -289,13 +297,7 @@ pub(crate) fn gemm_large(
             // SAFETY: each piece of C is written by this thread alone, and C is borrowed
             // mutably for the whole call.
             unsafe {
-                gemm_single(
-                    piece_c,
-                    ldc,
-                    [rows, cols, k],
-                    a.from(a_at),
-                    b.from(b_at),
-                );
+                gemm_single(piece_c, ldc, [rows, cols, k], a.from(a_at), b.from(b_at));
             }
         }
     });
@@ -374,7 +376,11 @@ pub(crate) fn gemm_short_k(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    assert!(a_t.len() >= k * m, "gemm_short_k: Aᵀ holds {} values, expected [{k}, {m}]", a_t.len());
+    assert!(
+        a_t.len() >= k * m,
+        "gemm_short_k: Aᵀ holds {} values, expected [{k}, {m}]",
+        a_t.len()
+    );
     assert!(
         ldc >= n && c.len() >= (m - 1) * ldc + n,
         "gemm_short_k: C too short for [{m}, {n}]"
@@ -739,14 +745,26 @@ mod tests {
     /// more than one block of `k`, strided rows, and without touching C past its `n` columns.
     #[test]
     fn micro_kernels_equal_the_portable_product() {
-        let shapes = [(1, 1, 1), (6, 64, 128), (7, 70, 129), (32, 256, 300), (13, 17, 5), (5, 200, 64)];
+        let shapes = [
+            (1, 1, 1),
+            (6, 64, 128),
+            (7, 70, 129),
+            (32, 256, 300),
+            (13, 17, 5),
+            (5, 200, 64),
+        ];
         for (m, n, k) in shapes {
             let (lda, ldb, ldc) = (k + 3, n + 1, n + 5);
             let a = values(m * lda, 1, 1.0);
             let b = PackedB::new(&values(k * ldb, 2, 1.0), k, n, ldb);
             let start = values(m * ldc, 3, 1.0);
             let mut expected = start.clone();
-            let lhs = Lhs { data: &a, m, k, lda };
+            let lhs = Lhs {
+                data: &a,
+                m,
+                k,
+                lda,
+            };
             // SAFETY: `expected` holds [m, n] with row stride ldc; A and B as made above.
             unsafe { portable::gemm::<true>(expected.as_mut_ptr(), ldc, lhs, &b) };
             for isa in isas().into_iter().filter(|isa| *isa != Isa::Baseline) {

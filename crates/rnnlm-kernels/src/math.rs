@@ -121,4 +121,3 @@ unsafe fn run_avx512<K: Kernel>(kernel: K) {
 unsafe fn run_avx2<K: Kernel>(kernel: K) {
     kernel.run::<true>();
 }
-

@@ -30,7 +30,11 @@ impl Order<'_> {
     #[inline(always)]
     pub(crate) fn previous(&self, b: usize, t: usize, steps: usize) -> Option<usize> {
         if self.reverse {
-            let last = if self.lengths.is_empty() { steps } else { self.lengths[b] };
+            let last = if self.lengths.is_empty() {
+                steps
+            } else {
+                self.lengths[b]
+            };
             (t + 1 < last).then_some(t + 1)
         } else {
             t.checked_sub(1)
@@ -39,13 +43,21 @@ impl Order<'_> {
 
     /// The steps in the order a forward scan visits them.
     pub(crate) fn steps(&self, steps: usize) -> Box<dyn Iterator<Item = usize>> {
-        if self.reverse { Box::new((0..steps).rev()) } else { Box::new(0..steps) }
+        if self.reverse {
+            Box::new((0..steps).rev())
+        } else {
+            Box::new(0..steps)
+        }
     }
 
     /// The runs of consecutive rows of `rows` that take step `t`, as offsets into `rows`:
     /// the whole block without lengths, and one run per block when the rows are sorted by
     /// length, longest first.
-    pub(crate) fn runs(&self, rows: std::ops::Range<usize>, t: usize) -> Vec<std::ops::Range<usize>> {
+    pub(crate) fn runs(
+        &self,
+        rows: std::ops::Range<usize>,
+        t: usize,
+    ) -> Vec<std::ops::Range<usize>> {
         let start = rows.start;
         let mut runs = Vec::new();
         let mut open: Option<usize> = None;
@@ -91,4 +103,3 @@ impl Order<'_> {
         }
     }
 }
-

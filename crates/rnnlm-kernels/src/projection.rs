@@ -165,9 +165,18 @@ pub fn forward(
                 });
             });
         }
-        LayerInput::Dense { values, features, layout } => {
+        LayerInput::Dense {
+            values,
+            features,
+            layout,
+        } => {
             check_dense(values, features, layout, [steps, batch], "input");
-            expect(weight.len(), features * width, "weight", "[features, width]");
+            expect(
+                weight.len(),
+                features * width,
+                "weight",
+                "[features, width]",
+            );
             let packed = timed("projection forward: pack W_x", || {
                 PackedB::new_on(weight, features, width, width, plan.threads)
             });
@@ -218,7 +227,12 @@ pub fn backward(
     plan: Plan,
 ) -> ProjectionGradients {
     let rows = steps * batch;
-    expect(d_projected.len(), rows * width, "d_projected", "[steps · batch, width]");
+    expect(
+        d_projected.len(),
+        rows * width,
+        "d_projected",
+        "[steps · batch, width]",
+    );
     let inputs = check_weight(weight, width);
     let mut grads = ProjectionGradients::default();
     match input {
@@ -230,7 +244,11 @@ pub fn backward(
                 });
             }
         }
-        LayerInput::Dense { values, features, layout } => {
+        LayerInput::Dense {
+            values,
+            features,
+            layout,
+        } => {
             check_dense(values, features, layout, [steps, batch], "input");
             if input_wanted {
                 let extent = input_layout.extent(steps, batch, features);
@@ -259,7 +277,14 @@ pub fn backward(
             }
             if weight_wanted {
                 grads.weight = timed("projection backward: dW_x", || {
-                    weight_gradient(values, features, layout, d_projected, [steps, batch, width], plan)
+                    weight_gradient(
+                        values,
+                        features,
+                        layout,
+                        d_projected,
+                        [steps, batch, width],
+                        plan,
+                    )
                 });
             }
         }
@@ -297,7 +322,10 @@ fn product(
         unsafe { gemm_into(plan.isa, c_piece, ldc, &a[a_at..], lda, rows, b) };
     };
     let all_live = order.lengths.is_empty() || order.lengths.iter().all(|&length| length == steps);
-    let single = (a_layout.single_stride(steps, batch), c_layout.single_stride(steps, batch));
+    let single = (
+        a_layout.single_stride(steps, batch),
+        c_layout.single_stride(steps, batch),
+    );
     if let (Some(lda), Some(ldc), true) = (single.0, single.1, all_live) {
         // Each thread an equal share of whole row tiles, in blocks of at most ROW_BLOCK rows
         // (blocks dealt out whole left one thread a block more than the other: 9 blocks of
@@ -309,7 +337,13 @@ fn product(
             let share = split(tiles, parts, part);
             let (start, end) = (share.start * MR, (share.end * MR).min(rows));
             for first in (start..end).step_by(ROW_BLOCK) {
-                piece(ROW_BLOCK.min(end - first), first * lda, lda, first * ldc, ldc);
+                piece(
+                    ROW_BLOCK.min(end - first),
+                    first * lda,
+                    lda,
+                    first * ldc,
+                    ldc,
+                );
             }
         });
         return;
@@ -380,7 +414,10 @@ fn weight_gradient(
         let x_rows = if stride == features {
             &x[..rows * features]
         } else {
-            packed_rows = (0..rows).flat_map(|r| &x[r * stride..r * stride + features]).copied().collect::<Vec<f32>>();
+            packed_rows = (0..rows)
+                .flat_map(|r| &x[r * stride..r * stride + features])
+                .copied()
+                .collect::<Vec<f32>>();
             &packed_rows[..]
         };
         gemm_short_k(
@@ -414,7 +451,10 @@ fn weight_gradient(
 }
 
 fn expect(len: usize, expected: usize, what: &str, shape: &str) {
-    assert_eq!(len, expected, "projection: {what} holds {len} values, expected {shape} = {expected}");
+    assert_eq!(
+        len, expected,
+        "projection: {what} holds {len} values, expected {shape} = {expected}"
+    );
 }
 
 /// The weight's row count, checked to be whole rows of `width`.
@@ -428,13 +468,26 @@ fn check_weight(weight: &[f32], width: usize) -> usize {
 }
 
 fn check_ids(ids: &[usize], rows: usize, inputs: usize) {
-    assert_eq!(ids.len(), rows, "projection: {} token ids, expected [steps · batch] = {rows}", ids.len());
+    assert_eq!(
+        ids.len(),
+        rows,
+        "projection: {} token ids, expected [steps · batch] = {rows}",
+        ids.len()
+    );
     if let Some((row, &id)) = ids.iter().enumerate().find(|&(_, &id)| id >= inputs) {
-        panic!("projection: row {row} has token id {id}, expected ids in 0..{inputs} (the weight's rows)");
+        panic!(
+            "projection: row {row} has token id {id}, expected ids in 0..{inputs} (the weight's rows)"
+        );
     }
 }
 
-fn check_dense(values: &[f32], features: usize, layout: RowLayout, [steps, batch]: [usize; 2], what: &str) {
+fn check_dense(
+    values: &[f32],
+    features: usize,
+    layout: RowLayout,
+    [steps, batch]: [usize; 2],
+    what: &str,
+) {
     let extent = layout.extent(steps, batch, features);
     assert!(
         values.len() >= extent,
@@ -453,7 +506,14 @@ mod tests {
     use crate::test_support::{isas, values};
 
     /// `[steps · batch, width]` time-major, in plain loops.
-    fn reference(x: &[f32], layout: RowLayout, features: usize, w: &[f32], [steps, batch, width]: [usize; 3], lengths: &[usize]) -> Vec<f32> {
+    fn reference(
+        x: &[f32],
+        layout: RowLayout,
+        features: usize,
+        w: &[f32],
+        [steps, batch, width]: [usize; 3],
+        lengths: &[usize],
+    ) -> Vec<f32> {
         let mut out = vec![0.0f32; steps * batch * width];
         for t in 0..steps {
             for b in 0..batch {
@@ -475,7 +535,10 @@ mod tests {
     fn close(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: lengths");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}: element {i}: {g} against {w}");
+            assert!(
+                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}: element {i}: {g} against {w}"
+            );
         }
     }
 
@@ -488,32 +551,93 @@ mod tests {
     /// loops' transposed products.
     #[test]
     fn dense_projection_and_its_gradients_match_plain_loops() {
-        for &(steps, batch, features, width) in &[(7, 5, 13, 70), (1, 1, 3, 4), (3, 130, 9, 65), (200, 2, 17, 33)] {
+        for &(steps, batch, features, width) in &[
+            (7, 5, 13, 70),
+            (1, 1, 3, 4),
+            (3, 130, 9, 65),
+            (200, 2, 17, 33),
+        ] {
             let w = values(features * width, 3, 0.5);
             let layouts = [
-                ("time-major", RowLayout::time_major(batch, features), steps * batch * features),
-                ("batch-first", RowLayout::batch_first(steps, features), steps * batch * features),
+                (
+                    "time-major",
+                    RowLayout::time_major(batch, features),
+                    steps * batch * features,
+                ),
+                (
+                    "batch-first",
+                    RowLayout::batch_first(steps, features),
+                    steps * batch * features,
+                ),
                 // A row stride longer than a row: every row padded, as a narrowed tensor is.
-                ("padded", RowLayout { step_stride: batch * (features + 3), row_stride: features + 3 }, steps * batch * (features + 3)),
+                (
+                    "padded",
+                    RowLayout {
+                        step_stride: batch * (features + 3),
+                        row_stride: features + 3,
+                    },
+                    steps * batch * (features + 3),
+                ),
             ];
             for (name, layout, len) in layouts {
                 let x = values(len, 5, 1.0);
                 let dp = values(steps * batch * width, 7, 1.0);
                 for isa in isas() {
                     for threads in [1, 3] {
-                        let what = format!("{name} {steps}x{batch}x{features}->{width} {isa:?} {threads} threads");
-                        let input = LayerInput::Dense { values: &x, features, layout };
-                        let got = forward(input, &w, [steps, batch, width], Order::default(), plan(isa, threads));
-                        close(&got, &reference(&x, layout, features, &w, [steps, batch, width], &[]), &what);
-                        for grad_layout in [RowLayout::time_major(batch, features), RowLayout::batch_first(steps, features)] {
-                            let grads = backward(input, &w, &dp, [steps, batch, width], Order::default(), grad_layout, [true, true], plan(isa, threads));
+                        let what = format!(
+                            "{name} {steps}x{batch}x{features}->{width} {isa:?} {threads} threads"
+                        );
+                        let input = LayerInput::Dense {
+                            values: &x,
+                            features,
+                            layout,
+                        };
+                        let got = forward(
+                            input,
+                            &w,
+                            [steps, batch, width],
+                            Order::default(),
+                            plan(isa, threads),
+                        );
+                        close(
+                            &got,
+                            &reference(&x, layout, features, &w, [steps, batch, width], &[]),
+                            &what,
+                        );
+                        for grad_layout in [
+                            RowLayout::time_major(batch, features),
+                            RowLayout::batch_first(steps, features),
+                        ] {
+                            let grads = backward(
+                                input,
+                                &w,
+                                &dp,
+                                [steps, batch, width],
+                                Order::default(),
+                                grad_layout,
+                                [true, true],
+                                plan(isa, threads),
+                            );
                             // dX = dP · Wᵀ: the reference with W transposed, dP as a time-major input.
-                            let w_t: Vec<f32> = (0..width * features).map(|i| w[(i % features) * width + i / features]).collect();
-                            let d_x = reference(&dp, RowLayout::time_major(batch, width), width, &w_t, [steps, batch, features], &[]);
+                            let w_t: Vec<f32> = (0..width * features)
+                                .map(|i| w[(i % features) * width + i / features])
+                                .collect();
+                            let d_x = reference(
+                                &dp,
+                                RowLayout::time_major(batch, width),
+                                width,
+                                &w_t,
+                                [steps, batch, features],
+                                &[],
+                            );
                             for t in 0..steps {
                                 for b in 0..batch {
                                     let at = grad_layout.offset(t, b);
-                                    close(&grads.input[at..at + features], &d_x[(t * batch + b) * features..][..features], &format!("{what}: dX"));
+                                    close(
+                                        &grads.input[at..at + features],
+                                        &d_x[(t * batch + b) * features..][..features],
+                                        &format!("{what}: dX"),
+                                    );
                                 }
                             }
                             let mut d_w = vec![0.0f32; features * width];
@@ -522,7 +646,8 @@ mod tests {
                                     let mut sum = 0.0f64;
                                     for t in 0..steps {
                                         for b in 0..batch {
-                                            sum += f64::from(x[layout.offset(t, b) + f]) * f64::from(dp[(t * batch + b) * width + j]);
+                                            sum += f64::from(x[layout.offset(t, b) + f])
+                                                * f64::from(dp[(t * batch + b) * width + j]);
                                         }
                                     }
                                     d_w[f * width + j] = sum as f32;
@@ -542,12 +667,28 @@ mod tests {
         let x = values(steps * batch * features, 1, 1.0);
         let w = values(features * width, 2, 0.5);
         let dp = values(steps * batch * width, 3, 1.0);
-        for layout in [RowLayout::time_major(batch, features), RowLayout::batch_first(steps, features)] {
-            let input = LayerInput::Dense { values: &x, features, layout };
+        for layout in [
+            RowLayout::time_major(batch, features),
+            RowLayout::batch_first(steps, features),
+        ] {
+            let input = LayerInput::Dense {
+                values: &x,
+                features,
+                layout,
+            };
             let run = |threads| {
                 let p = plan(crate::Isa::detect(), threads);
                 let out = forward(input, &w, [steps, batch, width], Order::default(), p);
-                let grads = backward(input, &w, &dp, [steps, batch, width], Order::default(), layout, [true, true], p);
+                let grads = backward(
+                    input,
+                    &w,
+                    &dp,
+                    [steps, batch, width],
+                    Order::default(),
+                    layout,
+                    [true, true],
+                    p,
+                );
                 (out, grads)
             };
             assert_eq!(run(1), run(2));
@@ -562,16 +703,49 @@ mod tests {
         let (steps, batch, features, width) = (6, 5, 7, 20);
         let x = values(steps * batch * features, 11, 1.0);
         let w = values(features * width, 12, 0.5);
-        for layout in [RowLayout::time_major(batch, features), RowLayout::batch_first(steps, features)] {
-            let input = LayerInput::Dense { values: &x, features, layout };
+        for layout in [
+            RowLayout::time_major(batch, features),
+            RowLayout::batch_first(steps, features),
+        ] {
+            let input = LayerInput::Dense {
+                values: &x,
+                features,
+                layout,
+            };
             let sorted = [6, 4, 4, 2, 1];
-            let order = Order { reverse: true, lengths: &sorted };
-            let got = forward(input, &w, [steps, batch, width], order, plan(crate::Isa::detect(), 2));
-            close(&got, &reference(&x, layout, features, &w, [steps, batch, width], &sorted), "sorted");
+            let order = Order {
+                reverse: true,
+                lengths: &sorted,
+            };
+            let got = forward(
+                input,
+                &w,
+                [steps, batch, width],
+                order,
+                plan(crate::Isa::detect(), 2),
+            );
+            close(
+                &got,
+                &reference(&x, layout, features, &w, [steps, batch, width], &sorted),
+                "sorted",
+            );
             let unsorted = [1, 6, 4, 2, 4];
-            let order = Order { reverse: false, lengths: &unsorted };
-            let got = forward(input, &w, [steps, batch, width], order, plan(crate::Isa::detect(), 2));
-            close(&got, &reference(&x, layout, features, &w, [steps, batch, width], &[]), "unsorted");
+            let order = Order {
+                reverse: false,
+                lengths: &unsorted,
+            };
+            let got = forward(
+                input,
+                &w,
+                [steps, batch, width],
+                order,
+                plan(crate::Isa::detect(), 2),
+            );
+            close(
+                &got,
+                &reference(&x, layout, features, &w, [steps, batch, width], &[]),
+                "unsorted",
+            );
         }
     }
 
@@ -580,21 +754,48 @@ mod tests {
         let (steps, batch, vocab, width) = (4, 3, 6, 10);
         let w = values(vocab * width, 4, 1.0);
         let ids: Vec<usize> = (0..steps * batch).map(|i| (i * 5) % vocab).collect();
-        let got = forward(LayerInput::OneHot(&ids), &w, [steps, batch, width], Order::default(), plan(crate::Isa::detect(), 2));
+        let got = forward(
+            LayerInput::OneHot(&ids),
+            &w,
+            [steps, batch, width],
+            Order::default(),
+            plan(crate::Isa::detect(), 2),
+        );
         for (row, &id) in ids.iter().enumerate() {
-            assert_eq!(&got[row * width..(row + 1) * width], &w[id * width..(id + 1) * width]);
+            assert_eq!(
+                &got[row * width..(row + 1) * width],
+                &w[id * width..(id + 1) * width]
+            );
         }
         let dp = values(steps * batch * width, 9, 1.0);
-        let grads = backward(LayerInput::OneHot(&ids), &w, &dp, [steps, batch, width], Order::default(), RowLayout::time_major(batch, vocab), [true, true], plan(crate::Isa::detect(), 2));
+        let grads = backward(
+            LayerInput::OneHot(&ids),
+            &w,
+            &dp,
+            [steps, batch, width],
+            Order::default(),
+            RowLayout::time_major(batch, vocab),
+            [true, true],
+            plan(crate::Isa::detect(), 2),
+        );
         assert!(grads.input.is_empty());
-        assert_eq!(grads.weight, crate::gather::scatter_add_rows(&dp, width, &ids, vocab));
+        assert_eq!(
+            grads.weight,
+            crate::gather::scatter_add_rows(&dp, width, &ids, vocab)
+        );
     }
 
     #[test]
     #[should_panic(expected = "row 2 has token id 6, expected ids in 0..6")]
     fn a_token_past_the_weight_is_named() {
         let w = values(6 * 4, 4, 1.0);
-        forward(LayerInput::OneHot(&[0, 1, 6, 2]), &w, [2, 2, 4], Order::default(), Plan::default());
+        forward(
+            LayerInput::OneHot(&[0, 1, 6, 2]),
+            &w,
+            [2, 2, 4],
+            Order::default(),
+            Plan::default(),
+        );
     }
 
     #[test]
@@ -602,7 +803,11 @@ mod tests {
     fn a_short_input_is_named() {
         let w = values(3 * 4, 4, 1.0);
         let x = values(20, 1, 1.0);
-        let input = LayerInput::Dense { values: &x, features: 3, layout: RowLayout::time_major(4, 3) };
+        let input = LayerInput::Dense {
+            values: &x,
+            features: 3,
+            layout: RowLayout::time_major(4, 3),
+        };
         forward(input, &w, [2, 4, 4], Order::default(), Plan::default());
     }
 
@@ -610,9 +815,27 @@ mod tests {
     fn overlapping_rows_are_told_apart_from_strided_ones() {
         assert!(RowLayout::time_major(4, 8).rows_apart(3, 4, 8));
         assert!(RowLayout::batch_first(3, 8).rows_apart(3, 4, 8));
-        assert!(!RowLayout { step_stride: 8, row_stride: 4 }.rows_apart(3, 4, 8));
+        assert!(
+            !RowLayout {
+                step_stride: 8,
+                row_stride: 4
+            }
+            .rows_apart(3, 4, 8)
+        );
         // A broadcast step (stride 0) repeats its rows.
-        assert!(!RowLayout { step_stride: 0, row_stride: 8 }.rows_apart(3, 4, 8));
-        assert!(RowLayout { step_stride: 0, row_stride: 8 }.rows_apart(1, 4, 8));
+        assert!(
+            !RowLayout {
+                step_stride: 0,
+                row_stride: 8
+            }
+            .rows_apart(3, 4, 8)
+        );
+        assert!(
+            RowLayout {
+                step_stride: 0,
+                row_stride: 8
+            }
+            .rows_apart(1, 4, 8)
+        );
     }
 }

@@ -73,7 +73,16 @@ pub fn measure(size: usize, threads: usize, repeats: usize) -> Roof {
         flop / best / 1e9
     };
     let gemm_crate = best_rate(&mut c, &|c| {
-        gemm_large(c, size, size, size, size, View::rows(&a, size), View::rows(&b, size), threads)
+        gemm_large(
+            c,
+            size,
+            size,
+            size,
+            size,
+            View::rows(&a, size),
+            View::rows(&b, size),
+            threads,
+        )
     });
     let by_gemm_crate = c.clone();
     let isa = Isa::detect();
@@ -84,7 +93,15 @@ pub fn measure(size: usize, threads: usize, repeats: usize) -> Roof {
             let rows = split(size, threads, part);
             // SAFETY: each part writes its own rows of C, which is borrowed for the call.
             let block = unsafe { out.slice(rows.start * size, rows.len() * size) };
-            gemm(isa, block, size, &a[rows.start * size..], size, rows.len(), &packed);
+            gemm(
+                isa,
+                block,
+                size,
+                &a[rows.start * size..],
+                size,
+                rows.len(),
+                &packed,
+            );
         });
     });
     let max_difference = c
@@ -112,7 +129,10 @@ mod tests {
             let roof = measure(67, threads, 2);
             assert_eq!((roof.size, roof.threads), (67, threads));
             assert!(roof.max_difference < 1e-4, "{roof:?}");
-            assert!(roof.gemm_crate.is_finite() && roof.ours.is_finite(), "{roof:?}");
+            assert!(
+                roof.gemm_crate.is_finite() && roof.ours.is_finite(),
+                "{roof:?}"
+            );
             assert_eq!(roof.best(), roof.gemm_crate.max(roof.ours));
         }
     }

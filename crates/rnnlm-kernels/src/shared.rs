@@ -200,7 +200,11 @@ pub unsafe fn filled_in_parallel(len: usize, fill: impl FnOnce(SharedUninit<'_>)
 /// first, each page is mapped once. Large buffers are written by the threads in parallel.
 pub fn zeros(len: usize) -> Vec<f32> {
     const PARALLEL_FROM: usize = 1 << 20;
-    let parts = if len < PARALLEL_FROM { 1 } else { crate::threads() };
+    let parts = if len < PARALLEL_FROM {
+        1
+    } else {
+        crate::threads()
+    };
     // SAFETY: the parts cover `0..len` between them, each zeroing its own piece.
     unsafe {
         filled_in_parallel(len, |out| {
@@ -271,13 +275,25 @@ mod tests {
     fn weighted_pieces_cover_every_index_once_with_about_equal_weight() {
         let weights = [28, 27, 27, 25, 22, 20, 19, 17, 15, 14, 14, 14];
         for parts in 1..6 {
-            let pieces: Vec<_> = (0..parts).map(|p| split_weighted(&weights, parts, p)).collect();
+            let pieces: Vec<_> = (0..parts)
+                .map(|p| split_weighted(&weights, parts, p))
+                .collect();
             let joined: Vec<usize> = pieces.iter().flat_map(|r| r.clone()).collect();
-            assert_eq!(joined, (0..weights.len()).collect::<Vec<_>>(), "{parts} parts");
-            let sums: Vec<usize> = pieces.iter().map(|r| weights[r.clone()].iter().sum()).collect();
+            assert_eq!(
+                joined,
+                (0..weights.len()).collect::<Vec<_>>(),
+                "{parts} parts"
+            );
+            let sums: Vec<usize> = pieces
+                .iter()
+                .map(|r| weights[r.clone()].iter().sum())
+                .collect();
             let share = weights.iter().sum::<usize>() / parts;
             // Each piece within one item of its share.
-            assert!(sums.iter().all(|&s| s.abs_diff(share) <= 28), "{parts} parts: {sums:?}");
+            assert!(
+                sums.iter().all(|&s| s.abs_diff(share) <= 28),
+                "{parts} parts: {sums:?}"
+            );
         }
         // Equal weights split as `split` does, to one item.
         let even = [1usize; 7];

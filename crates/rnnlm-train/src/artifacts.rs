@@ -11,7 +11,6 @@ use crate::checkpoint::write_atomic;
 use crate::error::TrainError;
 use crate::experiment::ExperimentConfig;
 
-
 /// File names inside an artifacts directory.
 pub mod files {
     /// The experiment as run.
@@ -155,7 +154,10 @@ pub(crate) fn write_shares(path: &Path, shares: &[TextShare]) -> Result<(), Trai
         } else {
             share.name.clone()
         };
-        csv.push_str(&format!("{name},{},{},{}\n", share.tokens, share.train, share.valid));
+        csv.push_str(&format!(
+            "{name},{},{},{}\n",
+            share.tokens, share.train, share.valid
+        ));
     }
     write_atomic(path, csv.as_bytes()).map_err(|e| TrainError::io(path, e))
 }
@@ -211,4 +213,3 @@ pub fn save_model_dir(
     write_config_and_vocab(dir, config, vocab)?;
     save_model(&dir.join(files::MODEL), model)
 }
-

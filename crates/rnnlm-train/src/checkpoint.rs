@@ -77,7 +77,10 @@ impl AtomicFileCheckpointer {
 /// burn-train reports a checkpointer's error without a path: the message names the file (a
 /// full disk, say, while writing the optimizer's state).
 fn with_path(doing: &str, path: &Path, e: std::io::Error) -> CheckpointerError {
-    CheckpointerError::IOError(std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display())))
+    CheckpointerError::IOError(std::io::Error::new(
+        e.kind(),
+        format!("{doing} {}: {e}", path.display()),
+    ))
 }
 
 /// `<directory>/<name>-<epoch>.bpk`.
@@ -97,7 +100,9 @@ impl<R: Checkpoint> Checkpointer<R> for AtomicFileCheckpointer {
     fn delete(&self, epoch: usize) -> Result<(), CheckpointerError> {
         let path = self.path(epoch);
         match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(with_path("deleting", &path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(with_path("deleting", &path, e))
+            }
             _ => Ok(()),
         }
     }
@@ -162,7 +167,12 @@ impl EpochState {
     pub fn position(&self) -> String {
         match &self.partial {
             None => format!("epoch {}", self.epoch),
-            Some(p) => format!("epoch {}, minibatch {} of {}", self.epoch + 1, p.steps, p.of),
+            Some(p) => format!(
+                "epoch {}, minibatch {} of {}",
+                self.epoch + 1,
+                p.steps,
+                p.of
+            ),
         }
     }
 

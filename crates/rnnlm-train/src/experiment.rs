@@ -314,7 +314,13 @@ impl ExperimentConfig {
         if d.file.is_some() && !d.files.is_empty() {
             return Err(invalid(
                 "data.file",
-                format!("{:?}", d.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()),
+                format!(
+                    "{:?}",
+                    d.file
+                        .as_ref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default()
+                ),
                 "give either data.file or data.files, not both (data.files may hold one file)",
             ));
         }
@@ -372,7 +378,11 @@ impl ExperimentConfig {
             ("train.progress_minutes", t.progress_minutes),
         ] {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(field, value, "must be a finite number of minutes >= 0 (0: never)"));
+                return Err(invalid(
+                    field,
+                    value,
+                    "must be a finite number of minutes >= 0 (0: never)",
+                ));
             }
         }
         if s.over == ScheduleOver::Time {

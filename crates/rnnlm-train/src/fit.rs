@@ -106,7 +106,12 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
 }
 
 fn save_states(states: &[RecurrentState]) -> Vec<SavedState> {
-    let values = |t: &Tensor<3>| t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 state");
+    let values = |t: &Tensor<3>| {
+        t.to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 state")
+    };
     states
         .iter()
         .map(|s| SavedState {
@@ -122,9 +127,8 @@ fn restore_states(saved: &[SavedState], devices: &[Device]) -> Vec<RecurrentStat
         .iter()
         .zip(devices.iter().cycle())
         .map(|(s, device)| {
-            let tensor = |v: &Vec<f32>| {
-                Tensor::<3>::from_data(TensorData::new(v.clone(), s.shape), device)
-            };
+            let tensor =
+                |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), s.shape), device);
             RecurrentState {
                 hidden: tensor(&s.hidden),
                 cell: s.cell.as_ref().map(tensor),
@@ -184,7 +188,6 @@ impl TbpttStrategy {
         *self.last_checkpoint.lock().expect("checkpoint lock") = Some(state.position());
         Ok(())
     }
-
 }
 
 impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
@@ -209,7 +212,11 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
         let epochs = components.num_epochs;
         let carry = self.plan.batches.sampling.carries_state();
         let parallel = (self.parallel.len() > 1).then(|| DataParallel::new(self.parallel.clone()));
-        let shard_devices = if self.parallel.is_empty() { vec![self.device.clone()] } else { self.parallel.clone() };
+        let shard_devices = if self.parallel.is_empty() {
+            vec![self.device.clone()]
+        } else {
+            self.parallel.clone()
+        };
         let mut key = self.next_key;
         let (first_epoch, mut partial) = match &self.resume {
             Some(state) => (state.epoch + 1, state.partial.clone()),
@@ -218,7 +225,9 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
         let mut last_checkpoint = Instant::now();
         // Minibatches of the epochs before the first one run here, for `max_steps`.
         let mut steps_before: usize = match self.max_steps {
-            Some(_) => (1..first_epoch).map(|e| self.plan.train_epoch(e).len()).sum(),
+            Some(_) => (1..first_epoch)
+                .map(|e| self.plan.train_epoch(e).len())
+                .sum(),
             None => 0,
         };
         let mut first_reported = false;
@@ -228,7 +237,13 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             let total = data.len();
             let resumed = partial.take();
             let first_step = resumed.as_ref().map_or(0, |p| p.steps);
-            let earlier: f64 = self.history.lock().expect("history").iter().map(|m| m.seconds).sum();
+            let earlier: f64 = self
+                .history
+                .lock()
+                .expect("history")
+                .iter()
+                .map(|m| m.seconds)
+                .sum();
             let seconds_before = resumed.as_ref().map_or(0.0, |p| p.seconds);
             let mut tally = resumed.as_ref().map_or_else(Tally::default, |p| Tally {
                 nll: p.nll,
@@ -337,23 +352,36 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     let since = last_progress.elapsed().as_secs_f64();
                     let counted = started.elapsed().as_secs_f64();
                     let line = || {
-                        let at = Position { epoch, epochs, step, of: total };
+                        let at = Position {
+                            epoch,
+                            epochs,
+                            step,
+                            of: total,
+                        };
                         let per_step = counted / (step - first_step).max(1) as f64;
                         let tokens_per_step = tally.tokens as f64 / tally.steps.max(1) as f64;
-                        progress_line(&at, tally.perplexity(), tokens_per_step / per_step.max(1e-9), per_step)
+                        progress_line(
+                            &at,
+                            tally.perplexity(),
+                            tokens_per_step / per_step.max(1e-9),
+                            per_step,
+                        )
                     };
                     if self.terminal && since >= 0.5 {
                         print!("\r{}\x1b[K", line());
                         let _ = std::io::Write::flush(&mut std::io::stdout());
                         last_progress = Instant::now();
-                    } else if !self.terminal && self.progress_seconds.is_some_and(|every| since >= every) {
+                    } else if !self.terminal
+                        && self.progress_seconds.is_some_and(|every| since >= every)
+                    {
                         println!("{}", line());
                         last_progress = Instant::now();
                     }
                 }
                 if self.valid_every > 0 && step.is_multiple_of(self.valid_every) && step < total {
                     let model = learner.model().valid();
-                    if let Some(valid) = self.validate(&model, epoch, &valid_device, &mut processor, &interrupter)
+                    if let Some(valid) =
+                        self.validate(&model, epoch, &valid_device, &mut processor, &interrupter)
                         && let Err(error) = self.log_validation(epoch, step, &valid)
                     {
                         self.fail(error, &interrupter);
@@ -364,7 +392,9 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 let interrupted = interrupter.should_stop();
                 let spent = earlier + epoch_seconds();
                 let over_budget = self.max_seconds.is_some_and(|budget| spent >= budget);
-                let over_steps = self.max_steps.is_some_and(|most| steps_before + step >= most);
+                let over_steps = self
+                    .max_steps
+                    .is_some_and(|most| steps_before + step >= most);
                 let due = self
                     .checkpoint_seconds
                     .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
@@ -388,7 +418,9 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         }),
                     };
                     interrupter.fail_on_error(processor.flush());
-                    if let Err(error) = self.checkpoint(&mut checkpointer, &learner, &store, position) {
+                    if let Err(error) =
+                        self.checkpoint(&mut checkpointer, &learner, &store, position)
+                    {
                         self.fail(error, &interrupter);
                         break 'epochs;
                     }
@@ -513,7 +545,11 @@ impl TbpttStrategy {
         let path = self.artifacts.join(files::VALIDATION);
         let mut csv = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| "epoch,step,valid_perplexity,valid_bits_per_token\n".to_owned());
-        csv.push_str(&format!("{epoch},{step},{:.6},{:.6}\n", valid.perplexity(), valid.bits()));
+        csv.push_str(&format!(
+            "{epoch},{step},{:.6},{:.6}\n",
+            valid.perplexity(),
+            valid.bits()
+        ));
         if self.print_epochs {
             if self.terminal {
                 print!("\r\x1b[K");
@@ -565,7 +601,11 @@ impl TbpttStrategy {
 
 /// Why to stop after the last epoch of `history`, if the patience (epochs without a better
 /// validation perplexity; 0: never) or the time budget (seconds over all of `history`) says so.
-fn stop_reason(history: &[EpochMetrics], patience: usize, max_seconds: Option<f64>) -> Option<String> {
+fn stop_reason(
+    history: &[EpochMetrics],
+    patience: usize,
+    max_seconds: Option<f64>,
+) -> Option<String> {
     if patience > 0
         && let Some(best) = best_epoch(history)
         && history.len() - 1 - best >= patience
@@ -592,7 +632,6 @@ fn stop_reason(history: &[EpochMetrics], patience: usize, max_seconds: Option<f6
     None
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,11 +639,17 @@ mod tests {
 
     #[test]
     fn the_learning_rate_is_printed_to_four_significant_digits() {
-        assert_eq!(significant(0.0019949107041857582, 4).to_string(), "0.001995");
+        assert_eq!(
+            significant(0.0019949107041857582, 4).to_string(),
+            "0.001995"
+        );
         assert_eq!(significant(1.0, 4).to_string(), "1");
         assert_eq!(significant(0.5, 4).to_string(), "0.5");
         assert_eq!(significant(123456.0, 4).to_string(), "123500");
-        let scheduled = EpochMetrics { lr: 0.0019949107041857582, ..epoch(3, None, 1.0) };
+        let scheduled = EpochMetrics {
+            lr: 0.0019949107041857582,
+            ..epoch(3, None, 1.0)
+        };
         let line = format_epoch(&scheduled, 10);
         assert!(line.ends_with("|g| 1.000  lr 0.001995"), "{line}");
         assert!(format_epoch(&epoch(3, None, 1.0), 10).ends_with("lr 1"));
@@ -632,9 +677,16 @@ mod tests {
             .map(|(i, &p)| epoch(i + 1, Some(p), 1.0))
             .collect();
         assert_eq!(best_epoch(&history), Some(1));
-        assert_eq!(stop_reason(&history[..3], 2, None), None, "one epoch without a better one");
+        assert_eq!(
+            stop_reason(&history[..3], 2, None),
+            None,
+            "one epoch without a better one"
+        );
         let reason = stop_reason(&history, 2, None).expect("two epochs without");
-        assert!(reason.contains("not improved for 2 epochs") && reason.contains("8.000, was epoch 2"), "{reason}");
+        assert!(
+            reason.contains("not improved for 2 epochs") && reason.contains("8.000, was epoch 2"),
+            "{reason}"
+        );
         assert_eq!(stop_reason(&history, 0, None), None, "0: no patience");
         // An equal perplexity is no improvement; the first of equals is the best.
         let flat: Vec<_> = (1..=3).map(|e| epoch(e, Some(5.0), 1.0)).collect();
@@ -647,9 +699,11 @@ mod tests {
         let history: Vec<_> = (1..=3).map(|e| epoch(e, None, 50.0)).collect();
         assert_eq!(stop_reason(&history[..2], 0, Some(120.0)), None);
         let reason = stop_reason(&history, 0, Some(120.0)).expect("150 s of 120");
-        assert!(reason.contains("2.5 of train.max_minutes = 2 minutes over 3 epochs"), "{reason}");
+        assert!(
+            reason.contains("2.5 of train.max_minutes = 2 minutes over 3 epochs"),
+            "{reason}"
+        );
         // Without validation, patience never fires.
         assert_eq!(stop_reason(&history, 1, None), None);
     }
 }
-

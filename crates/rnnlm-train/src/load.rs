@@ -167,4 +167,3 @@ pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<Loaded
         weights,
     })
 }
-

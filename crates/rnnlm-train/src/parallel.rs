@@ -118,12 +118,12 @@ impl DataParallel {
                 shard,
             }))));
         }
-        let (mut outputs, _) = self
-            .workers
-            .step(&mut loaders, model)
-            .map_err(|e| TrainError::DataParallel {
-                reason: e.to_string(),
-            })?;
+        let (mut outputs, _) =
+            self.workers
+                .step(&mut loaders, model)
+                .map_err(|e| TrainError::DataParallel {
+                    reason: e.to_string(),
+                })?;
         // Workers answer in any order; combine in shard order so a run repeats bit for bit.
         outputs.sort_by_key(|out| out.output.item.shard);
         let main = &self.devices[0];
@@ -147,4 +147,3 @@ impl DataParallel {
         })
     }
 }
-

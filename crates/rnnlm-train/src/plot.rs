@@ -4,8 +4,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::error::TrainError;
 use crate::checkpoint::{EpochMetrics, write_atomic};
+use crate::error::TrainError;
 
 /// Draws training (and validation) perplexity against the epoch into `path`.
 pub fn plot_perplexity(path: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {

@@ -38,7 +38,6 @@ pub(crate) fn significant(value: f64, digits: usize) -> f64 {
         .unwrap_or(value)
 }
 
-
 /// Where a run stands inside an epoch, for its progress line.
 pub(crate) struct Position {
     /// The epoch, 1-based.
@@ -53,7 +52,12 @@ pub(crate) struct Position {
 
 /// `epoch 3/10  step 1200/5000 (24%)  train ppl 9.810  152.3k tok/s  ETA 4m12s`: the time left
 /// at `seconds_per_step`.
-pub(crate) fn progress_line(at: &Position, perplexity: f64, tokens_per_second: f64, seconds_per_step: f64) -> String {
+pub(crate) fn progress_line(
+    at: &Position,
+    perplexity: f64,
+    tokens_per_second: f64,
+    seconds_per_step: f64,
+) -> String {
     format!(
         "epoch {}/{}  step {}/{} ({:.0}%)  train ppl {perplexity:.3}  {:.1}k tok/s  ETA {}",
         at.epoch,

@@ -135,11 +135,20 @@ mod tests {
         clock.set(0.0);
         assert!((schedule.lr_at(500) - 1.1).abs() < 1e-12);
         clock.set(30.0);
-        assert!((schedule.lr_at(1) - 0.6).abs() < 1e-12, "half the budget: half way");
+        assert!(
+            (schedule.lr_at(1) - 0.6).abs() < 1e-12,
+            "half the budget: half way"
+        );
         clock.set(90.0);
-        assert!((schedule.lr_at(2) - 0.1).abs() < 1e-12, "past the budget: the minimum");
+        assert!(
+            (schedule.lr_at(2) - 0.1).abs() < 1e-12,
+            "past the budget: the minimum"
+        );
         // Over epochs the iteration decides, whatever the clock says.
-        let epochs = ScheduleConfig { over: ScheduleOver::Epochs, ..config };
+        let epochs = ScheduleConfig {
+            over: ScheduleOver::Epochs,
+            ..config
+        };
         let schedule = Schedule::new(1.1, epochs, 100, 10).over_time(60.0, clock);
         assert!((schedule.lr_at(500) - 0.6).abs() < 1e-12);
     }

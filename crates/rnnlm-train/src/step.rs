@@ -180,4 +180,3 @@ impl InferenceStep for TrainableLm {
         self.run(batch, None).0
     }
 }
-

@@ -303,7 +303,9 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                 config.train.max_minutes
             )));
         }
-        let done: usize = (1..=state.epoch).map(|e| plan.train_epoch(e).len()).sum::<usize>()
+        let done: usize = (1..=state.epoch)
+            .map(|e| plan.train_epoch(e).len())
+            .sum::<usize>()
             + state.partial.as_ref().map_or(0, |p| p.steps);
         if config.train.max_steps > 0 && done >= config.train.max_steps {
             return Err(TrainError::Artifacts(format!(
@@ -325,7 +327,11 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                 plan.train_epoch(state.epoch + 1).len()
             )));
         }
-        println!("resuming after {} from {}", state.position(), checkpoints.display());
+        println!(
+            "resuming after {} from {}",
+            state.position(),
+            checkpoints.display()
+        );
         training = training.checkpoint(state.key());
     }
     let result = training.launch(learner);
@@ -369,4 +375,3 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         stopped,
     })
 }
-

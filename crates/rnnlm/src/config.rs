@@ -266,6 +266,12 @@ pub(crate) fn layer_inputs(
 ) -> Vec<usize> {
     let directions = 1 + usize::from(bidirectional);
     (0..num_layers * directions)
-        .map(|index| if index < directions { input_size } else { directions * hidden_size })
+        .map(|index| {
+            if index < directions {
+                input_size
+            } else {
+                directions * hidden_size
+            }
+        })
         .collect()
 }

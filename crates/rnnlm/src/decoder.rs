@@ -24,9 +24,7 @@ fn layers<L: RecurrentLayer>(layers: &[L]) -> (rnnlm_kernels::CellKind, Vec<Laye
             let width = input_weight.dims()[1];
             LayerWeights {
                 input_weight: host(input_weight),
-                input_bias: layer
-                    .input_bias()
-                    .map_or_else(|| vec![0.0; width], host),
+                input_bias: layer.input_bias().map_or_else(|| vec![0.0; width], host),
                 hidden_weight: host(layer.hidden_weight()),
                 hidden_bias: layer.hidden_bias().map(host).unwrap_or_default(),
             }

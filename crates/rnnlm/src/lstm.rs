@@ -88,12 +88,19 @@ impl DeepLstmConfig {
         self.validate()?;
         let h = self.hidden_size;
         let gates = if self.input_forget { 3 } else { 4 };
-        let bias = || self.bias.then(|| Param::from_tensor(self.init.bias(gates * h, h, device)));
+        let bias = || {
+            self.bias
+                .then(|| Param::from_tensor(self.init.bias(gates * h, h, device)))
+        };
         let layers = layer_inputs(self.input_size, h, self.num_layers, self.bidirectional)
             .into_iter()
             .map(|input| {
                 LstmLayer {
-                    input_weight: Param::from_tensor(self.init.weight([input, gates * h], h, device)),
+                    input_weight: Param::from_tensor(self.init.weight(
+                        [input, gates * h],
+                        h,
+                        device,
+                    )),
                     hidden_weight: Param::from_tensor(self.init.weight([h, gates * h], h, device)),
                     // Two bias vectors, as nn.LSTM: they only ever appear as their sum, but
                     // each is a parameter, so SGD moves the sum twice as fast as it would move
@@ -158,7 +165,10 @@ impl LstmLayer {
         let axis = D - 1;
         let h = packed.dims()[axis] / 3;
         let input = packed.clone().narrow(axis, 0, h);
-        Tensor::cat(vec![input.clone(), input.neg(), packed.narrow(axis, h, 2 * h)], axis)
+        Tensor::cat(
+            vec![input.clone(), input.neg(), packed.narrow(axis, h, 2 * h)],
+            axis,
+        )
     }
 }
 

@@ -89,7 +89,10 @@ impl RecurrentState {
             (1..=entries).contains(&directions),
             "RecurrentState::top_layer_hidden: {directions} directions, but the state holds {entries} layers"
         );
-        let top = self.hidden.clone().narrow(0, entries - directions, directions);
+        let top = self
+            .hidden
+            .clone()
+            .narrow(0, entries - directions, directions);
         // [directions, batch, hidden] -> [batch, directions·hidden]
         let [_, batch, hidden] = top.dims();
         top.swap_dims(0, 1).reshape([batch, directions * hidden])
@@ -149,7 +152,9 @@ pub enum LengthsError {
         batch: usize,
     },
     /// A length of 0 or past the input's steps.
-    #[error("lengths[{row}] = {length}: every row's length must lie in 1..={steps} (the input's steps)")]
+    #[error(
+        "lengths[{row}] = {length}: every row's length must lie in 1..={steps} (the input's steps)"
+    )]
     OutOfRange {
         /// The row.
         row: usize,
@@ -163,9 +168,16 @@ pub enum LengthsError {
 /// Checks that `lengths` gives every row of `batch` a length in `1..=steps`.
 pub fn check_lengths(lengths: &[usize], batch: usize, steps: usize) -> Result<(), LengthsError> {
     if lengths.len() != batch {
-        return Err(LengthsError::Count { given: lengths.len(), batch });
+        return Err(LengthsError::Count {
+            given: lengths.len(),
+            batch,
+        });
     }
-    match lengths.iter().enumerate().find(|(_, length)| !(1..=steps).contains(*length)) {
+    match lengths
+        .iter()
+        .enumerate()
+        .find(|(_, length)| !(1..=steps).contains(*length))
+    {
         Some((row, &length)) => Err(LengthsError::OutOfRange { row, length, steps }),
         None => Ok(()),
     }
@@ -206,7 +218,9 @@ pub enum ForwardError {
     #[error(transparent)]
     Lengths(#[from] LengthsError),
     /// A token id outside `0..input_size`.
-    #[error("{core}: token input holds token id {id}, expected ids in 0..{limit} (the core's input_size)")]
+    #[error(
+        "{core}: token input holds token id {id}, expected ids in 0..{limit} (the core's input_size)"
+    )]
     TokenId {
         /// The core.
         core: &'static str,
@@ -368,7 +382,8 @@ pub trait Recurrent {
         inputs: Tensor<3>,
         state: impl Into<Option<RecurrentState>>,
     ) -> (Tensor<3>, RecurrentState) {
-        self.try_forward(inputs, state).unwrap_or_else(|error| panic!("{error}"))
+        self.try_forward(inputs, state)
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// [`forward`](Self::forward), with a tensor of the wrong shape returned as an error that
@@ -384,15 +399,31 @@ pub trait Recurrent {
         state: impl Into<Option<RecurrentState>>,
     ) -> Result<(Tensor<3>, RecurrentState), ShapeError> {
         let batch_first = self.batch_first();
-        check_dense(self.core_name(), self.input_size(), inputs.dims(), batch_first)?;
-        let input = if batch_first { inputs.swap_dims(0, 1) } else { inputs };
+        check_dense(
+            self.core_name(),
+            self.input_size(),
+            inputs.dims(),
+            batch_first,
+        )?;
+        let input = if batch_first {
+            inputs.swap_dims(0, 1)
+        } else {
+            inputs
+        };
         let (outputs, state) = self
             .try_forward_time_major_padded(SequenceInput::Dense(input), None, state)
             .map_err(|error| match error {
                 ForwardError::Shape(error) => error,
                 other => unreachable!("a dense forward pass without lengths: {other}"),
             })?;
-        Ok((if batch_first { outputs.swap_dims(0, 1) } else { outputs }, state))
+        Ok((
+            if batch_first {
+                outputs.swap_dims(0, 1)
+            } else {
+                outputs
+            },
+            state,
+        ))
     }
 
     /// Runs a batch of sequences of different lengths, padded to the longest: PyTorch's
@@ -420,11 +451,20 @@ pub trait Recurrent {
         lengths: &[usize],
         state: impl Into<Option<RecurrentState>>,
     ) -> Result<(Tensor<3>, RecurrentState), LengthsError> {
-        if let Err(error) = check_dense(self.core_name(), self.input_size(), inputs.dims(), self.batch_first()) {
+        if let Err(error) = check_dense(
+            self.core_name(),
+            self.input_size(),
+            inputs.dims(),
+            self.batch_first(),
+        ) {
             panic!("{error}");
         }
         if !self.batch_first() {
-            return self.forward_time_major_padded(SequenceInput::Dense(inputs), Some(lengths), state);
+            return self.forward_time_major_padded(
+                SequenceInput::Dense(inputs),
+                Some(lengths),
+                state,
+            );
         }
         let (outputs, state) = self.forward_time_major_padded(
             SequenceInput::Dense(inputs.swap_dims(0, 1)),
@@ -702,18 +742,37 @@ pub(crate) fn run_layers<L: RecurrentLayer>(
     if let Some(sorted) = SortedRows::new(&lengths) {
         let device = input.device();
         let input = match input {
-            SequenceInput::Dense(x) => SequenceInput::Dense(sorted.steps_in(x, &sorted.order, &device)),
-            SequenceInput::OneHot(ids) => SequenceInput::OneHot(ids.select(1, sorted.ids(&sorted.order, &device))),
+            SequenceInput::Dense(x) => {
+                SequenceInput::Dense(sorted.steps_in(x, &sorted.order, &device))
+            }
+            SequenceInput::OneHot(ids) => {
+                SequenceInput::OneHot(ids.select(1, sorted.ids(&sorted.order, &device)))
+            }
         };
         let state = sorted.layers_in(state, &sorted.order, &device);
-        let (outputs, state) =
-            run_stack(layers, dropout, input, sorted.lengths.clone(), state, directions, shape.reverse);
+        let (outputs, state) = run_stack(
+            layers,
+            dropout,
+            input,
+            sorted.lengths.clone(),
+            state,
+            directions,
+            shape.reverse,
+        );
         return Ok((
             sorted.steps_in(outputs, &sorted.inverse, &device),
             sorted.layers_in(state, &sorted.inverse, &device),
         ));
     }
-    Ok(run_stack(layers, dropout, input, lengths, state, directions, shape.reverse))
+    Ok(run_stack(
+        layers,
+        dropout,
+        input,
+        lengths,
+        state,
+        directions,
+        shape.reverse,
+    ))
 }
 
 /// A batch's rows sorted by length, longest first (ties in row order), for the whole stack at
@@ -740,7 +799,11 @@ impl SortedRows {
             inverse[row] = place;
         }
         let lengths = order.iter().map(|&row| lengths[row]).collect();
-        Some(Self { order, inverse, lengths })
+        Some(Self {
+            order,
+            inverse,
+            lengths,
+        })
     }
 
     fn ids(&self, rows: &[usize], device: &Device) -> Tensor<1, Int> {
@@ -756,7 +819,8 @@ impl SortedRows {
             .flat_map(|t| rows.iter().map(move |&row| (t * batch + row) as i64))
             .collect();
         let ids = Tensor::from_data(TensorData::new(ids, [steps * batch]), device);
-        rnnlm_fused::gather_rows(x.reshape([steps * batch, width]), ids).reshape([steps, batch, width])
+        rnnlm_fused::gather_rows(x.reshape([steps * batch, width]), ids)
+            .reshape([steps, batch, width])
     }
 
     /// A state `[layers, batch, hidden]` with its rows in the order `rows`.
@@ -791,7 +855,8 @@ fn run_stack<L: RecurrentLayer>(
                 lengths: lengths.clone(),
             };
             let entry = index * directions + direction;
-            let (output, final_state) = run_layer(layer, layer_input.clone(), state.layer(entry), order);
+            let (output, final_state) =
+                run_layer(layer, layer_input.clone(), state.layer(entry), order);
             outputs.push(output);
             finals.push(final_state);
         }
@@ -884,7 +949,12 @@ fn composite_scan<L: RecurrentLayer>(
     let [steps, batch, _] = projected.dims();
     let takes = (!order.lengths.is_empty()).then(|| {
         let values: Vec<f32> = (0..steps)
-            .flat_map(|t| order.lengths.iter().map(move |&length| f32::from(u8::from(t < length))))
+            .flat_map(|t| {
+                order
+                    .lengths
+                    .iter()
+                    .map(move |&length| f32::from(u8::from(t < length)))
+            })
             .collect();
         Tensor::<2>::from_data(TensorData::new(values, [steps, batch]), &projected.device())
             .cast(projected.dtype())
@@ -906,11 +976,15 @@ fn composite_scan<L: RecurrentLayer>(
         // `[batch, 1]`: 1 where the row takes step t.
         let take = takes.clone().narrow(0, t, 1).reshape([batch, 1]);
         let keep = take.clone().neg() + 1.0;
-        let blend = |next: Tensor<2>, previous: Tensor<2>| next * take.clone() + previous * keep.clone();
+        let blend =
+            |next: Tensor<2>, previous: Tensor<2>| next * take.clone() + previous * keep.clone();
         outputs[t] = Some(next.h.clone() * take.clone());
         state = LayerState {
             h: blend(next.h, state.h),
-            c: next.c.zip(state.c).map(|(next, previous)| blend(next, previous)),
+            c: next
+                .c
+                .zip(state.c)
+                .map(|(next, previous)| blend(next, previous)),
         };
     }
     let outputs = outputs
@@ -931,9 +1005,15 @@ pub(crate) fn check_dense(
         return Ok(());
     }
     let (layout, expected) = if batch_first {
-        ("[batch, steps, input]", format!("[batch >= 1, steps >= 1, {input_size}]"))
+        (
+            "[batch, steps, input]",
+            format!("[batch >= 1, steps >= 1, {input_size}]"),
+        )
     } else {
-        ("[steps, batch, input]", format!("[steps >= 1, batch >= 1, {input_size}]"))
+        (
+            "[steps, batch, input]",
+            format!("[steps >= 1, batch >= 1, {input_size}]"),
+        )
     };
     let why = if dims[2] != input_size {
         format!(" (the core's input_size is {input_size})")
@@ -966,7 +1046,11 @@ fn check_input(shape: &CoreShape, input: &SequenceInput) -> Result<(), ForwardEr
                 .into());
             }
             if let Some(id) = id_out_of_range(ids, shape.input_size) {
-                return Err(ForwardError::TokenId { core: name, id, limit: shape.input_size });
+                return Err(ForwardError::TokenId {
+                    core: name,
+                    id,
+                    limit: shape.input_size,
+                });
             }
         }
     }
@@ -988,7 +1072,11 @@ fn check_state(
     };
     let why = format!(
         "{expected:?} ({entries} {}, the input's batch of {batch}, hidden_size {})",
-        if shape.bidirectional { "layers and directions" } else { "layers" },
+        if shape.bidirectional {
+            "layers and directions"
+        } else {
+            "layers"
+        },
         shape.hidden_size
     );
     let error = |tensor, given: Option<Vec<usize>>, expected: String| ShapeError {

@@ -85,14 +85,14 @@ impl RnnScratchConfig {
         let h = self.hidden_size;
         let layers = layer_inputs(self.input_size, h, self.num_layers, self.bidirectional)
             .into_iter()
-            .map(|input| {
-                RnnScratchLayer {
-                    w_xh: Param::from_tensor(self.init.weight([input, h], h, device)),
-                    w_hh: Param::from_tensor(self.init.weight([h, h], h, device)),
-                    b_h: self.bias.then(|| Param::from_tensor(self.init.bias(h, h, device))),
-                    activation: self.activation,
-                    clip: self.clip,
-                }
+            .map(|input| RnnScratchLayer {
+                w_xh: Param::from_tensor(self.init.weight([input, h], h, device)),
+                w_hh: Param::from_tensor(self.init.weight([h, h], h, device)),
+                b_h: self
+                    .bias
+                    .then(|| Param::from_tensor(self.init.bias(h, h, device))),
+                activation: self.activation,
+                clip: self.clip,
             })
             .collect();
         Ok(RnnScratch {

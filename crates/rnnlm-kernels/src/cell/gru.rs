@@ -49,7 +49,15 @@ impl Cell for Gru {
                 row.copy_from_slice(&weights.bias);
             }
         }
-        gemm(isa, q, width, step.h_prev, weights.inputs, rows, &weights.main);
+        gemm(
+            isa,
+            q,
+            width,
+            step.h_prev,
+            weights.inputs,
+            rows,
+            &weights.main,
+        );
         for ((((gates, q), h_prev), h), q_n) in step
             .gates
             .chunks_exact_mut(width)
@@ -81,7 +89,12 @@ impl Cell for Gru {
         // stand-in.
         let wanted = step.dh_prev.is_some();
         let mut masked = scratch.take_masked();
-        let dh = clipped_dh(&step.dh[..rows * n], &step.h[..rows * n], self.clip, &mut masked);
+        let dh = clipped_dh(
+            &step.dh[..rows * n],
+            &step.h[..rows * n],
+            self.clip,
+            &mut masked,
+        );
         let (stand_in, _) = scratch.zeroed(if wanted { 0 } else { rows * n }, 0);
         let dh_prev = step.dh_prev.unwrap_or(stand_in);
         for ((((((gates, dp), dq), q_n), h_prev), dh), direct) in step
@@ -98,7 +111,9 @@ impl Cell for Gru {
             let [r, z, n_gate] = blocks::<3>(gates, n);
             let [dr, dz, dn] = blocks_mut::<3>(dp, n);
             let [dq_r, dq_z, dq_n] = blocks_mut::<3>(dq, n);
-            backward_row(r, z, n_gate, q_n, h_prev, dh, dr, dz, dn, dq_r, dq_z, dq_n, direct);
+            backward_row(
+                r, z, n_gate, q_n, h_prev, dh, dr, dz, dn, dq_r, dq_z, dq_n, direct,
+            );
         }
         if wanted {
             gemm(isa, dh_prev, n, step.dq, width, rows, &transposed.main);
@@ -111,8 +126,12 @@ impl Cell for Gru {
 /// `q` by block; `q_n` copied to the tape; `h = n + z ⊙ (h_prev - n)`.
 #[inline(always)]
 pub(crate) fn forward_row<const FMA: bool>(
-    r: &mut [f32], z: &mut [f32], n: &mut [f32],
-    q_r: &[f32], q_z: &[f32], q_n: &[f32],
+    r: &mut [f32],
+    z: &mut [f32],
+    n: &mut [f32],
+    q_r: &[f32],
+    q_z: &[f32],
+    q_n: &[f32],
     h_prev: &[f32],
     h: &mut [f32],
     q_n_out: &mut [f32],
@@ -141,12 +160,18 @@ pub(crate) fn forward_row<const FMA: bool>(
 /// (`dp`), of the hidden product (`dq`), and the direct part of `dh_{t-1}` (`z ⊙ dh`).
 #[inline(always)]
 pub(crate) fn backward_row(
-    r: &[f32], z: &[f32], n: &[f32],
+    r: &[f32],
+    z: &[f32],
+    n: &[f32],
     q_n: &[f32],
     h_prev: &[f32],
     dh: &[f32],
-    dr: &mut [f32], dz: &mut [f32], dn: &mut [f32],
-    dq_r: &mut [f32], dq_z: &mut [f32], dq_n: &mut [f32],
+    dr: &mut [f32],
+    dz: &mut [f32],
+    dn: &mut [f32],
+    dq_r: &mut [f32],
+    dq_z: &mut [f32],
+    dq_n: &mut [f32],
     dh_prev: &mut [f32],
 ) {
     let len = dh.len();
@@ -192,7 +217,17 @@ mod tests {
         let [mut r, mut z, mut n] = P.map(|x| [x as f32]);
         let [q_r, q_z, q_n] = Q.map(|x| [x as f32]);
         let (mut h, mut tape) = ([0.0f32], [0.0f32]);
-        forward_row::<false>(&mut r, &mut z, &mut n, &q_r, &q_z, &q_n, &[H_PREV as f32], &mut h, &mut tape);
+        forward_row::<false>(
+            &mut r,
+            &mut z,
+            &mut n,
+            &q_r,
+            &q_z,
+            &q_n,
+            &[H_PREV as f32],
+            &mut h,
+            &mut tape,
+        );
         assert!((f64::from(h[0]) - unit(P, Q, H_PREV)).abs() < 1e-6);
         assert!((f64::from(r[0]) - sig(P[0] + Q[0])).abs() < 1e-6);
         assert_eq!(tape[0], Q[2] as f32, "q_n goes to the tape");
@@ -209,8 +244,19 @@ mod tests {
         let [dr, dz, dn] = &mut dp;
         let [dq_r, dq_z, dq_n] = &mut dq;
         backward_row(
-            &acts[0], &acts[1], &acts[2], &[Q[2] as f32], &[H_PREV as f32], &[a as f32],
-            dr, dz, dn, dq_r, dq_z, dq_n, &mut dh_prev,
+            &acts[0],
+            &acts[1],
+            &acts[2],
+            &[Q[2] as f32],
+            &[H_PREV as f32],
+            &[a as f32],
+            dr,
+            dz,
+            dn,
+            dq_r,
+            dq_z,
+            dq_n,
+            &mut dh_prev,
         );
         let eps = 1e-6;
         let numeric = |f: &dyn Fn(f64) -> f64| (f(eps) - f(-eps)) / (2.0 * eps);
@@ -220,16 +266,28 @@ mod tests {
                 p[k] += e;
                 a * unit(p, Q, H_PREV)
             });
-            assert!((f64::from(dp[k][0]) - by_p).abs() < 1e-5, "dp[{k}] {} vs {by_p}", dp[k][0]);
+            assert!(
+                (f64::from(dp[k][0]) - by_p).abs() < 1e-5,
+                "dp[{k}] {} vs {by_p}",
+                dp[k][0]
+            );
             let by_q = numeric(&|e| {
                 let mut q = Q;
                 q[k] += e;
                 a * unit(P, q, H_PREV)
             });
-            assert!((f64::from(dq[k][0]) - by_q).abs() < 1e-5, "dq[{k}] {} vs {by_q}", dq[k][0]);
+            assert!(
+                (f64::from(dq[k][0]) - by_q).abs() < 1e-5,
+                "dq[{k}] {} vs {by_q}",
+                dq[k][0]
+            );
         }
         // Only the direct part: h_{t-1} also reaches q through W_h, which the caller adds.
         let direct = numeric(&|e| a * unit(P, Q, H_PREV + e));
-        assert!((f64::from(dh_prev[0]) - direct).abs() < 1e-5, "dh_prev {} vs {direct}", dh_prev[0]);
+        assert!(
+            (f64::from(dh_prev[0]) - direct).abs() < 1e-5,
+            "dh_prev {} vs {direct}",
+            dh_prev[0]
+        );
     }
 }

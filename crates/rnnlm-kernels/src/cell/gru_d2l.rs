@@ -40,7 +40,13 @@ impl Cell for GruD2l {
             hidden,
             inputs: hidden,
             main: PackedB::new_on(weight, hidden, 2 * hidden, width, threads),
-            candidate: Some(PackedB::new_on(&weight[2 * hidden..], hidden, hidden, width, threads)),
+            candidate: Some(PackedB::new_on(
+                &weight[2 * hidden..],
+                hidden,
+                hidden,
+                width,
+                threads,
+            )),
             bias: Vec::new(),
         }
     }
@@ -121,7 +127,12 @@ impl Cell for GruD2l {
         let width = 3 * n;
         let wanted = step.dh_prev.is_some();
         let mut masked = scratch.take_masked();
-        let dh_all = clipped_dh(&step.dh[..rows * n], &step.h[..rows * n], self.clip, &mut masked);
+        let dh_all = clipped_dh(
+            &step.dh[..rows * n],
+            &step.h[..rows * n],
+            self.clip,
+            &mut masked,
+        );
         let (d_reset_h, stand_in) = scratch.zeroed(rows * n, if wanted { 0 } else { rows * n });
         for ((gates, dp), dh) in step
             .gates
@@ -134,7 +145,10 @@ impl Cell for GruD2l {
             let [_, _, dn] = blocks_mut::<3>(dp, n);
             candidate_backward_row(z, n_gate, dh, dn);
         }
-        let w_n = transposed.candidate.as_ref().expect("d2l's GRU packs W_hnᵀ");
+        let w_n = transposed
+            .candidate
+            .as_ref()
+            .expect("d2l's GRU packs W_hnᵀ");
         gemm(isa, d_reset_h, n, &step.dp[2 * n..], width, rows, w_n);
         let dh_prev = step.dh_prev.unwrap_or(stand_in);
         for (((((gates, dp), d_reset_h), h_prev), dh), direct) in step
@@ -158,11 +172,24 @@ impl Cell for GruD2l {
     }
 
     /// `[W_hr W_hz]`'s block from `h_{t-1}` as every cell's; `W_hn`'s from `r ⊙ h_{t-1}`.
-    fn weight_gradient(self, sources: &GradientSources<'_>, hidden: usize, threads: usize) -> Vec<f32> {
+    fn weight_gradient(
+        self,
+        sources: &GradientSources<'_>,
+        hidden: usize,
+        threads: usize,
+    ) -> Vec<f32> {
         let width = 3 * hidden;
         let rows = sources.dp.len() / width;
         let mut out = crate::shared::zeros(hidden * width);
-        add_previous_states_times(sources, sources.dp, width, 0..2 * hidden, hidden, &mut out, threads);
+        add_previous_states_times(
+            sources,
+            sources.dp,
+            width,
+            0..2 * hidden,
+            hidden,
+            &mut out,
+            threads,
+        );
         gemm_large(
             &mut out[2 * hidden..],
             width,
@@ -183,7 +210,8 @@ impl Cell for GruD2l {
 pub(crate) fn gates_row<const FMA: bool>(
     r: &mut [f32],
     z: &mut [f32],
-    hr: &[f32], hz: &[f32],
+    hr: &[f32],
+    hz: &[f32],
     h_prev: &[f32],
     reset_h: &mut [f32],
 ) {
@@ -234,11 +262,14 @@ pub(crate) fn candidate_backward_row(z: &[f32], n: &[f32], dh: &[f32], dn: &mut 
 /// `dh_{t-1}`.
 #[inline(always)]
 pub(crate) fn gates_backward_row<const FMA: bool>(
-    r: &[f32], z: &[f32], n: &[f32],
+    r: &[f32],
+    z: &[f32],
+    n: &[f32],
     d_reset_h: &[f32],
     h_prev: &[f32],
     dh: &[f32],
-    dr: &mut [f32], dz: &mut [f32],
+    dr: &mut [f32],
+    dz: &mut [f32],
     dh_prev: &mut [f32],
 ) {
     let len = dh.len();
@@ -287,7 +318,13 @@ mod tests {
         let mut h = [0.0f32];
         candidate_row::<false>(&z, &mut n, &candidate, &h_prev, &mut h);
         let (re, ze, ne, he) = unit(P, W, H_PREV);
-        for (got, want) in [(r[0], re), (z[0], ze), (n[0], ne), (h[0], he), (reset_h[0], re * H_PREV)] {
+        for (got, want) in [
+            (r[0], re),
+            (z[0], ze),
+            (n[0], ne),
+            (h[0], he),
+            (reset_h[0], re * H_PREV),
+        ] {
             assert!((f64::from(got) - want).abs() < 1e-6, "{got} vs {want}");
         }
     }
@@ -304,7 +341,17 @@ mod tests {
         candidate_backward_row(&z, &n, &dh, dn);
         let d_reset_h = [dn[0] * W[2] as f32];
         let mut direct = [0.0f32];
-        gates_backward_row::<false>(&r, &z, &n, &d_reset_h, &[H_PREV as f32], &dh, dr, dz, &mut direct);
+        gates_backward_row::<false>(
+            &r,
+            &z,
+            &n,
+            &d_reset_h,
+            &[H_PREV as f32],
+            &dh,
+            dr,
+            dz,
+            &mut direct,
+        );
         let eps = 1e-6;
         let numeric = |f: &dyn Fn(f64) -> f64| (f(eps) - f(-eps)) / (2.0 * eps);
         for k in 0..3 {
@@ -313,7 +360,11 @@ mod tests {
                 p[k] += e;
                 a * unit(p, W, H_PREV).3
             });
-            assert!((f64::from(dp[k][0]) - by_p).abs() < 1e-5, "dp[{k}] {} vs {by_p}", dp[k][0]);
+            assert!(
+                (f64::from(dp[k][0]) - by_p).abs() < 1e-5,
+                "dp[{k}] {} vs {by_p}",
+                dp[k][0]
+            );
         }
         // The direct part plus what reaches h_{t-1} through W_hr and W_hz (the caller's product).
         let total = f64::from(direct[0]) + f64::from(dp[0][0]) * W[0] + f64::from(dp[1][0]) * W[1];

@@ -40,7 +40,15 @@ impl Cell for Lstm {
     ) {
         let n = weights.hidden;
         let width = 4 * n;
-        gemm(isa, step.gates, width, step.h_prev, weights.inputs, rows, &weights.main);
+        gemm(
+            isa,
+            step.gates,
+            width,
+            step.h_prev,
+            weights.inputs,
+            rows,
+            &weights.main,
+        );
         for (((gates, c), cells), h) in step
             .gates
             .chunks_exact_mut(width)
@@ -96,7 +104,10 @@ impl Cell for Lstm {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_row<const FMA: bool>(
-    i: &mut [f32], f: &mut [f32], g: &mut [f32], o: &mut [f32],
+    i: &mut [f32],
+    f: &mut [f32],
+    g: &mut [f32],
+    o: &mut [f32],
     c: &mut [f32],
     cells: &mut [f32],
     h: &mut [f32],
@@ -129,12 +140,18 @@ pub(crate) fn forward_row<const FMA: bool>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_row<const FMA: bool>(
-    i: &[f32], f: &[f32], g: &[f32], o: &[f32],
+    i: &[f32],
+    f: &[f32],
+    g: &[f32],
+    o: &[f32],
     c: &[f32],
     c_prev: &[f32],
     dh: &[f32],
     dc: &mut [f32],
-    di: &mut [f32], df: &mut [f32], dg: &mut [f32], d_o: &mut [f32],
+    di: &mut [f32],
+    df: &mut [f32],
+    dg: &mut [f32],
+    d_o: &mut [f32],
     clip: f32,
 ) {
     let n = dh.len();
@@ -234,10 +251,18 @@ mod tests {
             up[k] += eps;
             down[k] -= eps;
             let numeric = (loss(up, c_prev) - loss(down, c_prev)) / (2.0 * eps);
-            assert!((dp[k] as f64 - numeric).abs() < 1e-5, "gate {k}: {} vs {numeric}", dp[k]);
+            assert!(
+                (dp[k] as f64 - numeric).abs() < 1e-5,
+                "gate {k}: {} vs {numeric}",
+                dp[k]
+            );
         }
         let numeric = (loss(p, c_prev + eps) - loss(p, c_prev - eps)) / (2.0 * eps);
-        assert!((dc[0] as f64 - numeric).abs() < 1e-5, "dc_prev {} vs {numeric}", dc[0]);
+        assert!(
+            (dc[0] as f64 - numeric).abs() < 1e-5,
+            "dc_prev {} vs {numeric}",
+            dc[0]
+        );
     }
 
     /// `c_t`, `h_t` of one unit in f64 with the cell clamped to `[-clip, clip]`.
@@ -247,7 +272,13 @@ mod tests {
     }
 
     /// One unit forwards and backwards with a clip, as the rows compute it.
-    fn clipped_rows(p: [f64; 4], c_prev: f64, clip: f32, dh: f32, dc_in: f32) -> (f32, f32, [f32; 4], f32) {
+    fn clipped_rows(
+        p: [f64; 4],
+        c_prev: f64,
+        clip: f32,
+        dh: f32,
+        dc_in: f32,
+    ) -> (f32, f32, [f32; 4], f32) {
         let mut gates = p.map(|x| x as f32);
         let (mut c, mut cells, mut h) = ([c_prev as f32], [0.0f32], [0.0f32]);
         {
@@ -268,7 +299,10 @@ mod tests {
         let [di, df, dg, d_o] = &mut dp;
         let [i, f, g, o] = gates.each_ref().map(std::slice::from_ref);
         backward_row::<false>(
-            i, f, g, o,
+            i,
+            f,
+            g,
+            o,
             &cells,
             &[c_prev as f32],
             &[dh],
@@ -290,7 +324,10 @@ mod tests {
         for clip in [0.25f64, 2.0] {
             let (c, h, dp, dc_prev) = clipped_rows(p, 0.7, clip as f32, a as f32, b as f32);
             let (ce, he) = clipped_unit(p, 0.7, clip);
-            assert!((c as f64 - ce).abs() < 1e-6 && (h as f64 - he).abs() < 1e-6, "clip {clip}");
+            assert!(
+                (c as f64 - ce).abs() < 1e-6 && (h as f64 - he).abs() < 1e-6,
+                "clip {clip}"
+            );
             let loss = |p: [f64; 4], c_prev: f64| {
                 let (c, h) = clipped_unit(p, c_prev, clip);
                 a * h + b * c
@@ -301,10 +338,17 @@ mod tests {
                 up[k] += eps;
                 down[k] -= eps;
                 let numeric = (loss(up, 0.7) - loss(down, 0.7)) / (2.0 * eps);
-                assert!((dp[k] as f64 - numeric).abs() < 1e-5, "clip {clip}, gate {k}: {} vs {numeric}", dp[k]);
+                assert!(
+                    (dp[k] as f64 - numeric).abs() < 1e-5,
+                    "clip {clip}, gate {k}: {} vs {numeric}",
+                    dp[k]
+                );
             }
             let numeric = (loss(p, 0.7 + eps) - loss(p, 0.7 - eps)) / (2.0 * eps);
-            assert!((dc_prev as f64 - numeric).abs() < 1e-5, "clip {clip}: dc_prev {dc_prev} vs {numeric}");
+            assert!(
+                (dc_prev as f64 - numeric).abs() < 1e-5,
+                "clip {clip}: dc_prev {dc_prev} vs {numeric}"
+            );
             if clip < 0.5 {
                 // Clamped: only the output gate still gets a gradient.
                 assert_eq!((dp[0], dp[1], dp[2], dc_prev), (0.0, 0.0, 0.0, 0.0));

@@ -89,7 +89,10 @@ impl CellKind {
     /// The bound of the cell's state ([`Clip::NONE`]: none).
     pub fn clip(self) -> Clip {
         match self {
-            CellKind::Rnn(_, clip) | CellKind::Lstm(clip) | CellKind::Gru(clip) | CellKind::GruD2l(clip) => clip,
+            CellKind::Rnn(_, clip)
+            | CellKind::Lstm(clip)
+            | CellKind::Gru(clip)
+            | CellKind::GruD2l(clip) => clip,
         }
     }
 }
@@ -102,7 +105,10 @@ macro_rules! dispatch {
     ($kind:expr, |$cell:ident| $body:expr) => {
         match $kind {
             $crate::CellKind::Rnn(activation, clip) => {
-                let $cell = $crate::cell::rnn::Rnn { activation, clip: clip.bound() };
+                let $cell = $crate::cell::rnn::Rnn {
+                    activation,
+                    clip: clip.bound(),
+                };
                 $body
             }
             $crate::CellKind::Lstm(clip) => {
@@ -137,12 +143,21 @@ pub(crate) fn clamp_hidden(h: &mut [f32], clip: f32) {
 /// passes no gradient; `dh` itself without a bound. `buffer` is the scratch it is written to
 /// (taken from [`Scratch`] and given back by the caller, whose own buffers stay free).
 #[inline(always)]
-pub(crate) fn clipped_dh<'a>(dh: &'a [f32], h: &[f32], clip: f32, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+pub(crate) fn clipped_dh<'a>(
+    dh: &'a [f32],
+    h: &[f32],
+    clip: f32,
+    buffer: &'a mut Vec<f32>,
+) -> &'a [f32] {
     if !clip.is_finite() {
         return dh;
     }
     buffer.clear();
-    buffer.extend(dh.iter().zip(h).map(|(&d, &h)| if h.abs() < clip { d } else { 0.0 }));
+    buffer.extend(
+        dh.iter()
+            .zip(h)
+            .map(|(&d, &h)| if h.abs() < clip { d } else { 0.0 }),
+    );
     buffer
 }
 
@@ -369,7 +384,12 @@ pub trait Cell: Copy + Send + Sync + 'static {
     /// The gradient of `W_h` `[hidden, gates·hidden]`: `Σ_t h_{t-1}ᵀ G_t`, one product over all
     /// steps, with `G` the hidden product's gradient ([`GradientSources::dq`] where the cell
     /// has one, the projection's otherwise). d2l's GRU replaces the candidate block.
-    fn weight_gradient(self, sources: &GradientSources<'_>, hidden: usize, threads: usize) -> Vec<f32> {
+    fn weight_gradient(
+        self,
+        sources: &GradientSources<'_>,
+        hidden: usize,
+        threads: usize,
+    ) -> Vec<f32> {
         let width = Self::GATES * hidden;
         let g = if Self::HIDDEN_GRADIENT {
             sources.dq
@@ -439,10 +459,18 @@ pub(crate) fn add_previous_states_times(
             .into(),
     };
     // h_{t-1} of step t is the output of step t - 1 forwards, of step t + 1 backwards.
-    let (outputs_from, g_from) = if order.reverse { (batch, 0) } else { (0, batch) };
+    let (outputs_from, g_from) = if order.reverse {
+        (batch, 0)
+    } else {
+        (0, batch)
+    };
     let parts = [
         (sources.h0, &first[..], batch),
-        (&sources.outputs[outputs_from * hidden..], &g[g_from * width..], rows - batch),
+        (
+            &sources.outputs[outputs_from * hidden..],
+            &g[g_from * width..],
+            rows - batch,
+        ),
     ];
     for (a, g, count) in parts {
         gemm_large(

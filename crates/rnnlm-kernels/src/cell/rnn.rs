@@ -35,8 +35,20 @@ impl Cell for Rnn {
         _: &mut Scratch,
     ) {
         let n = weights.hidden;
-        gemm(isa, step.gates, n, step.h_prev, weights.inputs, rows, &weights.main);
-        forward_row::<FMA>(self.activation, &step.gates[..rows * n], &mut step.h[..rows * n]);
+        gemm(
+            isa,
+            step.gates,
+            n,
+            step.h_prev,
+            weights.inputs,
+            rows,
+            &weights.main,
+        );
+        forward_row::<FMA>(
+            self.activation,
+            &step.gates[..rows * n],
+            &mut step.h[..rows * n],
+        );
         clamp_hidden(&mut step.h[..rows * n], self.clip);
     }
 
@@ -111,7 +123,11 @@ mod tests {
         }
         let mut dz = [0.0f32; 3];
         backward_row(Activation::Tanh, &h, &[1.0, 2.0, 3.0], &mut dz);
-        let expected = [1.0 - 0.5f32.tanh().powi(2), 2.0 * (1.0 - 2.0f32.tanh().powi(2)), 3.0];
+        let expected = [
+            1.0 - 0.5f32.tanh().powi(2),
+            2.0 * (1.0 - 2.0f32.tanh().powi(2)),
+            3.0,
+        ];
         for (d, e) in dz.iter().zip(expected) {
             assert!((d - e).abs() < 1e-6, "{d} {e}");
         }

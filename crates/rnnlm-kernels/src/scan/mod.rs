@@ -10,7 +10,9 @@
 //! steps. Every sum runs in an order fixed by the shapes, so the results do not depend on the
 //! number of threads.
 
-use crate::cell::{BackwardStep, Cell, CellKind, ForwardStep, GradientSources, HiddenWeights, Scratch};
+use crate::cell::{
+    BackwardStep, Cell, CellKind, ForwardStep, GradientSources, HiddenWeights, Scratch,
+};
 use crate::math::{Isa, Kernel, run};
 use crate::profile::timed;
 use crate::shared::{SharedMut, SharedUninit, filled_in_parallel, parallel};
@@ -123,7 +125,9 @@ pub fn forward(
     if let Some(sorted) = Sorted::by_length(inputs.order) {
         return sorted.forward(kind, shape, projected, inputs, keep_tape, plan);
     }
-    crate::dispatch!(kind, |cell| forward_cell(cell, shape, projected, inputs, keep_tape, plan))
+    crate::dispatch!(kind, |cell| forward_cell(
+        cell, shape, projected, inputs, keep_tape, plan
+    ))
 }
 
 /// The rows sorted by length, longest first, ties in row order (`result[place]` is the row at
@@ -158,7 +162,10 @@ impl Sorted {
     }
 
     fn order(&self, reverse: bool) -> Order<'_> {
-        Order { reverse, lengths: &self.lengths }
+        Order {
+            reverse,
+            lengths: &self.lengths,
+        }
     }
 
     /// Every block of `rows.len()` rows of `cols` values, in the sorted order.
@@ -179,7 +186,8 @@ impl Sorted {
         let mut out = vec![0.0f32; values.len()];
         for (from, to) in values.chunks_exact(block).zip(out.chunks_exact_mut(block)) {
             for (place, &row) in self.rows.iter().enumerate() {
-                to[row * cols..(row + 1) * cols].copy_from_slice(&from[place * cols..(place + 1) * cols]);
+                to[row * cols..(row + 1) * cols]
+                    .copy_from_slice(&from[place * cols..(place + 1) * cols]);
             }
         }
         out
@@ -200,7 +208,11 @@ impl Sorted {
                 Projected::Borrowed(values) => self.gather(values, width),
                 Projected::Owned(values) => self.gather(&values, width),
             };
-            (projected, self.gather(inputs.h0, hidden), self.gather(inputs.c0, hidden))
+            (
+                projected,
+                self.gather(inputs.h0, hidden),
+                self.gather(inputs.c0, hidden),
+            )
         });
         let sorted_inputs = ScanInputs {
             h0: &h0,
@@ -208,9 +220,18 @@ impl Sorted {
             order: self.order(inputs.order.reverse),
             ..inputs
         };
-        let out = forward(kind, shape, Projected::Owned(projected), sorted_inputs, keep_tape, plan);
+        let out = forward(
+            kind,
+            shape,
+            Projected::Owned(projected),
+            sorted_inputs,
+            keep_tape,
+            plan,
+        );
         ScanOutput {
-            output: timed("scan: rows sorted by length", || self.scatter(&out.output, hidden)),
+            output: timed("scan: rows sorted by length", || {
+                self.scatter(&out.output, hidden)
+            }),
             ..out
         }
     }
@@ -267,7 +288,11 @@ fn forward_cell<C: Cell>(
     keep_tape: bool,
     plan: Plan,
 ) -> ScanOutput {
-    let ScanShape { steps, batch, hidden } = shape;
+    let ScanShape {
+        steps,
+        batch,
+        hidden,
+    } = shape;
     let width = C::GATES * hidden;
     let rows = shape.rows();
     assert_eq!(
@@ -281,8 +306,18 @@ fn forward_cell<C: Cell>(
         expect_len("input_bias", inputs.input_bias, width, "[gates · hidden]");
     }
     expect_len("h0", inputs.h0, batch * hidden, "[batch, hidden]");
-    expect_len("c0", inputs.c0, if C::HAS_CELL { batch * hidden } else { 0 }, "[batch, hidden]");
-    expect_len("weight", inputs.weight, hidden * width, "[hidden, gates · hidden]");
+    expect_len(
+        "c0",
+        inputs.c0,
+        if C::HAS_CELL { batch * hidden } else { 0 },
+        "[batch, hidden]",
+    );
+    expect_len(
+        "weight",
+        inputs.weight,
+        hidden * width,
+        "[hidden, gates · hidden]",
+    );
     if !inputs.hidden_bias.is_empty() {
         expect_len("hidden_bias", inputs.hidden_bias, width, "[gates · hidden]");
     }
@@ -307,7 +342,11 @@ fn forward_cell<C: Cell>(
     } else {
         0
     };
-    let extra_len = if keep_tape && C::HAS_EXTRA { rows * hidden } else { 0 };
+    let extra_len = if keep_tape && C::HAS_EXTRA {
+        rows * hidden
+    } else {
+        0
+    };
     let (mut gates, mut extra) = (Vec::new(), Vec::new());
     let source = match &mut projected {
         Projected::Borrowed(values) => Source::Read(values),
@@ -346,7 +385,11 @@ fn forward_cell<C: Cell>(
     {
         gates = values;
     }
-    ScanOutput { output, gates, extra }
+    ScanOutput {
+        output,
+        gates,
+        extra,
+    }
 }
 
 /// Blocks of `[batch, hidden]` in a scan's output: every step's `h`, the final `h`, the final
@@ -383,7 +426,11 @@ struct ForwardRows<'a, C> {
 impl<C: Cell> Kernel for ForwardRows<'_, C> {
     #[inline(always)]
     fn run<const FMA: bool>(self) {
-        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let ScanShape {
+            steps,
+            batch,
+            hidden: h,
+        } = self.shape;
         let width = C::GATES * h;
         let (start, nb) = (self.batch_rows.start, self.batch_rows.len());
         if nb == 0 {
@@ -412,15 +459,23 @@ impl<C: Cell> Kernel for ForwardRows<'_, C> {
         let initial = &inputs.h0[start * h..(start + nb) * h];
         // Rows of different lengths keep their state here, since a row's output past its
         // length is zero; without lengths the previous step's output is the state.
-        let mut state = if order.lengths.is_empty() { Vec::new() } else { initial.to_vec() };
+        let mut state = if order.lengths.is_empty() {
+            Vec::new()
+        } else {
+            initial.to_vec()
+        };
         let mut h_prev: &[f32] = initial;
         for t in order.steps(steps) {
             let row = t * batch + start;
             let rows = row * width..(row + nb) * width;
             // SAFETY (all four): rows `row .. row + nb` at step t are this thread's alone.
             let gates: &mut [f32] = match (self.source, self.gates) {
-                (Source::InPlace(projected), _) => unsafe { projected.slice(rows.start, rows.len()) },
-                (_, Some(tape)) if C::KEEPS_GATES => unsafe { tape.zeroed_slice(rows.start, rows.len()) },
+                (Source::InPlace(projected), _) => unsafe {
+                    projected.slice(rows.start, rows.len())
+                },
+                (_, Some(tape)) if C::KEEPS_GATES => unsafe {
+                    tape.zeroed_slice(rows.start, rows.len())
+                },
                 _ => &mut local_gates,
             };
             let extra: &mut [f32] = match self.extra {
@@ -469,21 +524,40 @@ impl<C: Cell> Kernel for ForwardRows<'_, C> {
                         gates: &mut gates[gate_units],
                         h_prev: &state[units.clone()],
                         h_prev_units: &state[units.clone()],
-                        cell: if C::HAS_CELL { &mut cell_state[units.clone()] } else { &mut [] },
+                        cell: if C::HAS_CELL {
+                            &mut cell_state[units.clone()]
+                        } else {
+                            &mut []
+                        },
                         h: &mut out[units.clone()],
-                        extra: if C::HAS_EXTRA { &mut extra[units.clone()] } else { &mut [] },
+                        extra: if C::HAS_EXTRA {
+                            &mut extra[units.clone()]
+                        } else {
+                            &mut []
+                        },
                     },
                     &mut scratch,
                 );
                 state[units.clone()].copy_from_slice(&out[units]);
             }
         }
-        let last = if order.lengths.is_empty() { h_prev } else { &state };
+        let last = if order.lengths.is_empty() {
+            h_prev
+        } else {
+            &state
+        };
         // SAFETY: these rows of the final state's blocks are this thread's alone.
-        unsafe { self.output.zeroed_slice((steps * batch + start) * h, nb * h) }.copy_from_slice(last);
+        unsafe {
+            self.output
+                .zeroed_slice((steps * batch + start) * h, nb * h)
+        }
+        .copy_from_slice(last);
         if C::HAS_CELL {
-            unsafe { self.output.zeroed_slice(((steps + 1) * batch + start) * h, nb * h) }
-                .copy_from_slice(&cell_state);
+            unsafe {
+                self.output
+                    .zeroed_slice(((steps + 1) * batch + start) * h, nb * h)
+            }
+            .copy_from_slice(&cell_state);
         }
     }
 }
@@ -559,7 +633,9 @@ pub fn backward(
     if let Some(sorted) = Sorted::by_length(tape.order) {
         return sorted.backward(kind, shape, tape, d_output, wanted, plan);
     }
-    crate::dispatch!(kind, |cell| backward_cell(cell, shape, tape, d_output, wanted, plan))
+    crate::dispatch!(kind, |cell| backward_cell(
+        cell, shape, tape, d_output, wanted, plan
+    ))
 }
 
 fn backward_cell<C: Cell>(
@@ -570,19 +646,53 @@ fn backward_cell<C: Cell>(
     wanted: Wanted,
     plan: Plan,
 ) -> ScanGradients {
-    let ScanShape { steps, batch, hidden } = shape;
+    let ScanShape {
+        steps,
+        batch,
+        hidden,
+    } = shape;
     let width = C::GATES * hidden;
     let rows = shape.rows();
     let state = batch * hidden;
     let output_len = output_blocks::<C>(steps) * state;
     expect_len("h0", tape.h0, state, "[batch, hidden]");
-    expect_len("c0", tape.c0, if C::HAS_CELL { state } else { 0 }, "[batch, hidden]");
-    expect_len("weight", tape.weight, hidden * width, "[hidden, gates · hidden]");
-    expect_len("output", tape.output, output_len, "[steps + 1 (+ 1), batch, hidden]");
-    expect_len("d_output", d_output, output_len, "[steps + 1 (+ 1), batch, hidden]");
+    expect_len(
+        "c0",
+        tape.c0,
+        if C::HAS_CELL { state } else { 0 },
+        "[batch, hidden]",
+    );
+    expect_len(
+        "weight",
+        tape.weight,
+        hidden * width,
+        "[hidden, gates · hidden]",
+    );
+    expect_len(
+        "output",
+        tape.output,
+        output_len,
+        "[steps + 1 (+ 1), batch, hidden]",
+    );
+    expect_len(
+        "d_output",
+        d_output,
+        output_len,
+        "[steps + 1 (+ 1), batch, hidden]",
+    );
     tape.order.check(steps, batch);
-    expect_len("tape gates", tape.gates, if C::KEEPS_GATES { rows * width } else { 0 }, "[steps · batch, gates · hidden]");
-    expect_len("tape extra", tape.extra, if C::HAS_EXTRA { rows * hidden } else { 0 }, "[steps · batch, hidden]");
+    expect_len(
+        "tape gates",
+        tape.gates,
+        if C::KEEPS_GATES { rows * width } else { 0 },
+        "[steps · batch, gates · hidden]",
+    );
+    expect_len(
+        "tape extra",
+        tape.extra,
+        if C::HAS_EXTRA { rows * hidden } else { 0 },
+        "[steps · batch, hidden]",
+    );
 
     let parts = plan.threads.clamp(1, batch.max(1));
     let unit_parts = units::parts::<C>(shape, tape.order, plan);
@@ -606,16 +716,7 @@ fn backward_cell<C: Cell>(
             let mut dp = vec![0.0f32; rows * width];
             dq = vec![0.0f32; dq_len];
             units::backward(
-                cell,
-                shape,
-                tape,
-                d_output,
-                wanted,
-                plan,
-                unit_parts,
-                &mut dp,
-                &mut dq,
-                sinks,
+                cell, shape, tape, d_output, wanted, plan, unit_parts, &mut dp, &mut dq, sinks,
             );
             dp
         })
@@ -624,30 +725,30 @@ fn backward_cell<C: Cell>(
             cell.pack_transposed(tape.weight, hidden, parts)
         });
         timed("scan backward: time loop", || {
-        // SAFETY: the parts cover every batch row, and each zeroes and writes its rows of dp
-        // (and dq) at every step.
-        unsafe {
-            filled_in_parallel(rows * width, |dp| {
-                dq = filled_in_parallel(dq_len, |dq| {
-                    parallel(parts, |part| {
-                        let rows = BackwardRows {
-                            cell,
-                            shape,
-                            batch_rows: tape.order.part(batch, parts, part),
-                            isa: plan.isa,
-                            transposed: &transposed,
-                            tape,
-                            d_output,
-                            wanted,
-                            dp,
-                            dq,
-                            sinks,
-                        };
-                        run(plan.isa, rows);
+            // SAFETY: the parts cover every batch row, and each zeroes and writes its rows of dp
+            // (and dq) at every step.
+            unsafe {
+                filled_in_parallel(rows * width, |dp| {
+                    dq = filled_in_parallel(dq_len, |dq| {
+                        parallel(parts, |part| {
+                            let rows = BackwardRows {
+                                cell,
+                                shape,
+                                batch_rows: tape.order.part(batch, parts, part),
+                                isa: plan.isa,
+                                transposed: &transposed,
+                                tape,
+                                d_output,
+                                wanted,
+                                dp,
+                                dq,
+                                sinks,
+                            };
+                            run(plan.isa, rows);
+                        })
                     })
                 })
-            })
-        }
+            }
         })
     };
     let weight = if wanted.weight {
@@ -727,7 +828,11 @@ struct BackwardRows<'a, C> {
 impl<C: Cell> Kernel for BackwardRows<'_, C> {
     #[inline(always)]
     fn run<const FMA: bool>(self) {
-        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let ScanShape {
+            steps,
+            batch,
+            hidden: h,
+        } = self.shape;
         let width = C::GATES * h;
         let (start, nb) = (self.batch_rows.start, self.batch_rows.len());
         if nb == 0 {
@@ -735,7 +840,8 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
         }
         let (tape, d_output, order) = (self.tape, self.d_output, self.tape.order);
         // This thread's rows of step t in a buffer of `cols` columns.
-        let block = |t: usize, cols: usize| (t * batch + start) * cols..(t * batch + start + nb) * cols;
+        let block =
+            |t: usize, cols: usize| (t * batch + start) * cols..(t * batch + start + nb) * cols;
         let initial = start * h..(start + nb) * h;
         // The gradient reaching the state from the steps after it (in the forward scan's
         // order), starting from the final state's own.
@@ -765,9 +871,15 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
         let forward_order: Vec<usize> = order.steps(steps).collect();
         for &t in forward_order.iter().rev() {
             // SAFETY: rows `block(t)` are this thread's alone.
-            let dp = unsafe { self.dp.zeroed_slice((t * batch + start) * width, nb * width) };
+            let dp = unsafe {
+                self.dp
+                    .zeroed_slice((t * batch + start) * width, nb * width)
+            };
             let dq: &mut [f32] = if C::HIDDEN_GRADIENT {
-                unsafe { self.dq.zeroed_slice((t * batch + start) * width, nb * width) }
+                unsafe {
+                    self.dq
+                        .zeroed_slice((t * batch + start) * width, nb * width)
+                }
             } else {
                 &mut []
             };
@@ -791,8 +903,16 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
                     self.transposed,
                     nb,
                     BackwardStep {
-                        gates: if C::KEEPS_GATES { &tape.gates[block(t, width)] } else { &[] },
-                        extra: if C::HAS_EXTRA { &tape.extra[block(t, h)] } else { &[] },
+                        gates: if C::KEEPS_GATES {
+                            &tape.gates[block(t, width)]
+                        } else {
+                            &[]
+                        },
+                        extra: if C::HAS_EXTRA {
+                            &tape.extra[block(t, h)]
+                        } else {
+                            &[]
+                        },
                         cell_prev,
                         h: &tape.output[block(t, h)],
                         h_prev,
@@ -809,14 +929,22 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
                 // unchanged and get none of their own (their output there is a constant zero).
                 for run in order.runs(self.batch_rows.clone(), t) {
                     // The run's rows in this thread's buffers, and of step t in the tapes.
-                    let (units, gate_units) = (run.start * h..run.end * h, run.start * width..run.end * width);
-                    let at = |cols: usize| (t * batch + start + run.start) * cols..(t * batch + start + run.end) * cols;
+                    let (units, gate_units) = (
+                        run.start * h..run.end * h,
+                        run.start * width..run.end * width,
+                    );
+                    let at = |cols: usize| {
+                        (t * batch + start + run.start) * cols..(t * batch + start + run.end) * cols
+                    };
                     h_prev_rows.clear();
                     cell_prev_rows.clear();
                     for b in start + run.start..start + run.end {
                         let (h_from, c_from) = match order.previous(b, t, steps) {
                             None => (tape.h0, tape.c0),
-                            Some(p) => (&tape.output[p * batch * h..], tape.extra.get(p * batch * h..).unwrap_or(&[])),
+                            Some(p) => (
+                                &tape.output[p * batch * h..],
+                                tape.extra.get(p * batch * h..).unwrap_or(&[]),
+                            ),
                         };
                         h_prev_rows.extend_from_slice(&h_from[b * h..(b + 1) * h]);
                         if C::HAS_CELL {
@@ -824,7 +952,11 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
                         }
                     }
                     let up = &d_output[at(h)];
-                    for ((d, &up), &next) in dh[units.clone()].iter_mut().zip(up).zip(&dh_next[units.clone()]) {
+                    for ((d, &up), &next) in dh[units.clone()]
+                        .iter_mut()
+                        .zip(up)
+                        .zip(&dh_next[units.clone()])
+                    {
                         *d = up + next;
                     }
                     self.cell.backward::<FMA>(
@@ -832,15 +964,31 @@ impl<C: Cell> Kernel for BackwardRows<'_, C> {
                         self.transposed,
                         run.len(),
                         BackwardStep {
-                            gates: if C::KEEPS_GATES { &tape.gates[at(width)] } else { &[] },
-                            extra: if C::HAS_EXTRA { &tape.extra[at(h)] } else { &[] },
+                            gates: if C::KEEPS_GATES {
+                                &tape.gates[at(width)]
+                            } else {
+                                &[]
+                            },
+                            extra: if C::HAS_EXTRA {
+                                &tape.extra[at(h)]
+                            } else {
+                                &[]
+                            },
                             cell_prev: &cell_prev_rows,
                             h: &tape.output[at(h)],
                             h_prev: &h_prev_rows,
                             dh: &dh[units.clone()],
-                            dc: if C::HAS_CELL { &mut dc[units.clone()] } else { &mut [] },
+                            dc: if C::HAS_CELL {
+                                &mut dc[units.clone()]
+                            } else {
+                                &mut []
+                            },
                             dp: &mut dp[gate_units.clone()],
-                            dq: if C::HIDDEN_GRADIENT { &mut dq[gate_units] } else { &mut [] },
+                            dq: if C::HIDDEN_GRADIENT {
+                                &mut dq[gate_units]
+                            } else {
+                                &mut []
+                            },
                             dh_prev: Some(&mut dh_next[units]),
                         },
                         &mut scratch,
@@ -887,7 +1035,11 @@ mod tests {
 
     impl Case {
         fn new(kind: CellKind, shape: ScanShape, seed: u64) -> Self {
-            let ScanShape { steps, batch, hidden } = shape;
+            let ScanShape {
+                steps,
+                batch,
+                hidden,
+            } = shape;
             let width = kind.gates() * hidden;
             Self {
                 kind,
@@ -895,9 +1047,17 @@ mod tests {
                 projected: values(steps * batch * width, seed, 1.0),
                 input_bias: values(width, seed + 1, 0.5),
                 h0: values(batch * hidden, seed + 2, 0.8),
-                c0: if kind.has_cell() { values(batch * hidden, seed + 3, 0.8) } else { Vec::new() },
+                c0: if kind.has_cell() {
+                    values(batch * hidden, seed + 3, 0.8)
+                } else {
+                    Vec::new()
+                },
                 weight: values(hidden * width, seed + 4, 0.6),
-                hidden_bias: if kind.has_hidden_bias() { values(width, seed + 5, 0.5) } else { Vec::new() },
+                hidden_bias: if kind.has_hidden_bias() {
+                    values(width, seed + 5, 0.5)
+                } else {
+                    Vec::new()
+                },
                 reverse: false,
                 lengths: Vec::new(),
             }
@@ -910,21 +1070,43 @@ mod tests {
                 c0: &self.c0,
                 weight: &self.weight,
                 hidden_bias: &self.hidden_bias,
-                order: Order { reverse: self.reverse, lengths: &self.lengths },
+                order: Order {
+                    reverse: self.reverse,
+                    lengths: &self.lengths,
+                },
             }
         }
 
         fn forward(&self, keep_tape: bool, plan: Plan) -> ScanOutput {
             let projected = Projected::Borrowed(&self.projected);
-            forward(self.kind, self.shape, projected, self.inputs(), keep_tape, plan)
+            forward(
+                self.kind,
+                self.shape,
+                projected,
+                self.inputs(),
+                keep_tape,
+                plan,
+            )
         }
 
         fn backward(&self, out: &ScanOutput, d_output: &[f32], plan: Plan) -> ScanGradients {
-            let wanted = Wanted { input_bias: true, h0: true, c0: true, weight: true, hidden_bias: true };
+            let wanted = Wanted {
+                input_bias: true,
+                h0: true,
+                c0: true,
+                weight: true,
+                hidden_bias: true,
+            };
             self.backward_wanting(out, d_output, plan, wanted)
         }
 
-        fn backward_wanting(&self, out: &ScanOutput, d_output: &[f32], plan: Plan, wanted: Wanted) -> ScanGradients {
+        fn backward_wanting(
+            &self,
+            out: &ScanOutput,
+            d_output: &[f32],
+            plan: Plan,
+            wanted: Wanted,
+        ) -> ScanGradients {
             let tape = ScanTape {
                 h0: &self.h0,
                 c0: &self.c0,
@@ -932,19 +1114,25 @@ mod tests {
                 output: &out.output,
                 gates: &out.gates,
                 extra: &out.extra,
-                order: Order { reverse: self.reverse, lengths: &self.lengths },
+                order: Order {
+                    reverse: self.reverse,
+                    lengths: &self.lengths,
+                },
             };
             backward(self.kind, self.shape, tape, d_output, wanted, plan)
         }
     }
-
 
     /// Every clipped kind of [`KINDS`] clamps some of its tests' states and not others (the
     /// LSTM its cells, the others their hidden states): the finite-difference and thread tests
     /// pass through both branches of the clamp.
     #[test]
     fn clipped_cells_hold_their_states_on_the_bound() {
-        let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
+        let shape = ScanShape {
+            steps: 4,
+            batch: 3,
+            hidden: 5,
+        };
         let rows = shape.steps * shape.batch * shape.hidden;
         let clipped: Vec<(CellKind, CellKind, f32)> = KINDS
             .into_iter()
@@ -955,47 +1143,87 @@ mod tests {
                     CellKind::GruD2l(clip) => (CellKind::GruD2l(crate::cell::Clip::NONE), clip),
                     CellKind::Rnn(a, clip) => (CellKind::Rnn(a, crate::cell::Clip::NONE), clip),
                 };
-                clip.bound().is_finite().then_some((plain, kind, clip.bound()))
+                clip.bound()
+                    .is_finite()
+                    .then_some((plain, kind, clip.bound()))
             })
             .collect();
         assert_eq!(clipped.len(), 4, "a clipped LSTM, GRU, d2l GRU and RNN");
         for (plain, kind, bound) in clipped {
             let states = |kind: CellKind| {
                 let out = Case::new(kind, shape, 21).forward(true, Plan::default());
-                if kind.has_cell() { out.extra } else { out.output[..rows].to_vec() }
+                if kind.has_cell() {
+                    out.extra
+                } else {
+                    out.output[..rows].to_vec()
+                }
             };
             let (free, held) = (states(plain), states(kind));
-            assert!(free.iter().any(|c| c.abs() > bound), "{kind:?}: the unclipped states exceed {bound}");
-            assert!(held.iter().all(|c| c.abs() <= bound), "{kind:?}: clipped states within {bound}");
-            assert!(held.iter().any(|c| c.abs() == bound) && held.iter().any(|c| c.abs() < bound), "{kind:?}");
+            assert!(
+                free.iter().any(|c| c.abs() > bound),
+                "{kind:?}: the unclipped states exceed {bound}"
+            );
+            assert!(
+                held.iter().all(|c| c.abs() <= bound),
+                "{kind:?}: clipped states within {bound}"
+            );
+            assert!(
+                held.iter().any(|c| c.abs() == bound) && held.iter().any(|c| c.abs() < bound),
+                "{kind:?}"
+            );
         }
     }
 
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
-        let shape = ScanShape { steps: 5, batch: 7, hidden: 70 };
-        for (kind, (reverse, lengths)) in KINDS.into_iter().flat_map(|k| orders(shape.steps, shape.batch).into_iter().map(move |o| (k, o))) {
+        let shape = ScanShape {
+            steps: 5,
+            batch: 7,
+            hidden: 70,
+        };
+        for (kind, (reverse, lengths)) in KINDS.into_iter().flat_map(|k| {
+            orders(shape.steps, shape.batch)
+                .into_iter()
+                .map(move |o| (k, o))
+        }) {
             let kind_and_order = format!("{kind:?} reverse {reverse} lengths {lengths:?}");
-            let case = Case { reverse, lengths, ..Case::new(kind, shape, 11) };
-            let plan = |threads| Plan { threads, isa: Isa::detect() };
+            let case = Case {
+                reverse,
+                lengths,
+                ..Case::new(kind, shape, 11)
+            };
+            let plan = |threads| Plan {
+                threads,
+                isa: Isa::detect(),
+            };
             let one = case.forward(true, plan(1));
             let d_output = values(one.output.len(), 99, 1.0);
             let grads = case.backward(&one, &d_output, plan(1));
             for threads in 2..=4 {
                 let out = case.forward(true, plan(threads));
                 assert_eq!(out, one, "{kind_and_order}, {threads} threads: forward");
-                assert_eq!(case.backward(&out, &d_output, plan(threads)), grads, "{kind_and_order}, {threads} threads: backward");
+                assert_eq!(
+                    case.backward(&out, &d_output, plan(threads)),
+                    grads,
+                    "{kind_and_order}, {threads} threads: backward"
+                );
             }
             // Without a tape the same states come out, and nothing else.
             let untracked = case.forward(false, plan(2));
-            assert_eq!(untracked.output, one.output, "{kind_and_order}: untracked forward");
+            assert_eq!(
+                untracked.output, one.output,
+                "{kind_and_order}: untracked forward"
+            );
             assert!(untracked.gates.is_empty() && untracked.extra.is_empty());
             // Gates computed in the projection's own buffer: the same output and tape.
             for keep_tape in [true, false] {
                 let owned = Projected::Owned(case.projected.clone());
                 let in_place = forward(kind, shape, owned, case.inputs(), keep_tape, plan(3));
                 let expected = if keep_tape { &one } else { &untracked };
-                assert_eq!(&in_place, expected, "{kind_and_order}: in place, tape {keep_tape}");
+                assert_eq!(
+                    &in_place, expected,
+                    "{kind_and_order}: in place, tape {keep_tape}"
+                );
             }
         }
     }
@@ -1006,28 +1234,62 @@ mod tests {
     #[test]
     fn splitting_the_units_gives_the_same_bits_as_splitting_the_rows() {
         for (batch, hidden, threads) in [(1, 130, 2), (2, 200, 3), (1, 257, 4), (3, 128, 4)] {
-            let shape = ScanShape { steps: 6, batch, hidden };
+            let shape = ScanShape {
+                steps: 6,
+                batch,
+                hidden,
+            };
             for kind in KINDS {
                 for reverse in [false, true] {
-                    let what = format!("{kind:?} batch {batch} hidden {hidden} {threads} threads reverse {reverse}");
-                    let case = Case { reverse, ..Case::new(kind, shape, 21) };
-                    let plan = |threads| Plan { threads, isa: Isa::detect() };
-                    let splits = units::parts::<crate::cell::lstm::Lstm>(shape, Order::default(), plan(threads));
+                    let what = format!(
+                        "{kind:?} batch {batch} hidden {hidden} {threads} threads reverse {reverse}"
+                    );
+                    let case = Case {
+                        reverse,
+                        ..Case::new(kind, shape, 21)
+                    };
+                    let plan = |threads| Plan {
+                        threads,
+                        isa: Isa::detect(),
+                    };
+                    let splits = units::parts::<crate::cell::lstm::Lstm>(
+                        shape,
+                        Order::default(),
+                        plan(threads),
+                    );
                     assert!(splits > 1, "{what}: the units are split");
                     let one = case.forward(true, plan(1));
                     let d_output = values(one.output.len(), 98, 1.0);
                     let grads = case.backward(&one, &d_output, plan(1));
                     let split = case.forward(true, plan(threads));
                     assert_eq!(split, one, "{what}: forward");
-                    assert_eq!(case.backward(&split, &d_output, plan(threads)), grads, "{what}: backward");
+                    assert_eq!(
+                        case.backward(&split, &d_output, plan(threads)),
+                        grads,
+                        "{what}: backward"
+                    );
                     let untracked = case.forward(false, plan(threads));
                     assert_eq!(untracked.output, one.output, "{what}: untracked forward");
-                    assert!(untracked.gates.is_empty() && untracked.extra.is_empty(), "{what}: no tape");
+                    assert!(
+                        untracked.gates.is_empty() && untracked.extra.is_empty(),
+                        "{what}: no tape"
+                    );
                     // Only some gradients wanted (a constant initial state, a frozen bias).
                     for wanted in [
-                        Wanted { weight: true, ..Wanted::default() },
-                        Wanted { h0: true, c0: true, ..Wanted::default() },
-                        Wanted { input_bias: true, hidden_bias: true, ..Wanted::default() },
+                        Wanted {
+                            weight: true,
+                            ..Wanted::default()
+                        },
+                        Wanted {
+                            h0: true,
+                            c0: true,
+                            ..Wanted::default()
+                        },
+                        Wanted {
+                            input_bias: true,
+                            hidden_bias: true,
+                            ..Wanted::default()
+                        },
                     ] {
                         assert_eq!(
                             case.backward_wanting(&split, &d_output, plan(threads), wanted),
@@ -1043,34 +1305,68 @@ mod tests {
     fn close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tolerance * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= tolerance * (1.0 + x.abs().max(y.abs())),
+                "{what}[{i}]: {x} vs {y}"
+            );
         }
     }
 
     #[test]
     fn every_instruction_set_gives_the_same_results_to_rounding() {
-        let shape = ScanShape { steps: 4, batch: 9, hidden: 67 };
+        let shape = ScanShape {
+            steps: 4,
+            batch: 9,
+            hidden: 67,
+        };
         for kind in KINDS {
             let case = Case::new(kind, shape, 5);
-            let reference = Plan { threads: 2, isa: Isa::Baseline };
+            let reference = Plan {
+                threads: 2,
+                isa: Isa::Baseline,
+            };
             let base = case.forward(true, reference);
             let d_output = values(base.output.len(), 3, 1.0);
             let base_grads = case.backward(&base, &d_output, reference);
             for isa in isas() {
                 let plan = Plan { threads: 2, isa };
                 let out = case.forward(true, plan);
-                close(&out.output, &base.output, 1e-5, &format!("{kind:?} {isa:?} output"));
+                close(
+                    &out.output,
+                    &base.output,
+                    1e-5,
+                    &format!("{kind:?} {isa:?} output"),
+                );
                 let grads = case.backward(&out, &d_output, plan);
-                close(&grads.projected, &base_grads.projected, 1e-4, &format!("{kind:?} {isa:?} d projected"));
-                close(&grads.weight, &base_grads.weight, 1e-4, &format!("{kind:?} {isa:?} d weight"));
-                close(&grads.h0, &base_grads.h0, 1e-4, &format!("{kind:?} {isa:?} d h0"));
+                close(
+                    &grads.projected,
+                    &base_grads.projected,
+                    1e-4,
+                    &format!("{kind:?} {isa:?} d projected"),
+                );
+                close(
+                    &grads.weight,
+                    &base_grads.weight,
+                    1e-4,
+                    &format!("{kind:?} {isa:?} d weight"),
+                );
+                close(
+                    &grads.h0,
+                    &base_grads.h0,
+                    1e-4,
+                    &format!("{kind:?} {isa:?} d h0"),
+                );
             }
         }
     }
 
     #[test]
     fn a_long_scan_equals_two_short_ones_carrying_the_state() {
-        let shape = ScanShape { steps: 6, batch: 3, hidden: 20 };
+        let shape = ScanShape {
+            steps: 6,
+            batch: 3,
+            hidden: 20,
+        };
         let plan = Plan::default();
         for kind in KINDS {
             let case = Case::new(kind, shape, 8);
@@ -1078,41 +1374,89 @@ mod tests {
             let width = kind.gates() * shape.hidden;
             let state = shape.batch * shape.hidden;
             let half = ScanShape { steps: 3, ..shape };
-            let first = Case { shape: half, projected: case.projected[..3 * shape.batch * width].to_vec(), ..Case::new(kind, half, 8) };
-            let first = Case { h0: case.h0.clone(), c0: case.c0.clone(), weight: case.weight.clone(), input_bias: case.input_bias.clone(), hidden_bias: case.hidden_bias.clone(), ..first };
+            let first = Case {
+                shape: half,
+                projected: case.projected[..3 * shape.batch * width].to_vec(),
+                ..Case::new(kind, half, 8)
+            };
+            let first = Case {
+                h0: case.h0.clone(),
+                c0: case.c0.clone(),
+                weight: case.weight.clone(),
+                input_bias: case.input_bias.clone(),
+                hidden_bias: case.hidden_bias.clone(),
+                ..first
+            };
             let a = first.forward(false, plan);
             let second = Case {
                 projected: case.projected[3 * shape.batch * width..].to_vec(),
                 h0: a.output[2 * state..3 * state].to_vec(),
-                c0: if kind.has_cell() { a.output[4 * state..].to_vec() } else { Vec::new() },
-                ..Case { shape: half, ..first }
+                c0: if kind.has_cell() {
+                    a.output[4 * state..].to_vec()
+                } else {
+                    Vec::new()
+                },
+                ..Case {
+                    shape: half,
+                    ..first
+                }
             };
             let b = second.forward(false, plan);
-            assert_eq!(&whole.output[..3 * state], &a.output[..3 * state], "{kind:?}: first half");
-            assert_eq!(&whole.output[3 * state..], &b.output[..], "{kind:?}: second half");
+            assert_eq!(
+                &whole.output[..3 * state],
+                &a.output[..3 * state],
+                "{kind:?}: first half"
+            );
+            assert_eq!(
+                &whole.output[3 * state..],
+                &b.output[..],
+                "{kind:?}: second half"
+            );
         }
     }
 
     /// `Σ output ⊙ weights`, summed in f64.
     fn loss(out: &ScanOutput, weights: &[f32]) -> f64 {
-        out.output.iter().zip(weights).map(|(&o, &w)| o as f64 * w as f64).sum()
+        out.output
+            .iter()
+            .zip(weights)
+            .map(|(&o, &w)| o as f64 * w as f64)
+            .sum()
     }
 
     /// The orders every order-dependent test runs: forwards and backwards, over whole rows and
     /// over rows of different lengths (unsorted, with a row of one step).
     fn orders(steps: usize, batch: usize) -> Vec<(bool, Vec<usize>)> {
-        let lengths: Vec<usize> = (0..batch).map(|b| [steps, 1, steps - 1, 2][b % 4].clamp(1, steps)).collect();
-        vec![(false, Vec::new()), (true, Vec::new()), (false, lengths.clone()), (true, lengths)]
+        let lengths: Vec<usize> = (0..batch)
+            .map(|b| [steps, 1, steps - 1, 2][b % 4].clamp(1, steps))
+            .collect();
+        vec![
+            (false, Vec::new()),
+            (true, Vec::new()),
+            (false, lengths.clone()),
+            (true, lengths),
+        ]
     }
 
     #[test]
     fn gradients_match_finite_differences() {
-        let shape = ScanShape { steps: 4, batch: 3, hidden: 5 };
+        let shape = ScanShape {
+            steps: 4,
+            batch: 3,
+            hidden: 5,
+        };
         let plan = Plan::default();
         // ReLU's kink makes differences unreliable; its backward row is checked by hand.
-        for kind in KINDS.into_iter().filter(|k| !matches!(k, CellKind::Rnn(Activation::Relu, _))) {
+        for kind in KINDS
+            .into_iter()
+            .filter(|k| !matches!(k, CellKind::Rnn(Activation::Relu, _)))
+        {
             for (reverse, lengths) in orders(shape.steps, shape.batch) {
-                let at_order = |case: Case| Case { reverse, lengths: lengths.clone(), ..case };
+                let at_order = |case: Case| Case {
+                    reverse,
+                    lengths: lengths.clone(),
+                    ..case
+                };
                 let case = at_order(Case::new(kind, shape, 21));
                 let out = case.forward(true, plan);
                 let d_output = values(out.output.len(), 77, 1.0);
@@ -1151,34 +1495,76 @@ mod tests {
 
     /// Blocks `t` of `[blocks, batch, cols]` in the order `steps` (a row's steps reversed, say).
     fn blocks_in(values: &[f32], steps: &[usize], batch: usize, cols: usize) -> Vec<f32> {
-        steps.iter().flat_map(|&t| values[t * batch * cols..(t + 1) * batch * cols].iter().copied()).collect()
+        steps
+            .iter()
+            .flat_map(|&t| {
+                values[t * batch * cols..(t + 1) * batch * cols]
+                    .iter()
+                    .copied()
+            })
+            .collect()
     }
 
     #[test]
     fn a_reverse_scan_is_the_forward_scan_of_the_steps_reversed() {
-        let shape = ScanShape { steps: 5, batch: 4, hidden: 9 };
-        let plan = Plan { threads: 2, isa: Isa::detect() };
+        let shape = ScanShape {
+            steps: 5,
+            batch: 4,
+            hidden: 9,
+        };
+        let plan = Plan {
+            threads: 2,
+            isa: Isa::detect(),
+        };
         let (steps, batch, h) = (shape.steps, shape.batch, shape.hidden);
         let reversed: Vec<usize> = (0..steps).rev().collect();
         // The output's step blocks reversed, the final state's blocks as they are.
         let finals: Vec<usize> = (steps..steps + 2).collect();
         for kind in KINDS {
             let width = kind.gates() * h;
-            let case = Case { reverse: true, ..Case::new(kind, shape, 31) };
-            let flipped = Case { projected: blocks_in(&case.projected, &reversed, batch, width), ..Case::new(kind, shape, 31) };
+            let case = Case {
+                reverse: true,
+                ..Case::new(kind, shape, 31)
+            };
+            let flipped = Case {
+                projected: blocks_in(&case.projected, &reversed, batch, width),
+                ..Case::new(kind, shape, 31)
+            };
             let out = case.forward(true, plan);
             let expected = flipped.forward(true, plan);
-            let blocks: Vec<usize> = reversed.iter().copied().chain(finals.iter().copied().take(1 + usize::from(kind.has_cell()))).collect();
-            assert_eq!(out.output, blocks_in(&expected.output, &blocks, batch, h), "{kind:?}: outputs");
+            let blocks: Vec<usize> = reversed
+                .iter()
+                .copied()
+                .chain(
+                    finals
+                        .iter()
+                        .copied()
+                        .take(1 + usize::from(kind.has_cell())),
+                )
+                .collect();
+            assert_eq!(
+                out.output,
+                blocks_in(&expected.output, &blocks, batch, h),
+                "{kind:?}: outputs"
+            );
             let d_output = values(out.output.len(), 5, 1.0);
             let grads = case.backward(&out, &d_output, plan);
-            let flipped_grads = flipped.backward(&expected, &blocks_in(&d_output, &blocks, batch, h), plan);
-            assert_eq!(grads.projected, blocks_in(&flipped_grads.projected, &reversed, batch, width), "{kind:?}: d projected");
+            let flipped_grads =
+                flipped.backward(&expected, &blocks_in(&d_output, &blocks, batch, h), plan);
+            assert_eq!(
+                grads.projected,
+                blocks_in(&flipped_grads.projected, &reversed, batch, width),
+                "{kind:?}: d projected"
+            );
             for (name, a, b) in [
                 ("d h0", &grads.h0, &flipped_grads.h0),
                 ("d c0", &grads.c0, &flipped_grads.c0),
                 ("d input_bias", &grads.input_bias, &flipped_grads.input_bias),
-                ("d hidden_bias", &grads.hidden_bias, &flipped_grads.hidden_bias),
+                (
+                    "d hidden_bias",
+                    &grads.hidden_bias,
+                    &flipped_grads.hidden_bias,
+                ),
                 ("d weight", &grads.weight, &flipped_grads.weight),
             ] {
                 // The sums over steps run in another order.
@@ -1189,16 +1575,27 @@ mod tests {
 
     #[test]
     fn rows_of_different_lengths_each_equal_the_row_alone() {
-        let shape = ScanShape { steps: 5, batch: 6, hidden: 7 };
+        let shape = ScanShape {
+            steps: 5,
+            batch: 6,
+            hidden: 7,
+        };
         let (steps, batch, h) = (shape.steps, shape.batch, shape.hidden);
         let lengths = vec![3, 5, 1, 4, 5, 2];
         for threads in [1, 3] {
-            let plan = Plan { threads, isa: Isa::detect() };
+            let plan = Plan {
+                threads,
+                isa: Isa::detect(),
+            };
             for kind in KINDS {
                 let width = kind.gates() * h;
                 let blocks = 1 + usize::from(kind.has_cell());
                 for reverse in [false, true] {
-                    let case = Case { reverse, lengths: lengths.clone(), ..Case::new(kind, shape, 41) };
+                    let case = Case {
+                        reverse,
+                        lengths: lengths.clone(),
+                        ..Case::new(kind, shape, 41)
+                    };
                     let out = case.forward(true, plan);
                     let d_output = values(out.output.len(), 9, 1.0);
                     let grads = case.backward(&out, &d_output, plan);
@@ -1208,16 +1605,35 @@ mod tests {
                         vec![0.0; case.hidden_bias.len()],
                     );
                     for (b, &length) in lengths.iter().enumerate() {
-                        let what = format!("{kind:?} reverse {reverse}, {threads} threads, row {b} of length {length}");
+                        let what = format!(
+                            "{kind:?} reverse {reverse}, {threads} threads, row {b} of length {length}"
+                        );
                         // Row b's values at steps 0..length (and at the final blocks).
-                        let row = |values: &[f32], cols: usize, steps: std::ops::Range<usize>| -> Vec<f32> {
-                            steps.flat_map(|t| values[(t * batch + b) * cols..(t * batch + b + 1) * cols].iter().copied()).collect()
+                        let row = |values: &[f32],
+                                   cols: usize,
+                                   steps: std::ops::Range<usize>|
+                         -> Vec<f32> {
+                            steps
+                                .flat_map(|t| {
+                                    values[(t * batch + b) * cols..(t * batch + b + 1) * cols]
+                                        .iter()
+                                        .copied()
+                                })
+                                .collect()
                         };
                         let alone = Case {
-                            shape: ScanShape { steps: length, batch: 1, hidden: h },
+                            shape: ScanShape {
+                                steps: length,
+                                batch: 1,
+                                hidden: h,
+                            },
                             projected: row(&case.projected, width, 0..length),
                             h0: case.h0[b * h..(b + 1) * h].to_vec(),
-                            c0: if kind.has_cell() { case.c0[b * h..(b + 1) * h].to_vec() } else { Vec::new() },
+                            c0: if kind.has_cell() {
+                                case.c0[b * h..(b + 1) * h].to_vec()
+                            } else {
+                                Vec::new()
+                            },
                             reverse,
                             ..Case::new(kind, shape, 41)
                         };
@@ -1225,7 +1641,11 @@ mod tests {
                         let mut expected = alone_out.output[..length * h].to_vec();
                         expected.resize(steps * h, 0.0);
                         expected.extend_from_slice(&alone_out.output[length * h..]);
-                        assert_eq!(row(&out.output, h, 0..steps + blocks), expected, "{what}: outputs");
+                        assert_eq!(
+                            row(&out.output, h, 0..steps + blocks),
+                            expected,
+                            "{what}: outputs"
+                        );
                         let alone_d_output: Vec<f32> = row(&d_output, h, 0..length)
                             .into_iter()
                             .chain(row(&d_output, h, steps..steps + blocks))
@@ -1233,10 +1653,22 @@ mod tests {
                         let alone_grads = alone.backward(&alone_out, &alone_d_output, plan);
                         let mut d_projected = alone_grads.projected.clone();
                         d_projected.resize(steps * width, 0.0);
-                        assert_eq!(row(&grads.projected, width, 0..steps), d_projected, "{what}: d projected");
-                        assert_eq!(&grads.h0[b * h..(b + 1) * h], &alone_grads.h0[..], "{what}: d h0");
+                        assert_eq!(
+                            row(&grads.projected, width, 0..steps),
+                            d_projected,
+                            "{what}: d projected"
+                        );
+                        assert_eq!(
+                            &grads.h0[b * h..(b + 1) * h],
+                            &alone_grads.h0[..],
+                            "{what}: d h0"
+                        );
                         if kind.has_cell() {
-                            assert_eq!(&grads.c0[b * h..(b + 1) * h], &alone_grads.c0[..], "{what}: d c0");
+                            assert_eq!(
+                                &grads.c0[b * h..(b + 1) * h],
+                                &alone_grads.c0[..],
+                                "{what}: d c0"
+                            );
                         }
                         for (sum, part) in [
                             (&mut d_weight, &alone_grads.weight),
@@ -1246,9 +1678,24 @@ mod tests {
                             accumulate(sum, part);
                         }
                     }
-                    close(&grads.weight, &d_weight, 1e-5, &format!("{kind:?} reverse {reverse}: d weight"));
-                    close(&grads.input_bias, &d_input_bias, 1e-5, &format!("{kind:?} reverse {reverse}: d input_bias"));
-                    close(&grads.hidden_bias, &d_hidden_bias, 1e-5, &format!("{kind:?} reverse {reverse}: d hidden_bias"));
+                    close(
+                        &grads.weight,
+                        &d_weight,
+                        1e-5,
+                        &format!("{kind:?} reverse {reverse}: d weight"),
+                    );
+                    close(
+                        &grads.input_bias,
+                        &d_input_bias,
+                        1e-5,
+                        &format!("{kind:?} reverse {reverse}: d input_bias"),
+                    );
+                    close(
+                        &grads.hidden_bias,
+                        &d_hidden_bias,
+                        1e-5,
+                        &format!("{kind:?} reverse {reverse}: d hidden_bias"),
+                    );
                 }
             }
         }
@@ -1257,8 +1704,15 @@ mod tests {
     #[test]
     #[should_panic(expected = "row 2 has length 0, expected 1..=4")]
     fn a_zero_length_is_refused_naming_the_row() {
-        let shape = ScanShape { steps: 4, batch: 3, hidden: 2 };
-        let case = Case { lengths: vec![4, 1, 0], ..Case::new(CellKind::Lstm(crate::cell::Clip::NONE), shape, 1) };
+        let shape = ScanShape {
+            steps: 4,
+            batch: 3,
+            hidden: 2,
+        };
+        let case = Case {
+            lengths: vec![4, 1, 0],
+            ..Case::new(CellKind::Lstm(crate::cell::Clip::NONE), shape, 1)
+        };
         case.forward(false, Plan::default());
     }
 }

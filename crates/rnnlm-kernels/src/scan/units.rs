@@ -16,11 +16,11 @@
 
 use std::ops::Range;
 
+use super::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
 use crate::cell::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
 use crate::gemm::{PackedB, gemm};
 use crate::math::{Isa, Kernel, run};
 use crate::profile::timed;
-use super::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
 use crate::shared::{SharedMut, SpinBarrier, parallel, split};
 
 /// Fewest units a thread steps: below that, meeting at every step costs more than it saves.
@@ -78,7 +78,11 @@ struct Columns {
 impl Columns {
     /// The units `units` of a `[.., hidden]` buffer.
     fn of_units(hidden: usize, units: &Range<usize>) -> Self {
-        Self { cols: hidden, offsets: vec![units.start], units: units.len() }
+        Self {
+            cols: hidden,
+            offsets: vec![units.start],
+            units: units.len(),
+        }
     }
 
     /// The units `units` of every gate block of a `[.., gates·hidden]` buffer.
@@ -95,7 +99,10 @@ impl Columns {
     fn pieces(&self, first_row: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..rows).flat_map(move |row| {
             self.offsets.iter().enumerate().map(move |(i, &at)| {
-                ((first_row + row) * self.cols + at, (row * self.offsets.len() + i) * self.units)
+                (
+                    (first_row + row) * self.cols + at,
+                    (row * self.offsets.len() + i) * self.units,
+                )
             })
         })
     }
@@ -112,7 +119,13 @@ impl Columns {
     ///
     /// # Safety
     /// No other thread may write these columns of these rows meanwhile.
-    unsafe fn take_shared(&self, values: SharedMut<'_>, first_row: usize, rows: usize, out: &mut Vec<f32>) {
+    unsafe fn take_shared(
+        &self,
+        values: SharedMut<'_>,
+        first_row: usize,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) {
         out.clear();
         for (at, _) in self.pieces(first_row, rows) {
             // SAFETY: the caller's promise.
@@ -128,7 +141,8 @@ impl Columns {
         let rows = share.len() / (self.offsets.len() * self.units);
         for (at, from) in self.pieces(first_row, rows) {
             // SAFETY: the caller's promise.
-            unsafe { target.slice(at, self.units) }.copy_from_slice(&share[from..from + self.units]);
+            unsafe { target.slice(at, self.units) }
+                .copy_from_slice(&share[from..from + self.units]);
         }
     }
 }
@@ -145,9 +159,20 @@ pub(crate) fn forward<C: Cell>(
     plan: Plan,
     parts: usize,
 ) -> ScanOutput {
-    let ScanShape { steps, batch, hidden } = shape;
+    let ScanShape {
+        steps,
+        batch,
+        hidden,
+    } = shape;
     let mut output = vec![0.0f32; (steps + 1 + usize::from(C::HAS_CELL)) * batch * hidden];
-    let mut extra = vec![0.0f32; if keep_tape && C::HAS_EXTRA { steps * batch * hidden } else { 0 }];
+    let mut extra = vec![
+        0.0f32;
+        if keep_tape && C::HAS_EXTRA {
+            steps * batch * hidden
+        } else {
+            0
+        }
+    ];
     let barrier = SpinBarrier::new(parts);
     timed("scan forward: time loop (units split)", || {
         let (gates, out, tape_extra) = (
@@ -173,8 +198,16 @@ pub(crate) fn forward<C: Cell>(
             );
         });
     });
-    let gates = if keep_tape && C::KEEPS_GATES { projected } else { Vec::new() };
-    ScanOutput { output, gates, extra }
+    let gates = if keep_tape && C::KEEPS_GATES {
+        projected
+    } else {
+        Vec::new()
+    };
+    ScanOutput {
+        output,
+        gates,
+        extra,
+    }
 }
 
 /// One thread's units over every step of a forward scan.
@@ -198,13 +231,23 @@ struct ForwardUnits<'a, C> {
 impl<C: Cell> Kernel for ForwardUnits<'_, C> {
     #[inline(always)]
     fn run<const FMA: bool>(self) {
-        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let ScanShape {
+            steps,
+            batch,
+            hidden: h,
+        } = self.shape;
         let (units, u) = (self.units.clone(), self.units.len());
         let share_width = C::GATES * u;
         let inputs = self.inputs;
-        let weights: HiddenWeights = self.cell.pack_units(inputs.weight, inputs.hidden_bias, h, units.clone());
-        let (unit_columns, gate_columns) = (Columns::of_units(h, &units), Columns::of_gates(C::GATES, h, &units));
-        let (mut h_prev_units, mut cell_state, mut input_bias) = (Vec::new(), Vec::new(), Vec::new());
+        let weights: HiddenWeights =
+            self.cell
+                .pack_units(inputs.weight, inputs.hidden_bias, h, units.clone());
+        let (unit_columns, gate_columns) = (
+            Columns::of_units(h, &units),
+            Columns::of_gates(C::GATES, h, &units),
+        );
+        let (mut h_prev_units, mut cell_state, mut input_bias) =
+            (Vec::new(), Vec::new(), Vec::new());
         unit_columns.take(inputs.h0, 0, batch, &mut h_prev_units);
         if C::HAS_CELL {
             unit_columns.take(inputs.c0, 0, batch, &mut cell_state);
@@ -212,7 +255,8 @@ impl<C: Cell> Kernel for ForwardUnits<'_, C> {
         if !inputs.input_bias.is_empty() {
             gate_columns.take(inputs.input_bias, 0, 1, &mut input_bias);
         }
-        let (mut gates, mut h_units, mut extra) = (Vec::new(), vec![0.0f32; batch * u], vec![0.0f32; batch * u]);
+        let (mut gates, mut h_units, mut extra) =
+            (Vec::new(), vec![0.0f32; batch * u], vec![0.0f32; batch * u]);
         let mut scratch = Scratch::default();
         let mut h_prev: &[f32] = inputs.h0;
         for t in inputs.order.steps(steps) {
@@ -317,12 +361,22 @@ struct BackwardUnits<'a, C> {
 impl<C: Cell> Kernel for BackwardUnits<'_, C> {
     #[inline(always)]
     fn run<const FMA: bool>(self) {
-        let ScanShape { steps, batch, hidden: h } = self.shape;
+        let ScanShape {
+            steps,
+            batch,
+            hidden: h,
+        } = self.shape;
         let (units, u) = (self.units.clone(), self.units.len());
         let (width, share_width) = (C::GATES * h, C::GATES * u);
         let (tape, order) = (self.tape, self.tape.order);
         // `W_hᵀ` for this share's units of dh_{t-1}: the rows `units` of `W_h`, transposed.
-        let transposed = PackedB::transposed_on(&tape.weight[units.start * width..units.end * width], u, width, width, 1);
+        let transposed = PackedB::transposed_on(
+            &tape.weight[units.start * width..units.end * width],
+            u,
+            width,
+            width,
+            1,
+        );
         // The cells' own product is skipped (no columns): it needs every unit's gradients.
         let no_product = HiddenWeights {
             hidden: u,
@@ -331,22 +385,53 @@ impl<C: Cell> Kernel for BackwardUnits<'_, C> {
             candidate: None,
             bias: Vec::new(),
         };
-        let (unit_columns, gate_columns) = (Columns::of_units(h, &units), Columns::of_gates(C::GATES, h, &units));
+        let (unit_columns, gate_columns) = (
+            Columns::of_units(h, &units),
+            Columns::of_gates(C::GATES, h, &units),
+        );
         let mut dh_next = Vec::new();
         unit_columns.take(self.d_output, steps * batch, batch, &mut dh_next);
         let mut dc = Vec::new();
         if C::HAS_CELL {
             unit_columns.take(self.d_output, (steps + 1) * batch, batch, &mut dc);
         }
-        let (mut dh, mut up, mut gates, mut extra, mut cell_prev, mut h_t, mut h_prev) =
-            (vec![0.0f32; batch * u], Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut dh, mut up, mut gates, mut extra, mut cell_prev, mut h_t, mut h_prev) = (
+            vec![0.0f32; batch * u],
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let (mut dp_units, mut dq_units) = (
             vec![0.0f32; batch * share_width],
-            vec![0.0f32; if C::HIDDEN_GRADIENT { batch * share_width } else { 0 }],
+            vec![
+                0.0f32;
+                if C::HIDDEN_GRADIENT {
+                    batch * share_width
+                } else {
+                    0
+                }
+            ],
         );
         let (mut projected_sums, mut hidden_sums) = (
-            vec![0.0f32; if self.wanted.input_bias { batch * share_width } else { 0 }],
-            vec![0.0f32; if C::HIDDEN_GRADIENT && self.wanted.hidden_bias { batch * share_width } else { 0 }],
+            vec![
+                0.0f32;
+                if self.wanted.input_bias {
+                    batch * share_width
+                } else {
+                    0
+                }
+            ],
+            vec![
+                0.0f32;
+                if C::HIDDEN_GRADIENT && self.wanted.hidden_bias {
+                    batch * share_width
+                } else {
+                    0
+                }
+            ],
         );
         let mut scratch = Scratch::default();
         let forward_order: Vec<usize> = order.steps(steps).collect();

@@ -238,11 +238,7 @@ impl Source {
         Ok((values, shape))
     }
 
-    fn take_optional(
-        &mut self,
-        layer: &str,
-        name: &str,
-    ) -> Result<Option<Values>, RecordError> {
+    fn take_optional(&mut self, layer: &str, name: &str) -> Result<Option<Values>, RecordError> {
         if self.tensors.contains_key(name) {
             self.take(layer, name).map(Some)
         } else {
@@ -288,10 +284,7 @@ fn gate(source: &mut Source, layer: &str, name: &str) -> Result<Gate, RecordErro
 }
 
 /// `[rows, a] | [rows, b] | ..` side by side, row-major.
-fn side_by_side(
-    parts: &[&Values],
-    name: &str,
-) -> Result<Values, RecordError> {
+fn side_by_side(parts: &[&Values], name: &str) -> Result<Values, RecordError> {
     let rows = parts[0].1[0];
     for (values, shape) in parts {
         if shape.len() != 2 || shape[0] != rows || values.len() != shape[0] * shape[1] {
