@@ -1462,7 +1462,9 @@ mod tests {
                 let d_output = values(out.output.len(), 77, 1.0);
                 let grads = case.backward(&out, &d_output, plan);
                 let eps = 1e-3f32;
-                let fields: [(&str, fn(&mut Case) -> &mut Vec<f32>, &Vec<f32>); 6] = [
+                // A gradient's name, where its values sit in a case, and the gradient itself.
+                type Field<'g> = (&'static str, fn(&mut Case) -> &mut Vec<f32>, &'g Vec<f32>);
+                let fields: [Field<'_>; 6] = [
                     ("projected", |c| &mut c.projected, &grads.projected),
                     ("input_bias", |c| &mut c.input_bias, &grads.input_bias),
                     ("h0", |c| &mut c.h0, &grads.h0),
