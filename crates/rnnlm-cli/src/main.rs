@@ -198,6 +198,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The processes this run spans: one, or the ranks `mpirun` (or `srun`) started, which takes a
+/// build with the `mpi` feature.
+fn ranks() -> anyhow::Result<std::sync::Arc<dyn rnnlm_train::Ranks>> {
+    match rnnlm_train::launched_ranks() {
+        None => Ok(std::sync::Arc::new(rnnlm_train::OneProcess)),
+        #[cfg(feature = "mpi")]
+        Some(_) => Ok(std::sync::Arc::new(rnnlm_train::MpiRanks::new()?)),
+        #[cfg(not(feature = "mpi"))]
+        Some(ranks) => Err(rnnlm_train::require_mpi_build(ranks).into()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(fused) = cli.fused {
         rnnlm::fused::set_mode(match fused {
@@ -266,7 +278,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 interrupter: Some(interrupter),
             };
-            let report = rnnlm_train::train(&options)?;
+            let ranks = ranks()?;
+            let report = match rnnlm_train::train_on(&options, ranks.clone()) {
+                Ok(report) => report,
+                // The other ranks wait in a collective for this one: end them all, saying which
+                // rank failed and why.
+                Err(error) if ranks.size() > 1 => {
+                    eprintln!(
+                        "error on rank {} of {}: {error:#}",
+                        ranks.rank(),
+                        ranks.size()
+                    );
+                    ranks.abort(1)
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if !ranks.is_writer() {
+                return Ok(());
+            }
             for sample in &report.held_samples {
                 println!("{sample}");
             }

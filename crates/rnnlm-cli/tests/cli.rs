@@ -669,3 +669,31 @@ fn a_preparation_that_cannot_be_written_whole_leaves_nothing_behind() {
     assert!(left.is_empty(), "nothing is left behind: {left:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Started by `mpirun` (here: its environment) without the `mpi` feature, every rank would
+/// train alone into the same directory: refused, naming the build to use.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_under_mpirun_says_which_build_to_use() {
+    let dir = rnnlm_tests::scratch_dir("cli-no-mpi");
+    let config = rnnlm_tests::workspace_file("configs/quick.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args([
+            "train",
+            "--config",
+            path(&config),
+            "--artifacts",
+            path(&dir.join("run")),
+        ])
+        .env("CI", "true")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("built without MPI") && log.contains("--features mpi"),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -431,6 +431,25 @@ impl Minibatch {
         }
     }
 
+    /// The rows `rows` of the minibatch (a rank's or a device's block of its parallel streams).
+    ///
+    /// # Panics
+    /// If `rows` reaches past `batch_size`.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        assert!(
+            rows.end <= self.batch_size,
+            "rows {rows:?} of {}",
+            self.batch_size
+        );
+        let cut = |v: &[i64]| v[rows.start * self.num_steps..rows.end * self.num_steps].to_vec();
+        Self {
+            x: cut(&self.x),
+            y: cut(&self.y),
+            batch_size: rows.len(),
+            num_steps: self.num_steps,
+        }
+    }
+
     /// Row `b` of the inputs.
     pub fn x_row(&self, b: usize) -> &[i64] {
         &self.x[b * self.num_steps..(b + 1) * self.num_steps]

@@ -186,7 +186,7 @@ pub(crate) fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
 }
 
 /// Writes a model that was not trained here (e.g. imported from PyTorch) as a checkpoint
-/// directory that [`load_model`], `rnnlm generate` and `rnnlm eval` read: the experiment (its
+/// directory that [`load_model`](crate::load_model), `rnnlm generate` and `rnnlm eval` read: the experiment (its
 /// `[data]` says how text is tokenised), the vocabulary and the weights, each written
 /// atomically, the weights last. `dir` must be new or empty.
 pub fn save_model_dir(

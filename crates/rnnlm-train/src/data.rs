@@ -82,12 +82,28 @@ pub fn prepare_corpus(
     config: &ExperimentConfig,
     cache_dir: Option<&Path>,
 ) -> Result<(PreparedCorpus, Preparation), TrainError> {
+    prepare_corpus_saying(config, cache_dir, true)
+}
+
+/// [`prepare_corpus`], silent unless `say` (the ranks of a run but the first).
+pub(crate) fn prepare_corpus_saying(
+    config: &ExperimentConfig,
+    cache_dir: Option<&Path>,
+    say: bool,
+) -> Result<(PreparedCorpus, Preparation), TrainError> {
     let spec = corpus_spec(config, cache_dir)?;
     let path = prepared_path(config, &spec, cache_dir)?;
     let started = Instant::now();
     let mut meter = PrepareMeter::new(std::io::stderr().is_terminal());
-    let (corpus, how) = PreparedCorpus::load_or_prepare(&spec, &path, |p| meter.update(p))?;
+    let (corpus, how) = PreparedCorpus::load_or_prepare(&spec, &path, |p| {
+        if say {
+            meter.update(p)
+        }
+    })?;
     meter.finish();
+    if !say {
+        return Ok((corpus, how));
+    }
     let seconds = started.elapsed().as_secs_f64();
     match &how {
         Preparation::Reused => println!("data: reusing {}", path.display()),

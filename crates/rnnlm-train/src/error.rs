@@ -90,7 +90,7 @@ pub enum TrainError {
     /// burn-train reported an error.
     #[error("training failed: {0}")]
     Training(String),
-    /// A device given to train on cannot run (see [`probe_device`]).
+    /// A device given to train on cannot run (see [`probe_device`](crate::probe_device)).
     #[error("device {device}: {source}")]
     Device {
         /// The device, as burn prints it.

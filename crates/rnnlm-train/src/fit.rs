@@ -2,6 +2,7 @@
 //! minibatches (truncated BPTT), gradients clipped by their global norm, checkpoints at the end
 //! of every epoch and inside epochs, validation, stop rules and progress.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::error::TrainError;
 use crate::evaluate::{Tally, score};
 use crate::parallel::DataParallel;
 use crate::plan::DataPlan;
+use crate::ranks::{Ranks, gather_rows, rows_of, sum_step};
 use crate::report::{Position, format_epoch, progress_line, significant};
 use crate::schedule::TrainingClock;
 use crate::step::{ShardOutput, TrainableLm};
@@ -93,6 +95,27 @@ pub struct TbpttStrategy {
     pub clock: TrainingClock,
     /// Where the last checkpoint stands, for the message of an interrupted run.
     pub last_checkpoint: Arc<Mutex<Option<String>>>,
+    /// The processes the run spans ([`OneProcess`](crate::OneProcess) for one): each runs its
+    /// block of every minibatch's rows; rank 0 alone writes files and prints.
+    pub ranks: Arc<dyn Ranks>,
+    /// Seconds spent in the steps' all-reduce (and how many), for the run's report.
+    pub reduce_seconds: Arc<Mutex<ReduceTime>>,
+}
+
+/// Time spent summing gradients across ranks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReduceTime {
+    /// Seconds in all.
+    pub seconds: f64,
+    /// Steps.
+    pub steps: usize,
+}
+
+impl ReduceTime {
+    fn add(&mut self, seconds: f64) {
+        self.seconds += seconds;
+        self.steps += 1;
+    }
 }
 
 /// The seed of minibatch `step` of `epoch`: dropout masks depend on it alone, so a run resumed
@@ -105,34 +128,64 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-fn save_states(states: &[RecurrentState]) -> Vec<SavedState> {
-    let values = |t: &Tensor<3>| {
-        t.to_data()
+/// The carried state of the whole minibatch, from this rank's shards (its rows, split across
+/// its devices) and every other rank's: one state `[layers, batch, hidden]`, whatever the
+/// number of ranks and devices, so a run resumes on any number of them.
+fn save_states(
+    states: &[RecurrentState],
+    ranks: &dyn Ranks,
+    rows: Range<usize>,
+    batch: usize,
+) -> SavedState {
+    let main = states[0].hidden.device();
+    let join = |parts: Vec<Tensor<3>>| -> (Vec<f32>, [usize; 3]) {
+        let parts = parts.into_iter().map(|t| t.to_device(&main)).collect();
+        let whole = Tensor::cat(parts, 1);
+        let shape = whole.dims();
+        let values = whole
+            .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .expect("f32 state")
+            .expect("f32 state");
+        (values, shape)
     };
-    states
-        .iter()
-        .map(|s| SavedState {
-            shape: s.hidden.dims(),
-            hidden: values(&s.hidden),
-            cell: s.cell.as_ref().map(values),
-        })
-        .collect()
+    let (hidden, shape) = join(states.iter().map(|s| s.hidden.clone()).collect());
+    let cell = states[0].cell.is_some().then(|| {
+        join(
+            states
+                .iter()
+                .map(|s| s.cell.clone().expect("every shard's cell"))
+                .collect(),
+        )
+        .0
+    });
+    let gather = |values: Vec<f32>| gather_rows(ranks, &values, shape, rows.clone(), batch);
+    SavedState {
+        shape: [shape[0], batch, shape[2]],
+        hidden: gather(hidden),
+        cell: cell.map(gather),
+    }
 }
 
-fn restore_states(saved: &[SavedState], devices: &[Device]) -> Vec<RecurrentState> {
-    saved
+/// This rank's shards of a whole-minibatch state: its rows, cut across its devices as `shards`
+/// says (row ranges within its rows).
+fn restore_states(
+    saved: &SavedState,
+    rows: Range<usize>,
+    shards: &[(Range<usize>, Device)],
+) -> Vec<RecurrentState> {
+    let slice = |values: &Vec<f32>, device: &Device, range: &Range<usize>| {
+        Tensor::<3>::from_data(TensorData::new(values.clone(), saved.shape), device).narrow(
+            1,
+            rows.start + range.start,
+            range.len(),
+        )
+    };
+    shards
         .iter()
-        .zip(devices.iter().cycle())
-        .map(|(s, device)| {
-            let tensor =
-                |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), s.shape), device);
-            RecurrentState {
-                hidden: tensor(&s.hidden),
-                cell: s.cell.as_ref().map(tensor),
-            }
+        .map(|(range, device)| RecurrentState {
+            hidden: slice(&saved.hidden, device, range),
+            cell: saved.cell.as_ref().map(|c| slice(c, device, range)),
         })
         .collect()
 }
@@ -145,6 +198,9 @@ impl TbpttStrategy {
 
     fn print_sample(&self, model: &TrainableLm, epoch: usize, last: bool) {
         let Some(spec) = &self.sample else { return };
+        if !self.ranks.is_writer() {
+            return;
+        }
         if spec.every == 0 || !(epoch.is_multiple_of(spec.every) || last) {
             return;
         }
@@ -183,8 +239,10 @@ impl TbpttStrategy {
         let Some(checkpointer) = checkpointer else {
             return Ok(());
         };
-        checkpointer.checkpoint(learner, state.key(), store);
-        save_epoch_state(&self.artifacts, &state)?;
+        if self.ranks.is_writer() {
+            checkpointer.checkpoint(learner, state.key(), store);
+            save_epoch_state(&self.artifacts, &state)?;
+        }
         *self.last_checkpoint.lock().expect("checkpoint lock") = Some(state.position());
         Ok(())
     }
@@ -212,11 +270,21 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
         let epochs = components.num_epochs;
         let carry = self.plan.batches.sampling.carries_state();
         let parallel = (self.parallel.len() > 1).then(|| DataParallel::new(self.parallel.clone()));
-        let shard_devices = if self.parallel.is_empty() {
-            vec![self.device.clone()]
+        let ranks = &*self.ranks;
+        let writer = ranks.is_writer();
+        let print = self.print_epochs && writer;
+        let batch_size = self.plan.batches.batch_size;
+        // This rank's block of every minibatch's rows, and that block cut across its devices.
+        let my_rows = rows_of(batch_size, ranks.rank(), ranks.size());
+        let shards: Vec<(Range<usize>, Device)> = if self.parallel.len() > 1 {
+            DataParallel::shard_rows(my_rows.len(), self.parallel.len())
+                .into_iter()
+                .zip(self.parallel.iter().cloned())
+                .collect()
         } else {
-            self.parallel.clone()
+            vec![(0..my_rows.len(), self.device.clone())]
         };
+        let share = my_rows.len() as f32 / batch_size as f32;
         let mut key = self.next_key;
         let (first_epoch, mut partial) = match &self.resume {
             Some(state) => (state.epoch + 1, state.partial.clone()),
@@ -255,7 +323,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             let mut state: Option<Vec<RecurrentState>> = resumed
                 .as_ref()
                 .filter(|p| carry && !p.states.is_empty())
-                .map(|p| restore_states(&p.states, &shard_devices));
+                .map(|p| restore_states(&p.states[0], my_rows.clone(), &shards));
             interrupter.fail_on_error(processor.process_train(LearnerEvent::StartSplit {
                 epoch_number: epoch,
                 total_items: total,
@@ -268,13 +336,18 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 // Dropout masks depend on (seed, epoch, step) only, so a resumed run repeats them.
                 self.device.seed(step_seed(self.plan.seed, epoch, step));
                 let minibatch = data.get(index).expect("index below the epoch's length");
+                let tokens = minibatch.batch_size * minibatch.num_steps;
+                let minibatch = if ranks.size() > 1 {
+                    minibatch.rows(my_rows.clone())
+                } else {
+                    minibatch
+                };
                 let batch = SequenceBatch::from_minibatch(minibatch, &self.device);
-                let tokens = batch.x.dims().iter().product::<usize>();
                 let model = learner.model();
                 // Random sampling: every minibatch starts from zero. Sequential: from the last
                 // one's final state, detached so the backward pass stops at this minibatch.
                 let carried = if carry { state.take() } else { None };
-                let (loss, mut grads, outputs, final_state) = match &parallel {
+                let (mut loss, mut grads, outputs, final_state) = match &parallel {
                     None => {
                         let pass = model.train_pass(
                             batch,
@@ -291,6 +364,33 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         }
                     },
                 };
+                // What stops or checkpoints the run is decided here, before the step's one
+                // all-reduce, so every rank acts on the same decision: a signal on any rank, the
+                // time budget and the checkpoint interval by rank 0's clock.
+                let spent = earlier + epoch_seconds();
+                let mut interrupted = interrupter.should_stop();
+                let mut over_budget = self.max_seconds.is_some_and(|budget| spent >= budget);
+                let mut due = self
+                    .checkpoint_seconds
+                    .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
+                if ranks.size() > 1 {
+                    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+                    let mut extra = [
+                        loss as f32 * share,
+                        flag(interrupted),
+                        flag(writer && over_budget),
+                        flag(writer && due),
+                    ];
+                    let reduce = Instant::now();
+                    sum_step(ranks, &model, &mut grads, share, &mut extra);
+                    self.reduce_seconds
+                        .lock()
+                        .expect("reduce lock")
+                        .add(reduce.elapsed().as_secs_f64());
+                    loss = f64::from(extra[0]);
+                    (interrupted, over_budget, due) =
+                        (extra[1] > 0.0, extra[2] > 0.0, extra[3] > 0.0);
+                }
                 if !loss.is_finite() {
                     self.fail(
                         TrainError::NonFinite {
@@ -319,7 +419,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 self.clock.set(earlier + epoch_seconds());
                 learner.lr_step();
                 learner.optimizer_step(grads);
-                if !first_reported && self.print_epochs {
+                if !first_reported && print {
                     println!(
                         "first minibatch done {:.2} s after start",
                         self.started.elapsed().as_secs_f64()
@@ -348,7 +448,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                         .fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
                 }
 
-                if self.print_epochs && step < total {
+                if print && step < total {
                     let since = last_progress.elapsed().as_secs_f64();
                     let counted = started.elapsed().as_secs_f64();
                     let line = || {
@@ -382,6 +482,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     let model = learner.model().valid();
                     if let Some(valid) =
                         self.validate(&model, epoch, &valid_device, &mut processor, &interrupter)
+                        && writer
                         && let Err(error) = self.log_validation(epoch, step, &valid)
                     {
                         self.fail(error, &interrupter);
@@ -389,17 +490,14 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     }
                 }
 
-                let interrupted = interrupter.should_stop();
-                let spent = earlier + epoch_seconds();
-                let over_budget = self.max_seconds.is_some_and(|budget| spent >= budget);
+                if interrupted && !interrupter.should_stop() {
+                    interrupter.stop(Some("another rank was interrupted"));
+                }
                 let over_steps = self
                     .max_steps
                     .is_some_and(|most| steps_before + step >= most);
-                let due = self
-                    .checkpoint_seconds
-                    .is_some_and(|every| last_checkpoint.elapsed().as_secs_f64() >= every);
                 if step < total && (interrupted || over_budget || over_steps || due) {
-                    if self.terminal && self.print_epochs {
+                    if self.terminal && print {
                         println!();
                     }
                     let history = self.history.lock().expect("history").clone();
@@ -414,7 +512,10 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                             tokens: tally.tokens,
                             grad_norm: tally.grad_norm,
                             seconds: epoch_seconds(),
-                            states: state.as_deref().map(save_states).unwrap_or_default(),
+                            states: state
+                                .as_deref()
+                                .map(|s| vec![save_states(s, ranks, my_rows.clone(), batch_size)])
+                                .unwrap_or_default(),
                         }),
                     };
                     interrupter.fail_on_error(processor.flush());
@@ -434,7 +535,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                             "train.max_steps = {} minibatches are done, at minibatch {step} of {total} of epoch {epoch} (checkpointed there: a larger limit resumes from it)",
                             self.max_steps.unwrap_or_default()
                         );
-                        if self.print_epochs {
+                        if print {
                             println!(
                                 "stopping in epoch {epoch}: {reason}; train ppl so far {:.3}",
                                 tally.perplexity()
@@ -449,7 +550,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                             significant(spent / 60.0, 3),
                             self.max_seconds.unwrap_or_default() / 60.0,
                         );
-                        if self.print_epochs {
+                        if print {
                             println!(
                                 "stopping in epoch {epoch}: {reason}; train ppl so far {:.3}",
                                 tally.perplexity()
@@ -460,7 +561,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                     }
                 }
             }
-            if self.terminal && self.print_epochs && total - first_step > 1 {
+            if self.terminal && print && total - first_step > 1 {
                 print!("\r\x1b[K");
             }
             let seconds = epoch_seconds();
@@ -487,7 +588,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 lr: learner.lr_current().base(),
                 seconds: epoch_seconds(),
             };
-            if self.print_epochs {
+            if print {
                 println!("{}", format_epoch(&metrics, epochs));
             }
             let history = {
@@ -498,7 +599,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
             self.print_sample(&model, epoch, epoch == epochs);
 
             // The best model by validation perplexity so far, kept beside the last ones.
-            if best_epoch(&history) == Some(history.len() - 1) {
+            if writer && best_epoch(&history) == Some(history.len() - 1) {
                 let path = self.artifacts.join(files::BEST_MODEL);
                 if let Err(error) = save_model(&path, &model.lm) {
                     self.fail(error, &interrupter);
@@ -528,7 +629,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 && let Some(reason) =
                     stop_reason(&history, self.patience, self.max_seconds).or(steps_done)
             {
-                if self.print_epochs {
+                if print {
                     println!("stopping after epoch {epoch}: {reason}");
                 }
                 *self.stopped.lock().expect("stop lock") = Some(reason);
@@ -580,14 +681,32 @@ impl TbpttStrategy {
             total_items: total,
         }));
         let carry = self.plan.batches.sampling.carries_state();
-        let scored = score(model, valid.iter(), carry, |output, step| {
+        let ranks = &*self.ranks;
+        // Each rank scores its block of every minibatch's rows; the sums are added up below.
+        let mine = |batch: SequenceBatch| {
+            if ranks.size() == 1 {
+                return batch;
+            }
+            let rows = rows_of(batch.x.dims()[0], ranks.rank(), ranks.size());
+            SequenceBatch {
+                x: batch.x.narrow(0, rows.start, rows.len()),
+                y: batch.y.narrow(0, rows.start, rows.len()),
+            }
+        };
+        let batches = valid.iter().map(|item| item.map(mine));
+        let scored = score(model, batches, carry, |output, step| {
             let progress = burn::data::dataloader::Progress::new(step, total, None);
             let item = TrainingItem::new(output, progress, Some(step), None);
             interrupter.fail_on_error(processor.process_valid(LearnerEvent::ProcessedItem(item)));
         });
         match scored {
-            Ok(tally) => {
+            Ok(mut tally) => {
                 interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
+                if ranks.size() > 1 {
+                    let mut sums = [tally.nll, tally.tokens as f64];
+                    ranks.sum_f64(&mut sums);
+                    (tally.nll, tally.tokens) = (sums[0], sums[1] as usize);
+                }
                 Some(tally)
             }
             // A batch that cannot be made stops the run, as in training.

@@ -5,7 +5,7 @@
 //!
 //! One concern a module, each depending only on those listed before it: `error`, `device`,
 //! `experiment`, `schedule`, `checkpoint`, `report`, `plot`, `render`, `clip`, `step` (the loss
-//! and the model burn-train trains), `plan` (the data plan), `parallel` (data parallelism),
+//! and the model burn-train trains), `plan` (the data plan), `parallel` (data parallelism), `ranks` (processes: MPI),
 //! `artifacts` (the run's files and its lock), `load`, `evaluate` (the scoring loop that
 //! validation shares), `data` (the prepared corpus of an experiment), `fit` (the learning
 //! strategy) and `train`.
@@ -24,6 +24,7 @@ mod load;
 mod parallel;
 mod plan;
 mod plot;
+mod ranks;
 mod render;
 mod report;
 mod schedule;
@@ -32,8 +33,8 @@ mod train;
 
 pub use artifacts::{files, save_model_dir};
 pub use checkpoint::{
-    AtomicFileCheckpointer, EpochMetrics, EpochState, PartialEpoch, SavedState, best_epoch,
-    latest_complete_checkpoint, next_checkpoint_key, write_atomic,
+    AtomicFileCheckpointer, EpochMetrics, EpochState, PartialEpoch, ReadOnlyCheckpointer,
+    SavedState, best_epoch, latest_complete_checkpoint, next_checkpoint_key, write_atomic,
 };
 pub use clip::{clip_grad_global_norm, global_grad_norm};
 pub use data::{PrepareMeter, corpus_spec, format_prepare, prepare_corpus, prepared_path};
@@ -44,15 +45,18 @@ pub use experiment::{
     DataConfig, ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,
     ScheduleOver, TrainConfig,
 };
-pub use fit::TbpttStrategy;
+pub use fit::{ReduceTime, TbpttStrategy};
 pub use load::{LoadedModel, Which, load_model, load_model_as};
 pub use parallel::{DataParallel, ParallelStep};
 pub use plan::DataPlan;
+#[cfg(feature = "mpi")]
+pub use ranks::MpiRanks;
+pub use ranks::{OneProcess, Ranks, launched_ranks, require_mpi_build};
 pub use render::QuietRenderer;
 pub use report::format_epoch;
 pub use schedule::{Schedule, TrainingClock};
 pub use step::{ShardBatch, ShardBatcher, ShardOutput, TrainableLm, sequence_loss};
-pub use train::{Progress, TrainOptions, TrainReport, train};
+pub use train::{Progress, TrainOptions, TrainReport, train, train_on};
 
 /// The crate's README, whose example runs as a doctest.
 #[doc = include_str!("../README.md")]

@@ -22,7 +22,7 @@ pub fn sequence_loss(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 
 /// The model as burn-train sees it. Its [`TrainStep`] runs one [`ShardBatch`] from the state
 /// the shard carries in (zero when it carries none) and hands the final state back;
-/// [`TbpttStrategy`] decides what is carried from one minibatch to the next.
+/// [`TbpttStrategy`](crate::TbpttStrategy) decides what is carried from one minibatch to the next.
 ///
 /// The gradients are Burn's autodiff over [`RnnLm`]: where the fused scan runs
 /// ([`rnnlm::fused::is_active`]), each layer's time loop is one node of the graph with its own
@@ -157,7 +157,7 @@ impl TrainStep for TrainableLm {
 }
 
 /// Burn [`Batcher`] of whole minibatches as single shards (what burn-train's own loaders hold;
-/// [`TbpttStrategy`] cuts the shards itself).
+/// [`TbpttStrategy`](crate::TbpttStrategy) cuts the shards itself).
 #[derive(Clone, Debug, Default)]
 pub struct ShardBatcher;
 

@@ -14,14 +14,15 @@ use rnnlm_data::{PreparedCorpus, encode};
 
 use crate::artifacts::{claim_artifacts, files, lock_artifacts, save_model, write_shares};
 use crate::checkpoint::{
-    AtomicFileCheckpointer, EpochMetrics, EpochState, checkpoint_dir, latest_complete_checkpoint,
-    write_atomic, write_metrics_csv,
+    AtomicFileCheckpointer, EpochMetrics, EpochState, ReadOnlyCheckpointer, checkpoint_dir,
+    latest_complete_checkpoint, write_atomic, write_metrics_csv,
 };
 use crate::error::TrainError;
 use crate::experiment::{ExperimentConfig, OptimizerKind, ScheduleOver};
-use crate::fit::{SampleSpec, TbpttStrategy};
+use crate::fit::{ReduceTime, SampleSpec, TbpttStrategy};
 use crate::plan::DataPlan;
 use crate::plot::plot_perplexity;
+use crate::ranks::{OneProcess, Ranks};
 use crate::render::QuietRenderer;
 use crate::schedule::{Schedule, TrainingClock};
 use crate::step::TrainableLm;
@@ -89,7 +90,7 @@ struct Prepared {
     plan: DataPlan,
 }
 
-fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
+fn prepare(options: &TrainOptions, ranks: &dyn Ranks) -> Result<Prepared, TrainError> {
     let mut config = ExperimentConfig::load(&options.config, &options.overrides)?;
     if !options.data.is_empty() {
         config.data.file = None;
@@ -99,7 +100,15 @@ fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
         config.data.encoding = encoding.clone();
     }
     config.validate()?;
-    let (corpus, _) = crate::data::prepare_corpus(&config, options.cache_dir.as_deref())?;
+    // Rank 0 prepares the corpus (once, for every rank), the others then find it prepared.
+    let cache = options.cache_dir.as_deref();
+    if !ranks.is_writer() {
+        ranks.barrier();
+    }
+    let (corpus, _) = crate::data::prepare_corpus_saying(&config, cache, ranks.is_writer())?;
+    if ranks.is_writer() {
+        ranks.barrier();
+    }
     let what = match corpus.shares.as_slice() {
         [one] => one.name.clone(),
         many => format!("the {} corpus files", many.len()),
@@ -133,12 +142,55 @@ fn prepare(options: &TrainOptions) -> Result<Prepared, TrainError> {
 
 /// Trains as the experiment says, writing checkpoints, metrics, a plot and the final model.
 pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
+    train_on(options, Arc::new(OneProcess))
+}
+
+/// [`train`] as one of the `ranks` of a run across processes (MPI: see `MpiRanks` with the
+/// `mpi` feature): every rank runs a contiguous block of each minibatch's parallel streams (and
+/// `options.devices` cut that block further), the gradients are summed with one all-reduce per
+/// step, clipped and applied the same way on every rank; validation is split the same way and
+/// summed; rank 0 alone writes the artifacts and prints. Every rank gets the same report.
+///
+/// # Errors
+/// As [`train`]; also more ranks than `data.batch_size`, a rank's rows fewer than its devices,
+/// or `overlapping` sampling (its last minibatch is smaller) across ranks. A rank that fails
+/// returns its error while the others wait in a collective: the caller ends the run
+/// ([`Ranks::abort`]).
+pub fn train_on(options: &TrainOptions, ranks: Arc<dyn Ranks>) -> Result<TrainReport, TrainError> {
     let started = std::time::Instant::now();
+    let writer = ranks.is_writer();
     let Prepared {
         config,
         corpus,
         plan,
-    } = prepare(options)?;
+    } = prepare(options, &*ranks)?;
+    if ranks.size() > 1 {
+        let batch = config.data.batch_size;
+        if ranks.size() > batch {
+            return Err(TrainError::Config(format!(
+                "{} ranks for data.batch_size = {batch}: each rank runs at least one of the \
+                 minibatch's parallel streams; start at most {batch} ranks or raise data.batch_size",
+                ranks.size()
+            )));
+        }
+        let mine = crate::ranks::rows_of(batch, ranks.rank(), ranks.size()).len();
+        if options.devices.len() > mine {
+            return Err(TrainError::Config(format!(
+                "rank {} runs {mine} of data.batch_size = {batch} streams, fewer than its {} \
+                 devices; use fewer devices or ranks, or raise data.batch_size",
+                ranks.rank(),
+                options.devices.len()
+            )));
+        }
+        if config.data.sampling == rnnlm_data::Sampling::Overlapping {
+            return Err(TrainError::Config(
+                "invalid data.sampling = \"overlapping\" across ranks: its last minibatch is \
+                 smaller than data.batch_size and cannot be cut between the ranks; use \
+                 \"random\" or \"sequential\""
+                    .to_owned(),
+            ));
+        }
+    }
     let parallel: Vec<Device> = options
         .devices
         .iter()
@@ -167,15 +219,32 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     }
     let artifacts = options.artifacts.clone();
     // Held until training returns: a second run on the same directory is refused meanwhile.
-    let _lock = lock_artifacts(&artifacts)?;
-    claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
-    for share in &corpus.shares {
-        println!(
-            "data: {}: {} tokens, {} for training, {} for validation",
-            share.name, share.tokens, share.train, share.valid
-        );
-    }
-    write_shares(&artifacts.join(files::DATA), &corpus.shares)?;
+    // Rank 0 alone holds it and writes; the others read its checkpoints once it has claimed
+    // the directory.
+    let _lock = if writer {
+        let lock = lock_artifacts(&artifacts)?;
+        claim_artifacts(&artifacts, &config, &corpus.vocab, options.resume)?;
+        for share in &corpus.shares {
+            println!(
+                "data: {}: {} tokens, {} for training, {} for validation",
+                share.name, share.tokens, share.train, share.valid
+            );
+        }
+        write_shares(&artifacts.join(files::DATA), &corpus.shares)?;
+        if ranks.size() > 1 {
+            println!(
+                "ranks: {} processes, each running {} to {} of the {} streams",
+                ranks.size(),
+                config.data.batch_size / ranks.size(),
+                config.data.batch_size.div_ceil(ranks.size()),
+                config.data.batch_size
+            );
+        }
+        Some(lock)
+    } else {
+        None
+    };
+    ranks.barrier();
     let resume_state = if options.resume {
         latest_complete_checkpoint(&artifacts)
     } else {
@@ -218,6 +287,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let failure = Arc::new(Mutex::new(None));
     let held_samples = Arc::new(Mutex::new(Vec::new()));
     let stopped = Arc::new(Mutex::new(None));
+    let reduce_seconds = Arc::new(Mutex::new(ReduceTime::default()));
     let last_checkpoint = Arc::new(Mutex::new(resume_state.as_ref().map(EpochState::position)));
     let tokenizer = config.data.tokenizer();
     let sample = (config.train.sample_every > 0)
@@ -243,7 +313,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         artifacts: artifacts.clone(),
         history: history.clone(),
         sample,
-        print_epochs: options.progress == Progress::Lines,
+        print_epochs: options.progress == Progress::Lines && writer,
         failure: failure.clone(),
         held_samples: held_samples.clone(),
         patience: config.train.patience,
@@ -256,29 +326,35 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         started,
         progress_seconds: (config.train.progress_minutes > 0.0)
             .then_some(config.train.progress_minutes * 60.0),
-        terminal: std::io::stdout().is_terminal(),
+        // Under a launcher, stdout is a terminal the launcher forwards into its log: lines.
+        terminal: std::io::stdout().is_terminal() && ranks.size() == 1,
         resume: resume_state.clone(),
         next_key: crate::checkpoint::next_checkpoint_key(&artifacts),
         clock,
         last_checkpoint: last_checkpoint.clone(),
+        ranks: ranks.clone(),
+        reduce_seconds: reduce_seconds.clone(),
     };
 
     let checkpoints = checkpoint_dir(&artifacts);
-    let mut training = SupervisedTraining::new(
+    let training = SupervisedTraining::new(
         &artifacts,
         plan.train_shard_loader(1, &device),
         plan.valid_loader(&device.clone().inner()),
     )
     .metrics((LossMetric::new(), PerplexityMetric::new()))
-    .num_epochs(config.train.epochs)
-    .with_custom_checkpointers(
-        AtomicFileCheckpointer::new(&checkpoints, "model"),
-        AtomicFileCheckpointer::new(&checkpoints, "optim"),
-        AtomicFileCheckpointer::new(&checkpoints, "scheduler"),
-    )
-    .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
-    .with_application_logger(None)
-    .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)));
+    .num_epochs(config.train.epochs);
+    let files = |name| AtomicFileCheckpointer::new(&checkpoints, name);
+    let training = if writer {
+        training.with_custom_checkpointers(files("model"), files("optim"), files("scheduler"))
+    } else {
+        let read = |name| ReadOnlyCheckpointer(files(name));
+        training.with_custom_checkpointers(read("model"), read("optim"), read("scheduler"))
+    };
+    let mut training = training
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .with_application_logger(None)
+        .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)));
     if options.progress == Progress::Lines {
         training = training.renderer(Box::new(QuietRenderer));
     }
@@ -327,11 +403,13 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
                 plan.train_epoch(state.epoch + 1).len()
             )));
         }
-        println!(
-            "resuming after {} from {}",
-            state.position(),
-            checkpoints.display()
-        );
+        if writer {
+            println!(
+                "resuming after {} from {}",
+                state.position(),
+                checkpoints.display()
+            );
+        }
         training = training.checkpoint(state.key());
     }
     let result = training.launch(learner);
@@ -351,10 +429,31 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     }
 
     let model = result.model.lm;
+    let stopped = stopped.lock().expect("stop lock").take();
+    let reduce = *reduce_seconds.lock().expect("reduce lock");
+    if !writer {
+        return Ok(TrainReport {
+            history,
+            resumed_from,
+            model,
+            artifacts,
+            held_samples: Vec::new(),
+            stopped,
+        });
+    }
+    if reduce.steps > 0 {
+        let bytes = 4 * (model.num_params() + 4);
+        println!(
+            "all-reduce: {} steps, {:.2} ms a step on average, {:.1} kB a step across {} ranks",
+            reduce.steps,
+            1e3 * reduce.seconds / reduce.steps as f64,
+            bytes as f64 / 1e3,
+            ranks.size()
+        );
+    }
     save_model(&artifacts.join(files::MODEL), &model)?;
     write_metrics_csv(&artifacts.join(files::METRICS), &history)?;
     plot_perplexity(&artifacts.join(files::PLOT), &history)?;
-    let stopped = stopped.lock().expect("stop lock").take();
     let stop_path = artifacts.join(files::STOP);
     match &stopped {
         Some(reason) => write_atomic(&stop_path, format!("{reason}\n").as_bytes())
