@@ -281,6 +281,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ranks = ranks()?;
             let report = match rnnlm_train::train_on(&options, ranks.clone()) {
                 Ok(report) => report,
+                // Every rank stops at the same minibatch for these (the step's all-reduce
+                // carries the stop flags and the loss): each ends on its own, rank 0 says why.
+                Err(
+                    error @ (rnnlm_train::TrainError::Interrupted { .. }
+                    | rnnlm_train::TrainError::NonFinite { .. }),
+                ) => {
+                    if !ranks.is_writer() {
+                        // The last handle: MPI is finalised before the process ends.
+                        drop(ranks);
+                        std::process::exit(1);
+                    }
+                    return Err(error.into());
+                }
                 // The other ranks wait in a collective for this one: end them all, saying which
                 // rank failed and why.
                 Err(error) if ranks.size() > 1 => {
