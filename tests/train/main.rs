@@ -182,7 +182,7 @@ fn data_parallel_devices_are_checked_before_training() {
     options.devices = vec![device(); 5];
     let message = rnnlm_train::train(&options).unwrap_err().to_string();
     assert!(
-        message.contains("5 devices for data.batch_size = 4"),
+        message.contains("invalid train.devices = 5 devices: at most data.batch_size = 4 devices"),
         "{message}"
     );
     std::fs::remove_dir_all(&dir).ok();

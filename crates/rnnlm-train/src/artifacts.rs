@@ -8,7 +8,7 @@ use rnnlm::RnnLm;
 use rnnlm_data::{TextShare, Vocab};
 
 use crate::checkpoint::write_atomic;
-use crate::error::TrainError;
+use crate::error::{ArtifactsError, TrainError};
 use crate::experiment::ExperimentConfig;
 
 /// File names inside an artifacts directory.
@@ -59,29 +59,27 @@ pub(crate) fn claim_artifacts(
         comparable.train.progress_minutes = config.train.progress_minutes;
         comparable.data.prepared = config.data.prepared.clone();
         if comparable != *config {
-            return Err(TrainError::Artifacts(format!(
-                "{} holds a different run (its {} differs from this experiment); choose another --artifacts directory",
-                dir.display(),
-                files::CONFIG
-            )));
+            return Err(ArtifactsError::DifferentRun {
+                dir: dir.to_owned(),
+            }
+            .into());
         }
         if !resume {
-            return Err(TrainError::Artifacts(format!(
-                "{} already holds this run; pass --resume to continue it, or choose another --artifacts directory",
-                dir.display()
-            )));
+            return Err(ArtifactsError::AlreadyHeld {
+                dir: dir.to_owned(),
+            }
+            .into());
         }
     } else if resume {
-        return Err(TrainError::Artifacts(format!(
-            "nothing to resume in {}: it has no {}",
-            dir.display(),
-            files::CONFIG
-        )));
+        return Err(ArtifactsError::NothingToResume {
+            dir: dir.to_owned(),
+        }
+        .into());
     } else if holds_files(dir)? {
-        return Err(TrainError::Artifacts(format!(
-            "{} is not empty and holds no rnnlm run; choose another --artifacts directory",
-            dir.display()
-        )));
+        return Err(ArtifactsError::NotARun {
+            dir: dir.to_owned(),
+        }
+        .into());
     }
     write_config_and_vocab(dir, config, vocab)
 }
@@ -108,10 +106,10 @@ const LOCK_FILE: &str = ".rnnlm-train.lock";
 /// The lock goes with the returned file (and with the process, however it ends).
 pub(crate) fn lock_artifacts(dir: &Path) -> Result<std::fs::File, TrainError> {
     if dir.exists() && !dir.is_dir() {
-        return Err(TrainError::Artifacts(format!(
-            "--artifacts {} is a file, not a directory; name a new or empty directory",
-            dir.display()
-        )));
+        return Err(ArtifactsError::IsAFile {
+            dir: dir.to_owned(),
+        }
+        .into());
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let path = dir.join(LOCK_FILE);
@@ -126,12 +124,11 @@ pub(crate) fn lock_artifacts(dir: &Path) -> Result<std::fs::File, TrainError> {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(TrainError::Artifacts(format!(
-                "{} is in use by another rnnlm train (pid {}); wait for it to finish, or choose \
-                 another --artifacts directory",
-                dir.display(),
-                holder.trim()
-            )));
+            return Err(ArtifactsError::InUse {
+                dir: dir.to_owned(),
+                pid: holder.trim().to_owned(),
+            }
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
     }
@@ -177,11 +174,15 @@ pub(crate) fn write_config_and_vocab(
 }
 
 pub(crate) fn save_model(path: &Path, model: &RnnLm) -> Result<(), TrainError> {
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| TrainError::Record(format!("{}: {e}", path.display())))?;
+    let bytes =
+        model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| TrainError::RecordUnwritable {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
     write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
 }
 
@@ -196,18 +197,18 @@ pub fn save_model_dir(
     model: &RnnLm,
 ) -> Result<(), TrainError> {
     if vocab.len() != config.model.vocab_size || model.vocab_size != vocab.len() {
-        return Err(TrainError::Artifacts(format!(
-            "the vocabulary has {} tokens but the model has {} outputs (config says {}): they do not belong together",
-            vocab.len(),
-            model.vocab_size,
-            config.model.vocab_size
-        )));
+        return Err(ArtifactsError::VocabularyMismatch {
+            vocab: vocab.len(),
+            outputs: model.vocab_size,
+            config: config.model.vocab_size,
+        }
+        .into());
     }
     if holds_files(dir)? {
-        return Err(TrainError::Artifacts(format!(
-            "{} is not empty; choose a new directory",
-            dir.display()
-        )));
+        return Err(ArtifactsError::NotEmpty {
+            dir: dir.to_owned(),
+        }
+        .into());
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     write_config_and_vocab(dir, config, vocab)?;

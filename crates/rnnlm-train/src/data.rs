@@ -22,11 +22,13 @@ pub fn corpus_spec(
     let sources = data.sources();
     // Checked here, after --data: a command line may name the corpus the config leaves out.
     if !data.valid_files.is_empty() && sources.is_empty() {
-        return Err(TrainError::Config(format!(
-            "invalid data.valid_files = {:?}: needs data.file, data.files or --data (The Time \
-             Machine keeps its own validation part)",
-            data.valid_files
-        )));
+        return Err(TrainError::Invalid {
+            field: "data.valid_files".to_owned(),
+            value: format!("{:?}", data.valid_files),
+            expected: "needs data.file, data.files or --data (The Time Machine keeps its own \
+                       validation part)"
+                .to_owned(),
+        });
     }
     let files = |paths: &[PathBuf]| -> Result<Vec<SourceFile>, TrainError> {
         Ok(rnnlm_data::text_files(paths)?

@@ -266,7 +266,11 @@ impl Default for TrainConfig {
 }
 
 fn invalid(field: &str, value: impl std::fmt::Display, expected: &str) -> TrainError {
-    TrainError::Config(format!("invalid {field} = {value}: {expected}"))
+    TrainError::Invalid {
+        field: field.to_owned(),
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    }
 }
 
 impl ExperimentConfig {
@@ -324,7 +328,7 @@ impl ExperimentConfig {
                 "give either data.file or data.files, not both (data.files may hold one file)",
             ));
         }
-        rnnlm_data::encoding_for(&d.encoding).map_err(|e| TrainError::Config(e.to_string()))?;
+        rnnlm_data::encoding_for(&d.encoding)?;
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return Err(invalid("optimizer.lr", o.lr, "must be a finite number > 0"));
@@ -455,9 +459,7 @@ impl ExperimentConfig {
             vocab_size: self.model.vocab_size.max(1),
             ..self.model.clone()
         };
-        model
-            .validate()
-            .map_err(|e| TrainError::Config(e.to_string()))
+        Ok(model.validate()?)
     }
 
     /// The configuration as TOML, as written into the artifacts directory.

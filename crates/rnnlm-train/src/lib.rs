@@ -39,7 +39,7 @@ pub use checkpoint::{
 pub use clip::{clip_grad_global_norm, global_grad_norm};
 pub use data::{PrepareMeter, corpus_spec, format_prepare, prepare_corpus, prepared_path};
 pub use device::{DeviceError, probe_device};
-pub use error::TrainError;
+pub use error::{ArtifactsError, TrainError};
 pub use evaluate::{Evaluation, evaluate, evaluate_file, evaluate_tokens};
 pub use experiment::{
     DataConfig, ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind,

@@ -11,7 +11,7 @@ use rnnlm_data::{Vocab, encode};
 
 use crate::artifacts::files;
 use crate::checkpoint::{checkpoint_dir, checkpoint_file, latest_complete_checkpoint};
-use crate::error::TrainError;
+use crate::error::{ArtifactsError, TrainError};
 use crate::experiment::ExperimentConfig;
 use crate::step::TrainableLm;
 
@@ -97,16 +97,16 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<LoadedModel, TrainError
 /// Loads the model `which` names from an artifacts directory (see [`Which`]).
 pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<LoadedModel, TrainError> {
     let missing = |name: &str| {
-        TrainError::Artifacts(format!(
-            "{} is not a complete rnnlm checkpoint directory: {name} is missing",
-            dir.display()
-        ))
+        TrainError::from(ArtifactsError::Incomplete {
+            dir: dir.to_owned(),
+            missing: name.to_owned(),
+        })
     };
     if !dir.is_dir() {
-        return Err(TrainError::Artifacts(format!(
-            "checkpoint directory {} does not exist",
-            dir.display()
-        )));
+        return Err(ArtifactsError::NoCheckpoint {
+            dir: dir.to_owned(),
+        }
+        .into());
     }
     let config_path = dir.join(files::CONFIG);
     if !config_path.is_file() {
@@ -115,16 +115,19 @@ pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<Loaded
     let config = ExperimentConfig::load(&config_path, &[])?;
     let vocab_path = dir.join(files::VOCAB);
     let vocab_bytes = std::fs::read(&vocab_path).map_err(|_| missing(files::VOCAB))?;
-    let vocab: Vocab = serde_json::from_slice(&vocab_bytes)
-        .map_err(|e| TrainError::Artifacts(format!("{}: {e}", vocab_path.display())))?;
+    let vocab: Vocab =
+        serde_json::from_slice(&vocab_bytes).map_err(|e| ArtifactsError::UnreadableVocabulary {
+            path: vocab_path.clone(),
+            reason: e.to_string(),
+        })?;
     if vocab.len() != config.model.vocab_size {
-        return Err(TrainError::Artifacts(format!(
-            "{} has {} tokens but {} says model.vocab_size = {}: the files come from different runs",
-            vocab_path.display(),
-            vocab.len(),
-            config_path.display(),
-            config.model.vocab_size
-        )));
+        return Err(ArtifactsError::VocabularyOfAnotherRun {
+            vocab: vocab_path,
+            tokens: vocab.len(),
+            config: config_path,
+            vocab_size: config.model.vocab_size,
+        }
+        .into());
     }
     let best = dir.join(files::BEST_MODEL);
     let weights = match dir.join(files::MODEL) {
@@ -137,10 +140,10 @@ pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<Loaded
     };
     let bytes = std::fs::read(&weights).map_err(|e| TrainError::io(&weights, e))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
-        TrainError::Record(format!(
-            "{} is not a readable Burn record: {e}",
-            weights.display()
-        ))
+        TrainError::RecordUnreadable {
+            path: weights.clone(),
+            reason: e.to_string(),
+        }
     })?;
     // burn-train saves the TrainableLm wrapper (parameters under `lm.`); the final model file
     // holds the bare RnnLm.
@@ -151,13 +154,11 @@ pub fn load_model_as(dir: &Path, which: Which, device: &Device) -> Result<Loaded
         Err(_) => TrainableLm::new(model)
             .try_load_record(record)
             .map(|wrapper| wrapper.lm)
-            .map_err(|e| {
-                TrainError::Record(format!(
-                    "{} does not fit the {} model of {}: {e}",
-                    weights.display(),
-                    config.model.kind,
-                    config_path.display()
-                ))
+            .map_err(|e| TrainError::RecordDoesNotFit {
+                path: weights.clone(),
+                kind: config.model.kind.to_string(),
+                config: config_path.clone(),
+                reason: e.to_string(),
             })?,
     };
     Ok(LoadedModel {

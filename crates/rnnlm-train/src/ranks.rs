@@ -78,11 +78,7 @@ pub fn launched_ranks() -> Option<usize> {
 /// An error for a run that a launcher started as several ranks, in a build without MPI:
 /// each process would train alone and all would write the same artifacts.
 pub fn require_mpi_build(ranks: usize) -> TrainError {
-    TrainError::Config(format!(
-        "this rnnlm was started as one of {ranks} ranks (mpirun or srun), but it was built \
-         without MPI; build it with `cargo build --release -p rnnlm-cli --features mpi` \
-         (OpenMPI: libopenmpi-dev and libclang-dev), or run it without mpirun"
-    ))
+    TrainError::NotAnMpiBuild { ranks }
 }
 
 #[cfg(feature = "mpi")]
@@ -126,15 +122,17 @@ mod with_mpi {
         /// several threads.
         pub fn new() -> Result<Self, TrainError> {
             let (universe, level) = mpi::initialize_with_threading(Threading::Serialized)
-                .ok_or_else(|| {
-                    TrainError::Config("MPI was already initialised in this process".to_owned())
+                .ok_or_else(|| TrainError::Mpi {
+                    reason: "MPI was already initialised in this process".to_owned(),
                 })?;
             if level < Threading::Serialized {
-                return Err(TrainError::Config(format!(
-                    "this MPI library gives thread support {level:?}; training calls MPI from \
-                     burn-train's threads and needs MPI_THREAD_SERIALIZED (an Open MPI or MPICH \
-                     built with thread support)"
-                )));
+                return Err(TrainError::Mpi {
+                    reason: format!(
+                        "this MPI library gives thread support {level:?}; training calls MPI \
+                         from burn-train's threads and needs MPI_THREAD_SERIALIZED (an Open MPI \
+                         or MPICH built with thread support)"
+                    ),
+                });
             }
             let world = universe.world();
             let (rank, size) = (world.rank() as usize, world.size() as usize);

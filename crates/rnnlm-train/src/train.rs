@@ -17,7 +17,7 @@ use crate::checkpoint::{
     AtomicFileCheckpointer, EpochMetrics, EpochState, ReadOnlyCheckpointer, checkpoint_dir,
     latest_complete_checkpoint, write_atomic, write_metrics_csv,
 };
-use crate::error::TrainError;
+use crate::error::{ArtifactsError, TrainError};
 use crate::experiment::{ExperimentConfig, OptimizerKind, ScheduleOver};
 use crate::fit::{ReduceTime, SampleSpec, TbpttStrategy};
 use crate::plan::DataPlan;
@@ -167,28 +167,37 @@ pub fn train_on(options: &TrainOptions, ranks: Arc<dyn Ranks>) -> Result<TrainRe
     if ranks.size() > 1 {
         let batch = config.data.batch_size;
         if ranks.size() > batch {
-            return Err(TrainError::Config(format!(
-                "{} ranks for data.batch_size = {batch}: each rank runs at least one of the \
-                 minibatch's parallel streams; start at most {batch} ranks or raise data.batch_size",
-                ranks.size()
-            )));
+            return Err(TrainError::Invalid {
+                field: "data.batch_size".to_owned(),
+                value: batch.to_string(),
+                expected: format!(
+                    "each of the {} ranks runs at least one of the minibatch's parallel \
+                     streams; start at most {batch} ranks or raise data.batch_size",
+                    ranks.size()
+                ),
+            });
         }
         let mine = crate::ranks::rows_of(batch, ranks.rank(), ranks.size()).len();
         if options.devices.len() > mine {
-            return Err(TrainError::Config(format!(
-                "rank {} runs {mine} of data.batch_size = {batch} streams, fewer than its {} \
-                 devices; use fewer devices or ranks, or raise data.batch_size",
-                ranks.rank(),
-                options.devices.len()
-            )));
+            return Err(TrainError::Invalid {
+                field: "train.devices".to_owned(),
+                value: format!("{} devices", options.devices.len()),
+                expected: format!(
+                    "rank {} runs {mine} of the data.batch_size = {batch} streams, fewer than \
+                     its devices; use fewer devices or ranks, or raise data.batch_size",
+                    ranks.rank()
+                ),
+            });
         }
         if config.data.sampling == rnnlm_data::Sampling::Overlapping {
-            return Err(TrainError::Config(
-                "invalid data.sampling = \"overlapping\" across ranks: its last minibatch is \
-                 smaller than data.batch_size and cannot be cut between the ranks; use \
-                 \"random\" or \"sequential\""
+            return Err(TrainError::Invalid {
+                field: "data.sampling".to_owned(),
+                value: "\"overlapping\"".to_owned(),
+                expected: "across ranks, \"random\" or \"sequential\": overlapping sampling's \
+                           last minibatch is smaller than data.batch_size and cannot be cut \
+                           between the ranks"
                     .to_owned(),
-            ));
+            });
         }
     }
     let parallel: Vec<Device> = options
@@ -197,13 +206,15 @@ pub fn train_on(options: &TrainOptions, ranks: Arc<dyn Ranks>) -> Result<TrainRe
         .map(|d| d.clone().autodiff())
         .collect();
     if parallel.len() > config.data.batch_size {
-        return Err(TrainError::Config(format!(
-            "{} devices for data.batch_size = {}: each device runs at least one of the minibatch's \
-             parallel streams; use at most {} devices or raise data.batch_size",
-            parallel.len(),
-            config.data.batch_size,
-            config.data.batch_size
-        )));
+        return Err(TrainError::Invalid {
+            field: "train.devices".to_owned(),
+            value: format!("{} devices", parallel.len()),
+            expected: format!(
+                "at most data.batch_size = {} devices, each running at least one of the \
+                 minibatch's parallel streams; use fewer devices or raise data.batch_size",
+                config.data.batch_size
+            ),
+        });
     }
     // A missing runtime (driver, library) is an error here rather than a panic mid-epoch.
     let used: Vec<&Device> = if options.devices.is_empty() {
@@ -364,44 +375,43 @@ pub fn train_on(options: &TrainOptions, ranks: Arc<dyn Ranks>) -> Result<TrainRe
     let resumed_from = resume_state.as_ref().map(|s| s.epoch);
     if let Some(state) = &resume_state {
         if state.epoch >= config.train.epochs {
-            return Err(TrainError::Artifacts(format!(
-                "{} already finished all {} epochs; raise train.epochs to train further",
-                artifacts.display(),
-                config.train.epochs
-            )));
+            return Err(ArtifactsError::Finished {
+                dir: artifacts.clone(),
+                epochs: config.train.epochs,
+            }
+            .into());
         }
         let spent = state.seconds() / 60.0;
         if config.train.max_minutes > 0.0 && spent >= config.train.max_minutes {
-            return Err(TrainError::Artifacts(format!(
-                "{} already spent its time budget ({spent:.1} of train.max_minutes = {} minutes); \
-                 raise train.max_minutes (--max-minutes) to train further",
-                artifacts.display(),
-                config.train.max_minutes
-            )));
+            return Err(ArtifactsError::BudgetSpent {
+                dir: artifacts.clone(),
+                spent,
+                budget: config.train.max_minutes,
+            }
+            .into());
         }
         let done: usize = (1..=state.epoch)
             .map(|e| plan.train_epoch(e).len())
             .sum::<usize>()
             + state.partial.as_ref().map_or(0, |p| p.steps);
         if config.train.max_steps > 0 && done >= config.train.max_steps {
-            return Err(TrainError::Artifacts(format!(
-                "{} already ran its {done} minibatches (train.max_steps = {}); raise \
-                 train.max_steps to train further",
-                artifacts.display(),
-                config.train.max_steps
-            )));
+            return Err(ArtifactsError::StepsDone {
+                dir: artifacts.clone(),
+                done,
+                max_steps: config.train.max_steps,
+            }
+            .into());
         }
         if let Some(partial) = &state.partial
             && partial.of != plan.train_epoch(state.epoch + 1).len()
         {
-            return Err(TrainError::Artifacts(format!(
-                "{} stopped inside epoch {} of {} minibatches, but this corpus cuts that epoch \
-                 into {}: the corpus changed since; train in a new --artifacts directory",
-                artifacts.display(),
-                state.epoch + 1,
-                partial.of,
-                plan.train_epoch(state.epoch + 1).len()
-            )));
+            return Err(ArtifactsError::CorpusChanged {
+                dir: artifacts.clone(),
+                epoch: state.epoch + 1,
+                was: partial.of,
+                now: plan.train_epoch(state.epoch + 1).len(),
+            }
+            .into());
         }
         if writer {
             println!(

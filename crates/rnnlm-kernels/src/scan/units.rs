@@ -16,10 +16,11 @@
 
 use std::ops::Range;
 
-use super::{Order, Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
+use super::io::{Plan, ScanInputs, ScanOutput, ScanShape, ScanTape, Sinks, Wanted};
 use crate::cell::{BackwardStep, Cell, ForwardStep, HiddenWeights, Scratch};
 use crate::gemm::{PackedB, gemm};
 use crate::math::{Isa, Kernel, run};
+use crate::order::Order;
 use crate::profile::timed;
 use crate::shared::{SharedMut, SpinBarrier, parallel, split};
 
