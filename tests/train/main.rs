@@ -486,3 +486,50 @@ fn bench_counts_the_dense_flops_of_each_model_and_runs_every_measurement() {
         );
     }
 }
+
+/// Runs begun before checkpoints were numbered apart from epochs kept `epoch-N.json` beside the
+/// records of epoch N: such a run resumes, numbers its next checkpoints after them, and tidies
+/// the old files as it goes.
+#[test]
+fn a_run_checkpointed_by_epoch_numbers_resumes() {
+    let dir = scratch_dir("train-legacy-states");
+    let mut options = tiny_experiment(
+        &dir,
+        3000,
+        "[model]\nkind = \"gru\"\nhidden_size = 8\n[train]\nepochs = 2\n",
+    );
+    rnnlm_train::train(&options).unwrap();
+    let checkpoints = options.artifacts.join("checkpoint");
+    for epoch in 1..=2 {
+        // What the older code wrote: the epoch and the history, no checkpoint number.
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(checkpoints.join(format!("state-{epoch}.json"))).unwrap(),
+        )
+        .unwrap();
+        let legacy = serde_json::json!({ "epoch": state["epoch"], "history": state["history"] });
+        std::fs::write(
+            checkpoints.join(format!("epoch-{epoch}.json")),
+            legacy.to_string(),
+        )
+        .unwrap();
+        std::fs::remove_file(checkpoints.join(format!("state-{epoch}.json"))).unwrap();
+    }
+    options.resume = true;
+    options.overrides.push("train.epochs=3".into());
+    let report = rnnlm_train::train(&options).unwrap();
+    assert_eq!(report.resumed_from, Some(2));
+    assert_eq!(report.history.len(), 3);
+    let names: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"state-3.json".to_owned()) && names.contains(&"model-3.bpk".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"epoch-1.json".to_owned()),
+        "the oldest state is tidied: {names:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

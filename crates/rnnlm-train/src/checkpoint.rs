@@ -251,6 +251,8 @@ pub fn save_epoch_state(artifacts: &Path, state: &EpochState) -> Result<(), Trai
     write_atomic(&path, &json).map_err(|e| TrainError::io(&path, e))?;
     if let Some(old) = key.checked_sub(2).filter(|k| *k > 0) {
         let _ = std::fs::remove_file(state_file(artifacts, old));
+        // A run begun before state files were numbered by checkpoint left epoch-N.json.
+        let _ = std::fs::remove_file(checkpoint_dir(artifacts).join(format!("epoch-{old}.json")));
     }
     Ok(())
 }

@@ -233,9 +233,9 @@ pub struct TrainConfig {
     /// Stop after this many minibatches of training in all (0: no limit), with a checkpoint
     /// there, as `max_minutes` does: a fixed amount of work for measurements and smoke runs.
     pub max_steps: usize,
-    /// Also checkpoint inside an epoch every this many minutes (0: at the end of each epoch
-    /// only), so a kill loses at most that much training; `--resume` continues from the
-    /// minibatch it was taken at, with the same result as an uninterrupted run.
+    /// Also checkpoint inside an epoch every this many minutes (default 10; 0: at the end of
+    /// each epoch only), so a kill loses at most that much training; `--resume` continues from
+    /// the minibatch it was taken at, with the same result as an uninterrupted run.
     pub checkpoint_minutes: f64,
     /// Also validate every this many minibatches (0: at the end of each epoch only); each
     /// is a line on stdout and a row of `validation.csv`.
@@ -258,7 +258,7 @@ impl Default for TrainConfig {
             patience: 0,
             max_minutes: 0.0,
             max_steps: 0,
-            checkpoint_minutes: 0.0,
+            checkpoint_minutes: 10.0,
             valid_every: 0,
             progress_minutes: 1.0,
         }
