@@ -18,6 +18,29 @@ fn models() -> Vec<(&'static str, RnnLm)> {
     models_on(&device())
 }
 
+/// The models of [`models`] with weights that no random generator decides ([`Patterned`]: a
+/// sine of each entry's index, at the magnitude each model is built with): the sampled tokens
+/// of the two paths can part where two float-rounded probabilities sit on either side of a
+/// top-p or top-k threshold, and weights drawn from the device's generator (which other tests
+/// reseed meanwhile) would make that a matter of luck; fixed ones make the test repeatable.
+///
+/// [`Patterned`]: rnnlm_tests::Patterned
+fn fixed_models() -> Vec<(&'static str, RnnLm)> {
+    models()
+        .into_iter()
+        .map(|(name, model)| {
+            let scale = if name.contains("relu") || name.contains("192") {
+                0.2
+            } else {
+                0.5
+            };
+            let model =
+                burn::module::Module::map(model, &mut rnnlm_tests::Patterned { scale, next: 0 });
+            (name, model)
+        })
+        .collect()
+}
+
 /// The models of [`models`] on `dev`.
 fn models_on(dev: &Device) -> Vec<(&'static str, RnnLm)> {
     let dev = dev.clone();
@@ -93,7 +116,7 @@ fn generation_chooses_the_same_tokens_on_both_paths() {
         top_p: Some(0.95),
         seed: 3,
     };
-    for (name, model) in models() {
+    for (name, model) in fixed_models() {
         for decoding in [Decoding::Greedy, sampling] {
             let fused = generate(&model, &prefixes, 30, &decoding, &dev, on_every_step);
             let composite = with_mode(Mode::Composite, || {
