@@ -319,3 +319,21 @@ impl burn::module::ModuleMapper for Patterned {
         })
     }
 }
+
+/// What a finished process printed: its stdout, then its stderr (for the CLI's tests'
+/// assertions and failure messages).
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `path` as a command-line argument.
+///
+/// # Panics
+/// If the path is not UTF-8 (the tests' scratch paths are).
+pub fn path_str(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}

@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rnnlm_tests::output_text as text;
+
 fn rnnlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rnnlm"))
         .args(args)
@@ -20,14 +22,6 @@ fn rnnlm(args: &[&str]) -> Output {
         .env("CI", "true")
         .output()
         .expect("the rnnlm binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// The backends the binary under test was built with (the package's features are the binary's).

@@ -4,24 +4,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use rnnlm_tests::output_text as text;
+use rnnlm_tests::path_str as path;
+
 fn rnnlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rnnlm"))
         .args(args)
         .env("CI", "true")
         .output()
         .expect("the rnnlm binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
 }
 
 /// `rnnlm train` arguments for a GRU of `hidden` units trained for `epochs` on the start of

@@ -5,20 +5,11 @@
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use rnnlm_tests::output_text as text;
+use rnnlm_tests::path_str as path;
 
 /// `mpirun` as root and on a machine with fewer cores than ranks, as CI is.
 fn mpirun(ranks: usize) -> Command {

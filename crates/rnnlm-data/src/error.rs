@@ -176,3 +176,19 @@ pub enum DataError {
     #[error("no cache directory: set RNNLM_CACHE_DIR or pass --cache-dir")]
     NoCacheDir,
 }
+
+impl DataError {
+    /// The error of reading `path`: [`DataError::NotFound`] when it does not exist, else
+    /// [`DataError::Io`] with the system's reason.
+    pub(crate) fn reading(path: &std::path::Path, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => DataError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => DataError::Io {
+                path: path.to_owned(),
+                reason: source,
+            },
+        }
+    }
+}

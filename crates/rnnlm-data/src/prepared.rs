@@ -202,15 +202,7 @@ impl CorpusSpec {
 }
 
 fn canonical(path: &Path) -> Result<PathBuf, DataError> {
-    std::fs::canonicalize(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => DataError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => DataError::Io {
-            path: path.to_owned(),
-            reason: source,
-        },
-    })
+    std::fs::canonicalize(path).map_err(|e| DataError::reading(path, e))
 }
 
 fn modified_ns(metadata: &std::fs::Metadata) -> Option<u128> {
@@ -348,17 +340,14 @@ impl PreparedCorpus {
             return Ok(Err(Unusable::Stale(reason)));
         }
         let (train_len, valid_len) = (header.train_tokens as usize, header.valid_tokens as usize);
-        let width = header.width;
-        let tokens = |offset, len| {
-            Tokens::mapped(mapped_clone(path)?, offset, width, len).map_err(|reason| {
-                DataError::NotPrepared {
-                    path: path.to_owned(),
-                    reason,
-                }
-            })
-        };
-        let train = tokens(data_offset, train_len)?;
-        let valid = tokens(data_offset + train_len * width.bytes(), valid_len)?;
+        // One map for both parts: the validation ids follow the training ids.
+        let all = Tokens::mapped(mapped.map, data_offset, header.width, train_len + valid_len)
+            .map_err(|reason| DataError::NotPrepared {
+                path: path.to_owned(),
+                reason,
+            })?;
+        let train = all.slice(0..train_len);
+        let valid = all.slice(train_len..train_len + valid_len);
         let shares = spec
             .files()
             .zip(&header.shares)
@@ -395,30 +384,20 @@ impl PreparedCorpus {
     ) -> Result<Self, DataError> {
         spec.check()?;
         let files: Vec<&SourceFile> = spec.files().collect();
-        let mut total = 0;
-        for file in &files {
-            let metadata = std::fs::metadata(&file.path).map_err(|reason| match reason.kind() {
-                std::io::ErrorKind::NotFound => DataError::NotFound {
-                    path: file.path.clone(),
-                },
-                _ => DataError::Io {
-                    path: file.path.clone(),
-                    reason,
-                },
-            })?;
-            total += 2 * metadata.len();
-        }
+        let metadata = files
+            .iter()
+            .map(|file| {
+                std::fs::metadata(&file.path).map_err(|e| DataError::reading(&file.path, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = metadata.iter().map(|m| 2 * m.len()).sum();
         let mut done = 0u64;
 
         // Pass 1: count every token of every text (the vocabulary sees them all).
         let mut counter = TokenCounter::default();
         let mut counts = Vec::with_capacity(files.len());
         let mut records = Vec::with_capacity(files.len());
-        for file in &files {
-            let metadata = std::fs::metadata(&file.path).map_err(|reason| DataError::Io {
-                path: file.path.clone(),
-                reason,
-            })?;
+        for (file, metadata) in files.iter().zip(&metadata) {
             let before = counter.total();
             let mut stream = TokenStream::new(spec.tokenizer);
             let mut add = |token: Token<'_>| counter.add(token);
@@ -461,7 +440,7 @@ impl PreparedCorpus {
             records.push(FileRecord {
                 path: canonical(&file.path)?,
                 bytes: metadata.len(),
-                modified_ns: modified_ns(&metadata),
+                modified_ns: modified_ns(metadata),
                 sha1: streamed.sha1.expect("asked for"),
             });
         }
@@ -557,11 +536,6 @@ impl PreparedCorpus {
             }),
         }
     }
-}
-
-/// A second map of the same file for each id range (maps are cheap; the page cache is shared).
-fn mapped_clone(path: &Path) -> Result<memmap2::Mmap, DataError> {
-    Ok(MappedFile::open(path)?.map)
 }
 
 /// The header and the offset of the ids, or why the bytes are no usable prepared file.
@@ -678,10 +652,7 @@ fn stale_reason(header: &Header, spec: &CorpusSpec) -> Result<Option<String>, Da
                     path.display()
                 )));
             }
-            let metadata = std::fs::metadata(&path).map_err(|reason| DataError::Io {
-                path: path.clone(),
-                reason,
-            })?;
+            let metadata = std::fs::metadata(&path).map_err(|e| DataError::reading(&path, e))?;
             if metadata.len() != record.bytes {
                 return Ok(Some(format!(
                     "{} changed since: {} bytes, then {}",

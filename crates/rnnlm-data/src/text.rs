@@ -305,12 +305,7 @@ pub fn stream_text_with_progress(
         path: path.to_owned(),
         reason: source,
     };
-    let metadata = std::fs::metadata(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => DataError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => io(source),
-    })?;
+    let metadata = std::fs::metadata(path).map_err(|e| DataError::reading(path, e))?;
     if metadata.is_dir() {
         return Err(DataError::IsDirectory {
             path: path.to_owned(),

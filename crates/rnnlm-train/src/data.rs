@@ -37,13 +37,9 @@ pub fn corpus_spec(
             .collect())
     };
     let train = if sources.is_empty() {
-        let dir = match cache_dir {
-            Some(dir) => dir.to_owned(),
-            None => rnnlm_data::default_cache_dir()?,
-        };
         vec![SourceFile {
             name: "The Time Machine".to_owned(),
-            path: RemoteFile::time_machine().fetch(&dir)?,
+            path: RemoteFile::time_machine().fetch(&cache(cache_dir)?)?,
         }]
     } else {
         files(&sources)?
@@ -70,11 +66,41 @@ pub fn prepared_path(
     if let Some(path) = &config.data.prepared {
         return Ok(path.clone());
     }
-    let dir = match cache_dir {
+    cached_path(spec, cache_dir)
+}
+
+/// `cache_dir`, else the default cache directory ([`rnnlm_data::default_cache_dir`]).
+fn cache(cache_dir: Option<&Path>) -> Result<PathBuf, TrainError> {
+    Ok(match cache_dir {
         Some(dir) => dir.to_owned(),
         None => rnnlm_data::default_cache_dir()?,
-    };
-    Ok(dir.join("prepared").join(spec.file_name()?))
+    })
+}
+
+/// Where `spec`'s prepared file goes in the cache: `<cache>/prepared/<first file>-<hash of the
+/// files and options>.tokens`.
+pub(crate) fn cached_path(
+    spec: &CorpusSpec,
+    cache_dir: Option<&Path>,
+) -> Result<PathBuf, TrainError> {
+    Ok(cache(cache_dir)?.join("prepared").join(spec.file_name()?))
+}
+
+/// [`PreparedCorpus::load_or_prepare`], showing its progress on stderr when `show` (an
+/// updating line on a terminal, else a line every 10 seconds).
+pub(crate) fn load_showing(
+    spec: &CorpusSpec,
+    path: &Path,
+    show: bool,
+) -> Result<(PreparedCorpus, Preparation), TrainError> {
+    let mut meter = PrepareMeter::new(std::io::stderr().is_terminal());
+    let loaded = PreparedCorpus::load_or_prepare(spec, path, |p| {
+        if show {
+            meter.update(p)
+        }
+    })?;
+    meter.finish();
+    Ok(loaded)
 }
 
 /// The experiment's corpus, prepared (or reused) and mapped, with what was done, saying so on
@@ -96,13 +122,7 @@ pub(crate) fn prepare_corpus_saying(
     let spec = corpus_spec(config, cache_dir)?;
     let path = prepared_path(config, &spec, cache_dir)?;
     let started = Instant::now();
-    let mut meter = PrepareMeter::new(std::io::stderr().is_terminal());
-    let (corpus, how) = PreparedCorpus::load_or_prepare(&spec, &path, |p| {
-        if say {
-            meter.update(p)
-        }
-    })?;
-    meter.finish();
+    let (corpus, how) = load_showing(&spec, &path, say)?;
     if !say {
         return Ok((corpus, how));
     }

@@ -1,14 +1,12 @@
 //! Perplexity over token streams: the loop validation and evaluation share (minibatches in
 //! order, the state carried through each stream), and `evaluate` on texts and files.
 
-use std::io::IsTerminal;
-use std::path::Path;
-
 use std::convert::Infallible;
+use std::path::Path;
 
 use burn::prelude::*;
 use burn::train::SequenceOutput;
-use rnnlm_data::{Epoch, PreparedCorpus, SequenceBatch, Tokens, encode};
+use rnnlm_data::{Epoch, SequenceBatch, Tokens, encode};
 
 use crate::error::TrainError;
 use crate::load::LoadedModel;
@@ -63,14 +61,8 @@ pub fn evaluate_file(
         valid_fraction: 0.0,
         vocab: Some(loaded.vocab.clone()),
     };
-    let dir = match cache_dir {
-        Some(dir) => dir.to_owned(),
-        None => rnnlm_data::default_cache_dir()?,
-    };
-    let prepared_path = dir.join("prepared").join(spec.file_name()?);
-    let mut meter = crate::data::PrepareMeter::new(std::io::stderr().is_terminal());
-    let (corpus, _) = PreparedCorpus::load_or_prepare(&spec, &prepared_path, |p| meter.update(p))?;
-    meter.finish();
+    let prepared_path = crate::data::cached_path(&spec, cache_dir)?;
+    let (corpus, _) = crate::data::load_showing(&spec, &prepared_path, true)?;
     evaluate_tokens(loaded, &corpus.train, corpus.unknown, streams, device)
 }
 

@@ -2,6 +2,7 @@
 //! minibatches (truncated BPTT), gradients clipped by their global norm, checkpoints at the end
 //! of every epoch and inside epochs, validation, stop rules and progress.
 
+use std::convert::Infallible;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use burn::train::{
     SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
 };
 use rnnlm::RecurrentState;
-use rnnlm_data::{SequenceBatch, Vocab};
+use rnnlm_data::{Minibatch, SequenceBatch, Vocab};
 
 use crate::artifacts::{files, save_model};
 use crate::checkpoint::{
@@ -337,12 +338,7 @@ impl SupervisedLearningStrategy<TrainableLm> for TbpttStrategy {
                 self.device.seed(step_seed(self.plan.seed, epoch, step));
                 let minibatch = data.get(index).expect("index below the epoch's length");
                 let tokens = minibatch.batch_size * minibatch.num_steps;
-                let minibatch = if ranks.size() > 1 {
-                    minibatch.rows(my_rows.clone())
-                } else {
-                    minibatch
-                };
-                let batch = SequenceBatch::from_minibatch(minibatch, &self.device);
+                let batch = self.rank_batch(minibatch, &self.device);
                 let model = learner.model();
                 // Random sampling: every minibatch starts from zero. Sequential: from the last
                 // one's final state, detached so the backward pass stops at this minibatch.
@@ -671,11 +667,8 @@ impl TbpttStrategy {
         processor: &mut SupervisedTrainingEventProcessor<TrainableLm>,
         interrupter: &burn::train::Interrupter,
     ) -> Option<Tally> {
-        if self.plan.valid.is_empty() {
-            return None;
-        }
-        let valid = self.plan.valid_loader(device);
-        let total = valid.num_items();
+        let valid = self.plan.valid_epoch()?;
+        let total = valid.len();
         interrupter.fail_on_error(processor.process_valid(LearnerEvent::StartSplit {
             epoch_number: epoch,
             total_items: total,
@@ -683,38 +676,33 @@ impl TbpttStrategy {
         let carry = self.plan.batches.sampling.carries_state();
         let ranks = &*self.ranks;
         // Each rank scores its block of every minibatch's rows; the sums are added up below.
-        let mine = |batch: SequenceBatch| {
-            if ranks.size() == 1 {
-                return batch;
-            }
-            let rows = rows_of(batch.x.dims()[0], ranks.rank(), ranks.size());
-            SequenceBatch {
-                x: batch.x.narrow(0, rows.start, rows.len()),
-                y: batch.y.narrow(0, rows.start, rows.len()),
-            }
-        };
-        let batches = valid.iter().map(|item| item.map(mine));
-        let scored = score(model, batches, carry, |output, step| {
+        let batches = valid
+            .iter()
+            .map(|minibatch| Ok::<_, Infallible>(self.rank_batch(minibatch, device)));
+        let Ok(mut tally) = score(model, batches, carry, |output, step| {
             let progress = burn::data::dataloader::Progress::new(step, total, None);
             let item = TrainingItem::new(output, progress, Some(step), None);
             interrupter.fail_on_error(processor.process_valid(LearnerEvent::ProcessedItem(item)));
         });
-        match scored {
-            Ok(mut tally) => {
-                interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
-                if ranks.size() > 1 {
-                    let mut sums = [tally.nll, tally.tokens as f64];
-                    ranks.sum_f64(&mut sums);
-                    (tally.nll, tally.tokens) = (sums[0], sums[1] as usize);
-                }
-                Some(tally)
-            }
-            // A batch that cannot be made stops the run, as in training.
-            Err(err) => {
-                interrupter.fail(err);
-                None
-            }
+        interrupter.fail_on_error(processor.process_valid(LearnerEvent::EndSplit(epoch)));
+        if ranks.size() > 1 {
+            let mut sums = [tally.nll, tally.tokens as f64];
+            ranks.sum_f64(&mut sums);
+            (tally.nll, tally.tokens) = (sums[0], sums[1] as usize);
         }
+        Some(tally)
+    }
+
+    /// This rank's block of `minibatch`'s rows (all of them in a run of one process), on
+    /// `device`: what training and validation run here.
+    fn rank_batch(&self, minibatch: Minibatch, device: &Device) -> SequenceBatch {
+        let ranks = &*self.ranks;
+        let minibatch = if ranks.size() > 1 {
+            minibatch.rows(rows_of(minibatch.batch_size, ranks.rank(), ranks.size()))
+        } else {
+            minibatch
+        };
+        SequenceBatch::from_minibatch(minibatch, device)
     }
 }
 

@@ -6,8 +6,9 @@
 //! One concern a module, each depending only on those listed before it: `error`, `device`,
 //! `experiment`, `schedule`, `checkpoint`, `report`, `plot`, `render`, `clip`, `step` (the loss
 //! and the model burn-train trains), `plan` (the data plan), `parallel` (data parallelism), `ranks` (processes: MPI),
-//! `artifacts` (the run's files and its lock), `load`, `evaluate` (the scoring loop that
-//! validation shares), `data` (the prepared corpus of an experiment), `fit` (the learning
+//! `artifacts` (the run's files and its lock), `load`, `data` (the prepared corpus of an
+//! experiment, or of a text to score), `evaluate` (the scoring loop that validation shares),
+//! `fit` (the learning
 //! strategy) and `train`.
 #![deny(missing_docs)]
 

@@ -62,14 +62,19 @@ impl DataPlan {
         let builder = DataLoaderBuilder::new(SequenceBatcher)
             .batch_size(1)
             .set_device(device.clone());
-        if self.valid.is_empty() {
-            builder.build(MinibatchDataset::new(Vec::new()))
-        } else {
-            builder.build(
-                self.batches
-                    .epoch(&self.valid, &mut epoch_rng(self.seed, 0))
-                    .expect("checked before training"),
-            )
+        match self.valid_epoch() {
+            Some(epoch) => builder.build(epoch),
+            None => builder.build(MinibatchDataset::new(Vec::new())),
         }
+    }
+
+    /// The validation minibatches (the same every epoch, so epochs compare), or `None`
+    /// without validation.
+    pub fn valid_epoch(&self) -> Option<Epoch> {
+        (!self.valid.is_empty()).then(|| {
+            self.batches
+                .epoch(&self.valid, &mut epoch_rng(self.seed, 0))
+                .expect("checked before training")
+        })
     }
 }
